@@ -1,0 +1,257 @@
+"""Read, validate and write the files that pass between stages: questions files and aspect files.
+
+Questions file: UTF-8 text, one question per line, no numbering, no blank lines.
+Aspect file: JSON object {image_id: [p_1, ..., p_Q]} with floats in [0, 1] (the released format).
+Each may have a sidecar `<file>.meta.json` describing how it was made. Writers are atomic
+(temp file in the same folder + os.replace) so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# Words a closed (yes/no) English question starts with.
+YES_NO_STARTERS = frozenset(
+    "is are am was were do does did can could has have had will would should shall may might must".split()
+)
+_NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
+MAX_QUESTION_CHARS = 300
+
+
+class ArtifactError(ValueError):
+    """A stage artifact (questions or aspect file) is missing, malformed or inconsistent."""
+
+
+# ----------------------------------------------------------------------------- generic helpers
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """`<file>.meta.json` next to `path` (full file name kept, so x.txt and x.json never collide)."""
+    return Path(str(path) + ".meta.json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict | None:
+    """The sidecar of `path` as a dict, or None when there is none."""
+    meta = sidecar_path(path)
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{meta}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+# ----------------------------------------------------------------------------- questions files
+def question_problem(text: str, class_names: Iterable[str] = (), allow_class_names: bool = False) -> str | None:
+    """Why `text` is not an acceptable yes/no aspect question, or None when it is.
+
+    Acceptable: one line, one sentence ending in a single "?", first word a yes/no starter
+    ("Is", "Does", "Can", ...), at most 300 characters, and (unless allowed) no class name,
+    since a question that names a class leaks the label instead of describing an aspect.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return "empty question"
+    if "\n" in stripped or "\r" in stripped:
+        return "spans more than one line"
+    if len(stripped) > MAX_QUESTION_CHARS:
+        return f"longer than {MAX_QUESTION_CHARS} characters"
+    if _NUMBERING.match(stripped):
+        return "starts with numbering or a bullet"
+    if not stripped.endswith("?"):
+        return "does not end with '?'"
+    if stripped.count("?") > 1:
+        return "holds more than one question mark"
+    if re.search(r"[.!;]\s+\w", stripped[:-1]):
+        return "holds more than one sentence"
+    first = re.split(r"[\s,]+", stripped, maxsplit=1)[0].lower()
+    if first not in YES_NO_STARTERS:
+        return f"does not start like a yes/no question ({first!r})"
+    if not allow_class_names:
+        lowered = f" {normalize_text(stripped)} "
+        for name in class_names:
+            key = normalize_text(name)
+            if key and f" {key} " in lowered:
+                return f"names the class {name!r}"
+    return None
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case words only (punctuation, underscores and repeated spaces removed)."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower().replace("_", " ")).split())
+
+
+def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
+    """Questions of a questions file's text; raises ArtifactError on the first malformed line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    if not lines:
+        raise ArtifactError(f"{source}: the questions file is empty (expected one question per line)")
+    questions: list[str] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            raise ArtifactError(f"{source}:{number}: blank line (one question per line, no blank lines)")
+        if line != line.strip():
+            raise ArtifactError(f"{source}:{number}: leading or trailing spaces in {line!r}")
+        if _NUMBERING.match(line):
+            raise ArtifactError(f"{source}:{number}: numbering or bullet in {line!r} (write the bare question)")
+        if not line.endswith("?"):
+            raise ArtifactError(f"{source}:{number}: {line!r} is not a question (must end with '?')")
+        key = normalize_text(line)
+        if key in seen:
+            raise ArtifactError(f"{source}:{number}: repeats the question of line {seen[key]}: {line!r}")
+        seen[key] = number
+        questions.append(line)
+    return questions
+
+
+def read_questions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
+    """Questions of a questions file, validated; `expected_count` (Q) is checked when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"questions file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    questions = parse_questions_text(text, str(path))
+    if expected_count is not None and len(questions) != expected_count:
+        raise ArtifactError(f"{path}: holds {len(questions)} questions but {expected_count} were expected")
+    return questions
+
+
+def questions_text(questions: Sequence[str]) -> str:
+    return "".join(q.strip() + "\n" for q in questions)
+
+
+def write_questions(path: str | os.PathLike, questions: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
+    """Validate and atomically write a questions file (and its sidecar when `meta` is given)."""
+    text = questions_text(questions)
+    parse_questions_text(text, str(path))  # refuse to write what could not be read back
+    if meta is not None:
+        full = {"num_questions": len(questions), "sha256": sha256_text(text), "date": utc_now(), **meta}
+        atomic_write_json(sidecar_path(path), full)
+    atomic_write_text(path, text)
+
+
+# ----------------------------------------------------------------------------- aspect files
+@dataclass(frozen=True)
+class AspectTable:
+    """Aspect targets of an aspect file: `values[i]` is the row of `ids[i]`, shape [N, Q] float32."""
+
+    ids: list[str]
+    values: np.ndarray
+    path: str = ""
+    sha256: str = ""
+
+    @property
+    def num_aspects(self) -> int:
+        return int(self.values.shape[1])
+
+    def index(self) -> dict[str, int]:
+        return {image_id: i for i, image_id in enumerate(self.ids)}
+
+
+def validate_aspect_rows(rows: Mapping[str, Any], source: str, expected_aspects: int | None = None) -> np.ndarray:
+    """Check rows {id: [p_1..p_Q]} and return them as float32 [N, Q] in the order of `rows`."""
+    if not isinstance(rows, Mapping):
+        raise ArtifactError(f"{source}: expected a JSON object {{image_id: [p_1, ..., p_Q]}}, got {type(rows).__name__}")
+    if not rows:
+        raise ArtifactError(f"{source}: holds no rows")
+    width = None
+    out = []
+    for image_id, row in rows.items():
+        if not isinstance(row, (list, tuple)) or not row:
+            raise ArtifactError(f"{source}: row {image_id!r} is not a non-empty list of probabilities")
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise ArtifactError(f"{source}: row {image_id!r} has {len(row)} values, the first row has {width}")
+        for q, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ArtifactError(f"{source}: row {image_id!r} value {q} is {value!r}, not a finite number")
+            if not 0.0 <= value <= 1.0:
+                raise ArtifactError(f"{source}: row {image_id!r} value {q} is {value}, outside [0, 1]")
+        out.append(row)
+    if expected_aspects is not None and width != expected_aspects:
+        raise ArtifactError(
+            f"{source}: rows have {width} aspects but {expected_aspects} are expected "
+            f"(set MaKD.ASPECT_NUM {width} or use the matching aspect file)"
+        )
+    return np.asarray(out, dtype=np.float32)
+
+
+def read_aspect_file(path: str | os.PathLike, expected_aspects: int | None = None) -> AspectTable:
+    """Load and validate an aspect file; Q is derived from its rows and checked against `expected_aspects`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"aspect file {path} does not exist (set DATASET.ASPECT_JSON or run stage 2)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            rows = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    values = validate_aspect_rows(rows, str(path), expected_aspects)
+    return AspectTable(ids=list(rows), values=values, path=str(path), sha256=sha256_file(path))
+
+
+def write_aspect_file(
+    path: str | os.PathLike, rows: Mapping[str, Sequence[float]], meta: Mapping[str, Any] | None = None
+) -> None:
+    """Validate and atomically write an aspect file with ids sorted (and its sidecar when `meta` is given)."""
+    ordered = {k: [float(v) for v in rows[k]] for k in sorted(rows)}
+    validate_aspect_rows(ordered, str(path))
+    if meta is not None:
+        atomic_write_json(sidecar_path(path), {"num_images": len(ordered), "date": utc_now(), **meta})
+    # One row per line keeps multi-GB files diff-able and streamable without changing the JSON.
+    body = ",\n".join(f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in ordered.items())
+    atomic_write_text(path, "{\n" + body + "\n}\n")

@@ -1,0 +1,237 @@
+"""Every configuration key of the trainer, with its default and why it exists.
+
+Key names of the official MaKD code (EXPERIMENT, DATASET, DISTILLER, SOLVER, MaKD, LOG) are kept
+so its YAML files load unchanged; keys added here are marked (new).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or inconsistent with the data."""
+
+
+_C = CN()
+_C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summary.json
+_C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
+_C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
+_C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
+
+_C.EXPERIMENT = CN()
+_C.EXPERIMENT.PROJECT = "makd"  # group of runs (run folder parent; wandb project)
+_C.EXPERIMENT.NAME = ""  # run name; "" = derived from the config file name
+_C.EXPERIMENT.TAG = "default"  # free-form tags, comma separated (wandb tags)
+
+_C.DATASET = CN()
+# Layout of the images: "auto" (release flat PNGs when names look like <class>_<label>_<idx>,
+# else class folders), "image_folder" (root/<class>/<image>), "release_png" (the official flat
+# folders), or a torchvision dataset: caltech101, oxford_pets, flowers102, dtd, fgvc_aircraft,
+# stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders).
+_C.DATASET.TYPE = "auto"
+_C.DATASET.NUM_CLASS = 0  # C; 0 = take it from the data; otherwise checked against the data
+_C.DATASET.ASPECT_JSON = ""  # stage-2 aspect file {image_id: [p_1..p_Q]}; required by MaKD
+_C.DATASET.TEST_ASPECT_JSON = ""  # (new) aspect file of the test images, for the aspect-agreement metrics
+_C.DATASET.QUESTIONS = ""  # (new) questions file the aspect file answers; checked against Q when set
+_C.DATASET.TRAIN_IMAGE_PATH = ""  # training image root (folder layouts); image ids are relative to it
+_C.DATASET.TEST_IMAGE_PATH = ""  # test image root; must differ from the training root
+_C.DATASET.ROOT = "./data"  # (new) where torchvision datasets live (or are downloaded to)
+_C.DATASET.DOWNLOAD = False  # (new) let torchvision download a missing dataset; off = offline
+_C.DATASET.TRAIN_SPLIT_FILE = ""  # (new) image_folder: text file of image ids (one per line) for train
+_C.DATASET.TEST_SPLIT_FILE = ""  # (new) image_folder: ids for test, when train and test share a root
+_C.DATASET.VAL_FRACTION = 0.0  # (new) fraction of train held out (stratified) for model selection
+_C.DATASET.VAL_SEED = 0  # (new) seed of the validation carve; fixed so every run sees the same split
+_C.DATASET.MISSING_ASPECTS = "error"  # (new) train image without an aspect row: "error" or "drop"
+_C.DATASET.IMAGE_SIZE = 224  # (new) train RandomResizedCrop / test CenterCrop size
+_C.DATASET.RESIZE_RATIO = 1.143  # (new) test Resize = IMAGE_SIZE * RATIO (256/224) before CenterCrop
+_C.DATASET.MEAN = [0.485, 0.456, 0.406]  # (new) normalisation mean (ImageNet, as the official code)
+_C.DATASET.STD = [0.229, 0.224, 0.225]  # (new) normalisation std
+_C.DATASET.CACHE_IMAGES = False  # (new) decode + pre-resize every image once into a uint8 RAM cache
+_C.DATASET.NUM_WORKERS = 2  # DataLoader worker processes
+_C.DATASET.TEST = CN()
+_C.DATASET.TEST.BATCH_SIZE = 64  # evaluation batch size (never drops the last batch)
+
+_C.DISTILLER = CN()
+_C.DISTILLER.TYPE = "MaKD"  # "MaKD" (CE + aspect BCE) or "NONE" (cross-entropy baseline)
+_C.DISTILLER.TEACHER = "InternVL2-8B"  # recorded only: the teacher's knowledge is in ASPECT_JSON
+_C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNetV1 or a CIFAR-style net
+_C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
+
+_C.SOLVER = CN()
+_C.SOLVER.TRAINER = "base"  # trainer kind ("base" is the only one; kept for official configs)
+_C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
+_C.SOLVER.EPOCHS = 240
+_C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
+_C.SOLVER.LR = 0.01
+_C.SOLVER.MOMENTUM = 0.9  # SGD only
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.SCHEDULER = "multistep"  # (new) "multistep" (official) or "cosine"
+_C.SOLVER.LR_DECAY_STAGES = [150, 180, 210]  # multistep: epochs at which lr *= LR_DECAY_RATE
+_C.SOLVER.LR_DECAY_RATE = 0.1
+_C.SOLVER.WARMUP_EPOCHS = 0  # (new) linear warmup from lr/100 over this many epochs (per-step)
+_C.SOLVER.MIN_LR = 0.0  # (new) cosine floor
+_C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
+_C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
+
+_C.MaKD = CN()
+_C.MaKD.ASPECT_NUM = 50  # Q: aspect outputs added to the head; must match the aspect file
+_C.MaKD.ALPHA = 4.0  # weight of the aspect BCE loss
+_C.MaKD.CE_WEIGHT = 1.0  # weight of the class cross-entropy
+_C.MaKD.TEMPERATURE = 1.0  # target p -> sigmoid(logit(p) / T): T > 1 softens, T < 1 sharpens, 1 = as is
+# (new) source of aspect targets, for the paper's controls: "teacher" (the file), "random"
+# (uniform per image and aspect, fixed for the run), "shuffled" (rows permuted across images),
+# "class_mean" (each image gets its class's mean row)
+_C.MaKD.TARGETS = "teacher"
+
+_C.LOG = CN()
+_C.LOG.PREFIX = "./output"  # run folders go under PREFIX/PROJECT/NAME
+_C.LOG.TENSORBOARD_FREQ = 50  # write train scalars every this many steps
+_C.LOG.SAVE_CHECKPOINT_FREQ = 40  # also keep epoch_<n>.pth every this many epochs (0 = never)
+_C.LOG.WANDB = False  # log to Weights & Biases (needs `pip install wandb`); off by default
+_C.LOG.EVAL_FREQ = 1  # (new) evaluate every this many epochs (and always on the last)
+
+
+def get_cfg() -> CN:
+    """A fresh copy of the defaults (never the shared global)."""
+    return _C.clone()
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    base = data.pop("_BASE_", None)
+    if base:  # detectron2-style inheritance, relative to the file
+        parent = _read_yaml(str(Path(path).parent / base))
+        _deep_update(parent, data)
+        data = parent
+    return data
+
+
+def _deep_update(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def _merge(cfg: CN, data: dict, where: str, prefix: str = "") -> None:
+    """Merge `data` into `cfg`, raising a one-line ConfigError on an unknown key or a wrong type."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in cfg:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(cfg.keys()), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"{where}: unknown config key {full}{hint}")
+        current = cfg[key]
+        if isinstance(current, CN):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {full} is a group of keys, got {value!r}")
+            _merge(current, value, where, full + ".")
+            continue
+        cfg[key] = _coerce(value, current, full, where)
+
+
+def _coerce(value, default, key: str, where: str):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise ConfigError(
+        f"{where}: {key} must be {type(default).__name__} (like {default!r}), got {value!r}"
+    )
+
+
+def _parse_opts(opts: Sequence[str]) -> dict:
+    if len(opts) % 2:
+        raise ConfigError(f"command-line overrides come in KEY VALUE pairs, got an odd list: {list(opts)}")
+    tree: dict = {}
+    for key, raw in zip(opts[0::2], opts[1::2]):
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = True) -> CN:
+    """Defaults <- YAML file <- KEY VALUE overrides, checked and frozen.
+
+    The run name defaults to the config file's stem. `check` validates values that need no data
+    (names, ranges, train/test folders being different); data-dependent checks happen on load.
+    """
+    cfg = get_cfg()
+    if path:
+        _merge(cfg, _read_yaml(path), path)
+    if opts:
+        _merge(cfg, _parse_opts(opts), "command line")
+    if not cfg.EXPERIMENT.NAME and path:
+        cfg.EXPERIMENT.NAME = Path(path).stem
+    if check:
+        check_cfg(cfg)
+    cfg.freeze()
+    return cfg
+
+
+DISTILLER_TYPES = ("MaKD", "NONE")
+TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
+
+
+def check_cfg(cfg: CN) -> None:
+    """Checks that need no data; each failure is one line naming the key and the fix."""
+    if cfg.DISTILLER.TYPE.upper() not in {t.upper() for t in DISTILLER_TYPES}:
+        raise ConfigError(f"DISTILLER.TYPE {cfg.DISTILLER.TYPE!r} is unknown; use one of {', '.join(DISTILLER_TYPES)}")
+    if cfg.MaKD.TARGETS not in TARGET_MODES:
+        raise ConfigError(f"MaKD.TARGETS {cfg.MaKD.TARGETS!r} is unknown; use one of {', '.join(TARGET_MODES)}")
+    if cfg.DATASET.MISSING_ASPECTS not in ("error", "drop"):
+        raise ConfigError(f"DATASET.MISSING_ASPECTS {cfg.DATASET.MISSING_ASPECTS!r} must be 'error' or 'drop'")
+    if cfg.SOLVER.TYPE.lower() not in ("sgd", "adamw"):
+        raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
+    if cfg.SOLVER.SCHEDULER.lower() not in ("multistep", "cosine"):
+        raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
+    if cfg.MaKD.TEMPERATURE <= 0:
+        raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
+    if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
+        raise ConfigError(f"DATASET.VAL_FRACTION must be in [0, 1), got {cfg.DATASET.VAL_FRACTION}")
+    if cfg.SOLVER.EPOCHS < 1 or cfg.SOLVER.BATCH_SIZE < 1:
+        raise ConfigError("SOLVER.EPOCHS and SOLVER.BATCH_SIZE must be >= 1")
+    if cfg.DISTILLER.TYPE.upper() == "MAKD" and cfg.MaKD.ASPECT_NUM < 1:
+        raise ConfigError("MaKD.ASPECT_NUM must be >= 1 for DISTILLER.TYPE MaKD")
+    train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
+    if train and test and os.path.realpath(train) == os.path.realpath(test) and not cfg.DATASET.TEST_SPLIT_FILE:
+        raise ConfigError(
+            f"DATASET.TRAIN_IMAGE_PATH and DATASET.TEST_IMAGE_PATH are the same folder ({train}); "
+            "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
+        )

@@ -1,0 +1,1 @@
+"""Image indexes, aspect-target join, transforms and the synthetic demo dataset."""

@@ -1,0 +1,47 @@
+"""Name -> builder registries; a miss raises with the available names and close matches."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A case-insensitive mapping from a name to a builder, filled with the `register` decorator."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, *names: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            for name in names:
+                key = name.lower()
+                if key in self._entries:
+                    raise KeyError(f"{self.kind} {name!r} is registered twice")
+                self._entries[key] = obj
+            return obj
+
+        return add
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> T:
+        key = name.lower()
+        if key in self._entries:
+            return self._entries[key]
+        raise KeyError(unknown_name_message(self.kind, name, self.names()))
+
+
+def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
+    """One line: the bad name, close matches ("did you mean") and what exists."""
+    close = difflib.get_close_matches(name.lower(), [a.lower() for a in available], n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(available[:40]) + (" ..." if len(available) > 40 else "")
+    return f"unknown {kind} {name!r}{hint} (available: {listing})"
