@@ -15,9 +15,10 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -204,7 +205,9 @@ class AspectTable:
 def validate_aspect_rows(rows: Mapping[str, Any], source: str, expected_aspects: int | None = None) -> np.ndarray:
     """Check rows {id: [p_1..p_Q]} and return them as float32 [N, Q] in the order of `rows`."""
     if not isinstance(rows, Mapping):
-        raise ArtifactError(f"{source}: expected a JSON object {{image_id: [p_1, ..., p_Q]}}, got {type(rows).__name__}")
+        raise ArtifactError(
+            f"{source}: expected a JSON object {{image_id: [p_1, ..., p_Q]}}, got {type(rows).__name__}"
+        )
     if not rows:
         raise ArtifactError(f"{source}: holds no rows")
     width = None

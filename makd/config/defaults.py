@@ -7,8 +7,8 @@ so its YAML files load unchanged; keys added here are marked (new).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -167,9 +167,7 @@ def _coerce(value, default, key: str, where: str):
     elif isinstance(default, (list, tuple)):
         if isinstance(value, (list, tuple)):
             return list(value)
-    raise ConfigError(
-        f"{where}: {key} must be {type(default).__name__} (like {default!r}), got {value!r}"
-    )
+    raise ConfigError(f"{where}: {key} must be {type(default).__name__} (like {default!r}), got {value!r}")
 
 
 def _parse_opts(opts: Sequence[str]) -> dict:

@@ -1,0 +1,47 @@
+"""Optimizers and per-step learning-rate schedules (multistep as the official code, or cosine; optional warmup)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    # Weight decay on every parameter, as the official SGD setup; AdamW follows the same rule for comparability.
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = cfg.SOLVER.TYPE.lower()
+    if kind == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.SOLVER.LR, momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.SOLVER.LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    raise ValueError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
+
+
+def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of SOLVER.LR at optimizer step `step` (0-based).
+
+    multistep: LR_DECAY_RATE ** (number of LR_DECAY_STAGES reached by the current epoch).
+    cosine: half-cosine from 1 to MIN_LR/LR over the steps after warmup.
+    warmup: linear from 1% to 100% over WARMUP_EPOCHS (per step), multiplied in.
+    """
+    epoch = step // steps_per_epoch
+    total = cfg.SOLVER.EPOCHS * steps_per_epoch
+    warmup = int(cfg.SOLVER.WARMUP_EPOCHS * steps_per_epoch)
+    if cfg.SOLVER.SCHEDULER.lower() == "multistep":
+        factor = cfg.SOLVER.LR_DECAY_RATE ** sum(epoch >= stage for stage in cfg.SOLVER.LR_DECAY_STAGES)
+    else:
+        progress = min(1.0, max(0, step - warmup) / max(1, total - warmup))
+        floor = cfg.SOLVER.MIN_LR / cfg.SOLVER.LR if cfg.SOLVER.LR > 0 else 0.0
+        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if step < warmup:
+        factor *= 0.01 + 0.99 * step / warmup
+    return factor
+
+
+def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """A LambdaLR stepped once per optimizer step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))

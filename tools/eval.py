@@ -1,0 +1,11 @@
+"""Score a saved student: python tools/eval.py CONFIG CHECKPOINT [--split test|val|train] [KEY VALUE ...]."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from makd.engine.cli import eval_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(eval_main())

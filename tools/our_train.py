@@ -1,0 +1,11 @@
+"""Train a student with multi-aspect knowledge distillation: python tools/our_train.py CONFIG [KEY VALUE ...]."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from makd.engine.cli import train_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(train_main())

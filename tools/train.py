@@ -1,0 +1,11 @@
+"""Alias of tools/our_train.py (the official repository's name for the same command)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from makd.engine.cli import train_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(train_main())
