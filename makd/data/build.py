@@ -1,0 +1,185 @@
+"""build_data(cfg): the train / validation / test datasets of a run, checked against the config.
+
+Order: layout -> NUM_CLASS check -> validation carve -> aspect join -> target control -> cache.
+The validation split is carved from the training images BEFORE the aspect join, so it depends
+only on the image list, DATASET.VAL_FRACTION and DATASET.VAL_SEED: the baseline and every MaKD
+variant (any aspect file, MISSING_ASPECTS policy or MaKD.TARGETS) are selected on the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from makd.artifacts import (
+    AspectTable,
+    questions_text,
+    read_aspect_file,
+    read_questions,
+    read_sidecar,
+    sha256_file,
+    sha256_text,
+)
+from makd.config.defaults import ConfigError
+from makd.data.aspect_targets import join_aspects, make_targets
+from makd.data.datasets import AspectDataset
+from makd.data.image_cache import cache_images
+from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.data.splits import stratified_split
+from makd.data.transforms import shorter_side_size, test_transform, train_transform
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataBundle:
+    """Everything the trainer needs from the data; `num_aspects` is 0 for DISTILLER.TYPE NONE."""
+
+    train: AspectDataset
+    val: AspectDataset | None
+    test: AspectDataset
+    class_names: list[str]
+    num_classes: int
+    num_aspects: int
+    aspect_path: str = ""
+    aspect_sha256: str = ""
+    dropped_ids: list[str] = field(default_factory=list)  # training images left out by MISSING_ASPECTS drop
+    test_aspect_path: str = ""
+    test_aspect_sha256: str = ""
+
+
+def uses_aspects(cfg) -> bool:
+    return cfg.DISTILLER.TYPE.lower() == "makd"
+
+
+def check_num_classes(cfg, train: ImageIndex) -> int:
+    """C from the data, checked against DATASET.NUM_CLASS (0 = take it from the data)."""
+    found = train.num_classes
+    if cfg.DATASET.NUM_CLASS not in (0, found):
+        where = train.root or train.source
+        raise ConfigError(
+            f"DATASET.NUM_CLASS is {cfg.DATASET.NUM_CLASS} but {where} has {found} classes; "
+            f"set DATASET.NUM_CLASS {found}"
+        )
+    return found
+
+
+def read_training_aspects(cfg) -> AspectTable:
+    """DATASET.ASPECT_JSON, checked against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
+    path = cfg.DATASET.ASPECT_JSON
+    if not path:
+        raise ConfigError(
+            "DATASET.ASPECT_JSON is empty; DISTILLER.TYPE MaKD needs the stage-2 aspect file "
+            "(set it, or use DISTILLER.TYPE NONE for the baseline)"
+        )
+    table = read_aspect_file(path)
+    if cfg.MaKD.ASPECT_NUM != table.num_aspects:
+        raise ConfigError(
+            f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {path} has {table.num_aspects} aspects per image; "
+            f"set MaKD.ASPECT_NUM {table.num_aspects}"
+        )
+    if cfg.DATASET.QUESTIONS:
+        check_questions(cfg.DATASET.QUESTIONS, table)
+    return table
+
+
+def recorded_questions_sha256(meta: dict | None) -> str:
+    """The questions sha256 an aspect file's sidecar records ("questions_sha256", or "questions": {"sha256"})."""
+    if not meta:
+        return ""
+    nested = meta.get("questions")
+    if isinstance(nested, dict) and nested.get("sha256"):
+        return str(nested["sha256"])
+    return str(meta.get("questions_sha256") or "")
+
+
+def check_questions(questions_path: str, table: AspectTable) -> None:
+    """The questions file holds Q questions and, when the sidecar says which file it was, is that file."""
+    questions = read_questions(questions_path)
+    if len(questions) != table.num_aspects:
+        raise ConfigError(
+            f"DATASET.QUESTIONS {questions_path} holds {len(questions)} questions but {table.path} has "
+            f"{table.num_aspects} aspects per image; point DATASET.QUESTIONS at the file stage 2 answered"
+        )
+    recorded = recorded_questions_sha256(read_sidecar(table.path))
+    actual = {sha256_file(questions_path), sha256_text(questions_text(questions))}  # raw bytes or normalised lines
+    if recorded and recorded not in actual:
+        raise ConfigError(
+            f"DATASET.QUESTIONS {questions_path} is not the questions file {table.path} was made from "
+            f"(its sidecar records sha256 {recorded[:12]}..); point DATASET.QUESTIONS at that file"
+        )
+
+
+def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, AspectTable | None]:
+    """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
+    if not cfg.DATASET.TEST_ASPECT_JSON:
+        return None, None
+    table = read_aspect_file(cfg.DATASET.TEST_ASPECT_JSON)
+    if table.num_aspects != num_aspects:
+        raise ConfigError(
+            f"DATASET.TEST_ASPECT_JSON {table.path} has {table.num_aspects} aspects per image but "
+            f"DATASET.ASPECT_JSON has {num_aspects}; use the test file made with the same questions"
+        )
+    return join_aspects(test, table, "nan", role="test")[1], table
+
+
+def build_data(cfg) -> DataBundle:
+    """Train / validation / test AspectDatasets of `cfg` (see the module docstring for the order)."""
+    d = cfg.DATASET
+    train, test = build_image_indexes(cfg)
+    num_classes = check_num_classes(cfg, train)
+    if test.class_names != train.class_names:
+        raise ConfigError(f"{test.source} and {train.source} name their classes differently; fix the data")
+    train_all, val = train, None
+    if d.VAL_FRACTION > 0:
+        kept, held = stratified_split(train.ids, train.labels, d.VAL_FRACTION, d.VAL_SEED)
+        if not held:
+            raise ConfigError(f"DATASET.VAL_FRACTION {d.VAL_FRACTION} holds out no image of {train.source}; raise it")
+        train, val = train.subset(kept), train.subset(held)
+
+    num_aspects, table, test_table = 0, None, None
+    train_targets = val_targets = test_targets = None
+    dropped: list[str] = []
+    if uses_aspects(cfg):
+        table = read_training_aspects(cfg)
+        num_aspects = table.num_aspects
+        if d.MISSING_ASPECTS == "error":
+            join_aspects(train_all, table, "error")  # validation images are training images too: all need rows
+        joined, teacher = join_aspects(train, table, d.MISSING_ASPECTS)
+        if len(joined) < len(train):
+            kept_ids = set(joined.ids)
+            dropped = [i for i in train.ids if i not in kept_ids]
+            logger.warning(
+                "dropped %d training images without a row in %s (first: %s)",
+                len(dropped),
+                table.path,
+                ", ".join(dropped[:3]),
+            )
+        train = joined
+        train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
+        if val is not None:
+            val_targets = join_aspects(val, table, "nan", role="validation")[1]  # teacher rows, for metrics
+        test_targets, test_table = _test_targets(cfg, test, num_aspects)
+
+    if d.CACHE_IMAGES:
+        side = shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO)
+        train, test = cache_images(train, side), cache_images(test, side)
+        val = None if val is None else cache_images(val, side)
+    eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
+    return DataBundle(
+        train=AspectDataset(
+            train, train_transform(image_size=d.IMAGE_SIZE, mean=d.MEAN, std=d.STD), train_targets, num_aspects
+        ),
+        val=None if val is None else AspectDataset(val, eval_tf, val_targets, num_aspects),
+        test=AspectDataset(test, eval_tf, test_targets, num_aspects),
+        class_names=list(train.class_names),
+        num_classes=num_classes,
+        num_aspects=num_aspects,
+        aspect_path=table.path if table else "",
+        aspect_sha256=table.sha256 if table else "",
+        dropped_ids=dropped,
+        test_aspect_path=test_table.path if test_table else "",
+        test_aspect_sha256=test_table.sha256 if test_table else "",
+    )
