@@ -1,0 +1,14 @@
+"""Stage 1 of MaKD: ask an LLM for N yes/no aspect questions about the classes and keep the Q best.
+
+    python tools/make_questions.py --classes questions/classes/oxford_pets.txt --num-images 3680 \
+        --n 100 --q 50 --model gpt-4o --out questions/oxford_pets_gpt4o.txt --cache .cache/llm
+
+See docs/stage1.md; the work is done by makd.llm.
+"""
+
+import sys
+
+from makd.llm.command import main
+
+if __name__ == "__main__":
+    sys.exit(main())
