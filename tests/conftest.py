@@ -46,9 +46,12 @@ def release_dataset(tmp_path: Path) -> dict:
     """A tiny official-release-layout dataset (3 classes, names with underscores) plus aspect file and config."""
     classes = ["Abyssinian", "american_bulldog", "Bengal"]
     train_ids = write_release_split(tmp_path / "train", classes, per_class=8, seed=0)
-    write_release_split(tmp_path / "test", classes, per_class=4, seed=1)
+    test_ids = write_release_split(tmp_path / "test", classes, per_class=4, seed=1)
     aspects = tmp_path / "aspects.json"
     write_aspects_for(aspects, train_ids, num_aspects=5, seed=2)
+    # Train and test folders reuse names such as Bengal_2_0, so test rows live in their own file.
+    test_aspects = tmp_path / "test_aspects.json"
+    write_aspects_for(test_aspects, test_ids, num_aspects=5, seed=3)
     config = tmp_path / "official.yaml"
     config.write_text(
         f"""EXPERIMENT:
@@ -89,4 +92,5 @@ LOG:
   WANDB: False
 """
     )
-    return {"root": tmp_path, "config": config, "classes": classes, "train_ids": train_ids, "aspects": aspects}
+    return {"root": tmp_path, "config": config, "classes": classes, "train_ids": train_ids, "aspects": aspects,
+            "test_aspects": test_aspects}

@@ -54,6 +54,11 @@ def test_every_shipped_config_loads(path):
 def test_command_line_overrides_and_types(tmp_path):
     cfg = load_cfg(None, ["SOLVER.LR", "0.5", "SOLVER.LR_DECAY_STAGES", "[3, 4]", "LOG.WANDB", "True", "SEED", "7"])
     assert cfg.SOLVER.LR == 0.5 and cfg.SOLVER.LR_DECAY_STAGES == [3, 4] and cfg.LOG.WANDB is True and cfg.SEED == 7
+    # PyYAML reads 1e-3 (no dot) as a string; float keys still take it.
+    path = tmp_path / "sci.yaml"
+    path.write_text("SOLVER:\n  LR: 1e-3\n")
+    assert load_cfg(str(path), ["SOLVER.WEIGHT_DECAY", "5e-4"]).SOLVER.WEIGHT_DECAY == 5e-4
+    assert load_cfg(str(path)).SOLVER.LR == 0.001
 
 
 @pytest.mark.parametrize(

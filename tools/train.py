@@ -7,5 +7,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from makd.engine.cli import train_main  # noqa: E402
 
+
+def main(argv: list[str] | None = None) -> int:
+    return train_main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(main())

@@ -40,12 +40,12 @@ def _train_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop cleanly after epoch N (e.g. a job's time limit); continue later with --resume",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.LR 0.05")
+    parser.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. SOLVER.LR 0.05")
     return parser
 
 
 def _train_body(argv: Sequence[str] | None) -> int:
-    args = _train_parser().parse_args(argv)
+    args = _train_parser().parse_intermixed_args(argv)
     config, opts = args.config, list(args.opts)
     if args.cfg_flag:
         if config:  # with --cfg, the first bare word is an override key, not the config
@@ -67,8 +67,8 @@ def _eval_body(argv: Sequence[str] | None) -> int:
     parser.add_argument("config")
     parser.add_argument("checkpoint", help="best.pth / latest.pth / student.pth of a run")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="KEY VALUE overrides")
+    args = parser.parse_intermixed_args(argv)
     result = evaluate_checkpoint(args.config, args.checkpoint, args.opts, args.split)
     print(json.dumps(result, indent=2))
     return 0

@@ -148,7 +148,7 @@ def train_one_epoch(
             class_logits, losses = model(images, labels, aspects)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            values = {k: float(v) for k, v in losses.items()}
+            values = {k: float(v.detach()) for k, v in losses.items()}
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {epoch + 1}, step {global_step}: {values}; the last good checkpoint is kept "
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
@@ -172,18 +172,18 @@ def train_one_epoch(
         seen += batch
         correct += int((class_logits.argmax(dim=1) == labels).sum())
         for key, value in losses.items():
-            sums[key] = sums.get(key, 0.0) + float(value) * batch
-        sums["loss"] = sums.get("loss", 0.0) + float(total) * batch
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch
+        sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * batch
         if global_step % max(1, cfg.LOG.TENSORBOARD_FREQ) == 0:
             logger.step(
                 global_step,
                 {
-                    "loss": float(total),
+                    "loss": float(total.detach()),
                     "lr": optimizer.param_groups[0]["lr"],
-                    **{k: float(v) for k, v in losses.items()},
+                    **{k: float(v.detach()) for k, v in losses.items()},
                 },
             )
-        bar.set_postfix(loss=f"{float(total):.3f}", refresh=False)
+        bar.set_postfix(loss=f"{float(total.detach()):.3f}", refresh=False)
     elapsed = time.perf_counter() - start
     stats = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
     stats["train_top1"] = 100.0 * correct / max(seen, 1)
