@@ -209,6 +209,11 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
 
 
 DISTILLER_TYPES = ("MaKD", "NONE")
+
+
+def uses_aspects(cfg: CN) -> bool:
+    """Whether the configured distiller trains on aspect targets (and so widens the head by Q)."""
+    return cfg.DISTILLER.TYPE.upper() == "MAKD"
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
 
 

@@ -22,7 +22,7 @@ from makd.artifacts import (
     sha256_file,
     sha256_text,
 )
-from makd.config.defaults import ConfigError
+from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import join_aspects, make_targets
 from makd.data.datasets import AspectDataset
 from makd.data.image_cache import cache_images
@@ -48,10 +48,6 @@ class DataBundle:
     dropped_ids: list[str] = field(default_factory=list)  # training images left out by MISSING_ASPECTS drop
     test_aspect_path: str = ""
     test_aspect_sha256: str = ""
-
-
-def uses_aspects(cfg) -> bool:
-    return cfg.DISTILLER.TYPE.lower() == "makd"
 
 
 def check_num_classes(cfg, train: ImageIndex) -> int:

@@ -187,7 +187,8 @@ def detect_layout(root: str) -> str:
     return "release_png"
 
 
-@DATASET_TYPES.register("auto")
+# "fine_grained" and "custom": folder-type names of MaKD-style configs, so such files load unchanged.
+@DATASET_TYPES.register("auto", "fine_grained", "custom")
 def build_auto(cfg) -> tuple[ImageIndex, ImageIndex]:
     if not cfg.DATASET.TRAIN_IMAGE_PATH:
         raise ConfigError("DATASET.TRAIN_IMAGE_PATH is empty; set it to the training image folder")

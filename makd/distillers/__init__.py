@@ -22,13 +22,8 @@ def _build_makd(cfg, student, num_classes: int, num_aspects: int) -> Distiller:
     )
 
 
-def uses_aspects(cfg) -> bool:
-    """Whether the distiller named in cfg trains on aspect targets (and so widens the head by Q)."""
-    return cfg.DISTILLER.TYPE.upper() == "MAKD"
-
-
 def build_distiller(cfg, student, num_classes: int, num_aspects: int) -> Distiller:
     return DISTILLERS.get(cfg.DISTILLER.TYPE)(cfg, student, num_classes, num_aspects)
 
 
-__all__ = ["DISTILLERS", "Distiller", "build_distiller", "uses_aspects"]
+__all__ = ["DISTILLERS", "Distiller", "build_distiller"]

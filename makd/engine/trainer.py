@@ -16,8 +16,9 @@ from tqdm import tqdm
 import makd
 from makd.artifacts import atomic_write_json, atomic_write_text
 from makd.config import ConfigError, load_cfg
+from makd.config.defaults import uses_aspects
 from makd.data.build import DataBundle, build_data
-from makd.distillers import build_distiller, uses_aspects
+from makd.distillers import build_distiller
 from makd.engine.checkpoint import load_checkpoint, save_checkpoint
 from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
