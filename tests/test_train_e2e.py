@@ -143,3 +143,11 @@ def test_two_process_distributed_run_on_cpu(release_dataset):
     assert summary["world_size"] == 2 and summary["num_test_images"] == 12
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_num_samples"] for r in rows] == [12, 12]  # each test image counted exactly once
+
+
+def test_wandb_on_without_wandb_installed_is_a_clear_error(release_dataset, capsys):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    out = release_dataset["root"] / "wandb"
+    assert our_train.main([str(release_dataset["config"]), *FAST, "LOG.WANDB", "True", "OUTPUT_DIR", str(out)]) == 2
+    assert "LOG.WANDB is on but wandb is not installed" in capsys.readouterr().err

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from makd.config import ConfigError
+
 
 class RunLogger:
     """Writes only on the main process; other ranks get a logger that does nothing."""
@@ -31,7 +33,7 @@ class RunLogger:
             try:
                 import wandb
             except ImportError:
-                raise RuntimeError(
+                raise ConfigError(
                     "LOG.WANDB is on but wandb is not installed; pip install wandb or set LOG.WANDB False"
                 ) from None
             self.wandb_run = wandb.init(
