@@ -38,8 +38,19 @@ def test_official_release_layout_trains_from_official_yaml(release_dataset):
     assert our_train.main([str(release_dataset["config"]), *FAST]) == 0
     out = run_dir(release_dataset)
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last", "epochs", "num_classes",
-                "num_aspects", "student", "distiller", "seed", "aspect_sha256"):
+    for key in (
+        "test_top1_last",
+        "test_top1_best",
+        "best_epoch",
+        "test_top5_last",
+        "epochs",
+        "num_classes",
+        "num_aspects",
+        "student",
+        "distiller",
+        "seed",
+        "aspect_sha256",
+    ):
         assert key in summary, key
     assert (summary["num_classes"], summary["num_aspects"], summary["epochs"]) == (3, 5, 3)
     assert summary["aspect_sha256"] == sha256_file(release_dataset["aspects"])
@@ -81,8 +92,15 @@ def _metrics(out: Path) -> dict:
 
 def test_resume_reproduces_an_unbroken_run_exactly(release_dataset, capsys):
     config = str(release_dataset["config"])
-    common = [*FAST, "DATASET.NUM_WORKERS", "2", "SOLVER.EPOCHS", "3",
-              "DATASET.TEST_ASPECT_JSON", str(release_dataset["test_aspects"])]
+    common = [
+        *FAST,
+        "DATASET.NUM_WORKERS",
+        "2",
+        "SOLVER.EPOCHS",
+        "3",
+        "DATASET.TEST_ASPECT_JSON",
+        str(release_dataset["test_aspects"]),
+    ]
     assert our_train.main([config, *common, "OUTPUT_DIR", str(release_dataset["root"] / "unbroken")]) == 0
     broken = release_dataset["root"] / "broken"
     assert our_train.main([config, *common, "OUTPUT_DIR", str(broken), "--stop-after-epoch", "1"]) == 0
@@ -103,19 +121,43 @@ def test_resume_reproduces_an_unbroken_run_exactly(release_dataset, capsys):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(release_dataset, capsys):
     out = release_dataset["root"] / "exploding"
     # Epoch 1 trains normally; from epoch 2 the learning rate is 1e20 and the loss overflows.
-    code = our_train.main([str(release_dataset["config"]), *FAST, "SOLVER.LR_DECAY_STAGES", "[1]",
-                           "SOLVER.LR_DECAY_RATE", "1e22", "OUTPUT_DIR", str(out)])
+    code = our_train.main(
+        [
+            str(release_dataset["config"]),
+            *FAST,
+            "SOLVER.LR_DECAY_STAGES",
+            "[1]",
+            "SOLVER.LR_DECAY_RATE",
+            "1e22",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2" in err and "loss_ce" in err and "loss_aspect" in err
     state = torch.load(out / "latest.pth", weights_only=False)
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()
+    )
 
 
 def test_baseline_needs_no_aspect_file(release_dataset):
     out = release_dataset["root"] / "baseline"
-    code = our_train.main([str(release_dataset["config"]), *FAST, "DISTILLER.TYPE", "NONE", "DATASET.ASPECT_JSON", "",
-                           "SOLVER.EPOCHS", "1", "OUTPUT_DIR", str(out)])
+    code = our_train.main(
+        [
+            str(release_dataset["config"]),
+            *FAST,
+            "DISTILLER.TYPE",
+            "NONE",
+            "DATASET.ASPECT_JSON",
+            "",
+            "SOLVER.EPOCHS",
+            "1",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_aspects"] == 0 and summary["distiller"] == "NONE" and summary["aspect_sha256"] is None
@@ -124,9 +166,13 @@ def test_baseline_needs_no_aspect_file(release_dataset):
 
 def test_count_mismatches_fail_in_one_line(release_dataset, capsys):
     config = str(release_dataset["config"])
-    assert our_train.main([config, *FAST, "MaKD.ASPECT_NUM", "7", "OUTPUT_DIR", str(release_dataset["root"] / "a")]) == 2
+    assert (
+        our_train.main([config, *FAST, "MaKD.ASPECT_NUM", "7", "OUTPUT_DIR", str(release_dataset["root"] / "a")]) == 2
+    )
     assert "MaKD.ASPECT_NUM" in capsys.readouterr().err
-    assert our_train.main([config, *FAST, "DATASET.NUM_CLASS", "5", "OUTPUT_DIR", str(release_dataset["root"] / "b")]) == 2
+    assert (
+        our_train.main([config, *FAST, "DATASET.NUM_CLASS", "5", "OUTPUT_DIR", str(release_dataset["root"] / "b")]) == 2
+    )
     err = capsys.readouterr().err
     assert "DATASET.NUM_CLASS" in err and len(err.strip().splitlines()) == 1
 
@@ -134,9 +180,21 @@ def test_count_mismatches_fail_in_one_line(release_dataset, capsys):
 def test_two_process_distributed_run_on_cpu(release_dataset):
     out = release_dataset["root"] / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "tools" / "our_train.py"), str(release_dataset["config"]), *FAST,
-               "SOLVER.EPOCHS", "2", "OUTPUT_DIR", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tools" / "our_train.py"),
+        str(release_dataset["config"]),
+        *FAST,
+        "SOLVER.EPOCHS",
+        "2",
+        "OUTPUT_DIR",
+        str(out),
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
