@@ -1,0 +1,194 @@
+"""Command lines of stage 2: `make_makd_logits_json` (extract aspect targets) and `merge_shards`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from makd.artifacts import ArtifactError
+from makd.mllm.extraction import ExtractionError, Shard, plan_extraction, run_extraction
+
+PROG = "make_makd_logits_json.py"
+PAPER_ANSWER_SUFFIX = "The answer must always be either Yes or No (do not provide any other response)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ask a multimodal LLM every yes/no question about every image; write P(yes) rows "
+        "{image_id: [p_1..p_Q]} to an aspect file (+ .meta.json) that stage 3 trains on.",
+    )
+    p.add_argument("--model", required=True, help="model folder or hub id (in-process), or served model name (openai)")
+    p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
+    p.add_argument("--images", required=True, help="image root; ids = relative paths without extension")
+    p.add_argument("--output", required=True, help="aspect file to write (.json)")
+    p.add_argument("--backend", default="auto", choices=["auto", "hf", "remote", "openai"],
+                   help="auto: openai when --base-url is given, else detected from the model's config.json")
+    p.add_argument("--revision", default=None, help="hub revision (commit) of the model")
+    p.add_argument("--max-tiles", type=int, default=12, help="InternVL dynamic tiling: at most N tiles (1 = off)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="auto = bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--batch-size", type=int, default=16, help="question prompts per forward over a shared image prefix")
+    p.add_argument("--prefix-mode", default="packed", choices=["packed", "expanded"],
+                   help="packed: question suffixes share one copy of the image prefix's KV cache (least memory); "
+                   "expanded: the cache is repeated per question (plain batching)")
+    p.add_argument("--images-per-step", type=int, default=None,
+                   help="images scored and flushed together (default: 1 in-process; openai: enough to keep "
+                   "--concurrency requests in flight)")
+    p.add_argument("--loader-threads", type=int, default=2, help="threads decoding and tiling upcoming images")
+    p.add_argument("--resume", action="store_true", help="continue from <output>.partial.jsonl, skipping done ids")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output / partial file")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (of the shard)")
+    p.add_argument("--shard", default=None, help="I/N: the I-th (0-based) of N contiguous slices; 'auto' = torchrun "
+                   "RANK/WORLD_SIZE, output named <output stem>.shard<I>of<N>.json")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable or unanswered image")
+    p.add_argument("--system-prompt", default=None,
+                   help="system message (default: the model's own; openai: none sent, the server template decides)")
+    p.add_argument("--answer-suffix", default="",
+                   help=f"text appended to every question, e.g. {PAPER_ANSWER_SUFFIX!r}")
+    p.add_argument("--paper-suffix", action="store_true", help="shorthand for --answer-suffix with the paper's text")
+    p.add_argument("--yes-word", default="Yes", help="answer token read as yes")
+    p.add_argument("--no-word", default="No", help="answer token read as no")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    server = p.add_argument_group("OpenAI-compatible server (--backend openai)")
+    server.add_argument("--base-url", default=None, help="e.g. http://localhost:8000/v1")
+    server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else 'EMPTY'")
+    server.add_argument("--top-logprobs", type=int, default=20, help="alternatives requested at the answer position")
+    server.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    server.add_argument("--max-retries", type=int, default=4, help="retries on 429 / 5xx / connection errors")
+    server.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay in s (doubles)")
+    server.add_argument("--rate-limit", type=float, default=0.0, help="max requests per second (0 = no limit)")
+    server.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in s")
+    return p
+
+
+def _shard_and_output(args: argparse.Namespace) -> tuple[Shard | None, Path]:
+    output = Path(args.output)
+    if args.shard is None:
+        return None, output
+    if args.shard != "auto":
+        return Shard.parse(args.shard), output
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise ExtractionError("--shard auto needs RANK and WORLD_SIZE (start with torchrun) or use --shard I/N")
+    shard = Shard.parse(f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}")
+    if args.device == "auto" and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    return shard, output.with_name(f"{output.stem}.shard{shard.index}of{shard.count}{output.suffix}")
+
+
+def build_scorer(args: argparse.Namespace):
+    """The scorer the arguments ask for (loads the model for in-process backends)."""
+    suffix = args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else "")
+    backend = args.backend
+    if backend == "auto" and args.base_url:
+        backend = "openai"
+    if backend == "openai":
+        from makd.mllm.openai_scorer import OpenAICompatibleScorer
+
+        if not args.base_url:
+            raise ExtractionError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+        return OpenAICompatibleScorer(
+            base_url=args.base_url,
+            model=args.model,
+            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+            system_message=args.system_prompt,
+            answer_suffix=suffix,
+            yes_word=args.yes_word,
+            no_word=args.no_word,
+            top_logprobs=args.top_logprobs,
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+            retry_backoff=args.retry_backoff,
+            rate_limit=args.rate_limit,
+            timeout=args.timeout,
+        )
+    from makd.mllm.inprocess_scorer import InternVLScorer
+    from makd.mllm.model_loading import load_internvl
+
+    parts = load_internvl(args.model, backend=backend, device=args.device, dtype=args.dtype, revision=args.revision)
+    return InternVLScorer(
+        parts,
+        max_tiles=args.max_tiles,
+        batch_size=args.batch_size,
+        system_message=args.system_prompt,
+        answer_suffix=suffix,
+        yes_word=args.yes_word,
+        no_word=args.no_word,
+        prefix_mode=args.prefix_mode,
+    )
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Extract aspect targets; 0 on success, 1 on a reported error (one line on stderr), 130 on Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    from makd.mllm.model_loading import ModelLoadError
+    from makd.mllm.openai_scorer import ServerError
+    from makd.mllm.yes_no import AnswerTokenError
+
+    scorer = None
+    try:
+        shard, output = _shard_and_output(args)
+        if args.max_tiles < 1:
+            raise ExtractionError(f"--max-tiles {args.max_tiles}: must be >= 1 (1 turns tiling off)")
+        if args.images_per_step is not None and args.images_per_step < 1:
+            raise ExtractionError(f"--images-per-step {args.images_per_step}: must be >= 1")
+        # Every input is checked before the (slow) model load.
+        plan = plan_extraction(args.questions, args.images, output, shard, args.limit, args.resume,
+                               args.overwrite, args.strict)
+        _quiet_transformers()
+        scorer = build_scorer(args)
+        per_step = args.images_per_step
+        if per_step is None:  # a server needs several images' requests queued to stay busy
+            server = getattr(scorer, "concurrency", 0)
+            per_step = max(1, -(-2 * server // len(plan.questions))) if server else 1
+        meta = run_extraction(plan, scorer, per_step, args.loader_threads, not args.no_progress)
+    except (ArtifactError, ExtractionError, ModelLoadError, AnswerTokenError, ServerError, ValueError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished rows are kept, rerun with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if scorer is not None and hasattr(scorer, "close"):
+            scorer.close()
+    rate = meta.get("images_per_second_this_run")
+    print(f"wrote {output} ({meta['num_images_planned'] - len(meta['skipped_images'])} images x "
+          f"{meta['num_questions']} questions{f', {rate} images/s' if rate else ''})", file=sys.stderr)
+    return 0
+
+
+def merge_main(argv: Sequence[str] | None = None) -> int:
+    """Merge shard aspect files; 0 on success, 1 on a reported error."""
+    from makd.mllm.merge import merge_shards
+
+    p = argparse.ArgumentParser(prog="merge_shards.py", description="Join --shard I/N aspect files, checking that "
+                                "together they cover every image exactly once.")
+    p.add_argument("shards", nargs="+", help="the shard aspect files (each with its .meta.json)")
+    p.add_argument("--output", required=True, help="merged aspect file (.json)")
+    p.add_argument("--images", default=None, help="image root, to check that every image is covered")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    try:
+        meta = merge_shards(args.shards, args.output, args.images, args.overwrite)
+    except (ArtifactError, ValueError, FileNotFoundError) as err:
+        print(f"merge_shards.py: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({len(meta['merged_from'])} shards)", file=sys.stderr)
+    return 0

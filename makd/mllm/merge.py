@@ -1,0 +1,97 @@
+"""Join the aspect files of `--shard I/N` runs into one, after checking that together they are complete.
+
+Checks: every shard 0..N-1 is there exactly once, all were made with the same questions, teacher settings
+and image root, no image id appears twice, each shard accounts for all of its images (rows + listed
+skipped images), and, when the image folder is given, the union covers every image in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from makd.artifacts import ArtifactError, read_aspect_file, read_sidecar, sha256_file, write_aspect_file
+from makd.data.image_ids import image_id, list_image_files
+from makd.mllm.extraction import VOLATILE_KEYS
+
+SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit")
+
+
+def _settings(meta: dict) -> dict:
+    teacher = {k: v for k, v in (meta.get("teacher") or {}).items() if k not in VOLATILE_KEYS}
+    return {**{k: meta.get(k) for k in SAME_KEYS}, "teacher": teacher}
+
+
+def merge_shards(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Check and merge shard aspect files into `output` (written atomically with a sidecar); returns the sidecar."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ArtifactError(f"merge output {output} already exists; pass --overwrite to replace it")
+    if not inputs:
+        raise ArtifactError("no shard files given to merge")
+    shards: dict[int, tuple[Path, dict]] = {}
+    rows: dict[str, list[float]] = {}
+    skipped: list[dict] = []
+    reference: tuple[Path, dict] | None = None
+    for raw in inputs:
+        path = Path(raw)
+        table = read_aspect_file(path)
+        meta = read_sidecar(path)
+        if meta is None or not meta.get("shard"):
+            raise ArtifactError(f"{path}: no sidecar with shard information; only outputs of --shard runs merge")
+        shard = meta["shard"]
+        index, count = int(shard["index"]), int(shard["count"])
+        if index in shards:
+            raise ArtifactError(f"{path}: shard {index}/{count} is also given as {shards[index][0]}")
+        if reference is None:
+            reference = (path, meta)
+        elif int(reference[1]["shard"]["count"]) != count:
+            raise ArtifactError(f"{path}: made as one of {count} shards but {reference[0]} as one of "
+                                f"{reference[1]['shard']['count']}")
+        elif _settings(meta) != _settings(reference[1]):
+            key = next(k for k in _settings(meta) if _settings(meta)[k] != _settings(reference[1])[k])
+            raise ArtifactError(f"{path}: {key} differs from {reference[0]}; shards of one run must share settings")
+        listed = len(table.ids) + len(meta.get("skipped_images", []))
+        if listed != int(meta.get("num_images_planned", -1)):
+            raise ArtifactError(f"{path}: holds {listed} of the {meta.get('num_images_planned')} images of its shard; "
+                                "rerun that shard with --resume")
+        with open(path, encoding="utf-8") as fh:
+            exact = json.load(fh)  # the JSON floats themselves (the table holds float32 copies)
+        for key, values in exact.items():
+            if key in rows:
+                raise ArtifactError(f"{path}: image {key!r} is also in another shard")
+            rows[key] = values
+        skipped.extend(meta.get("skipped_images", []))
+        shards[index] = (path, meta)
+    count = int(reference[1]["shard"]["count"])
+    missing = sorted(set(range(count)) - set(shards))
+    if missing:
+        raise ArtifactError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge")
+    if image_root is not None:
+        root = Path(image_root)
+        expected = {image_id(f, root) for f in list_image_files(root)}
+        covered = set(rows) | {s["id"] for s in skipped}
+        if expected - covered:
+            lost = sorted(expected - covered)
+            raise ArtifactError(f"{len(lost)} image(s) of {root} are in no shard (first: {lost[0]!r})")
+    first = reference[1]
+    meta = {
+        **{k: v for k, v in first.items() if k not in ("num_images", "date", "shard")},
+        "shard": None,
+        "num_images_planned": sum(int(m["num_images_planned"]) for _, m in shards.values()),
+        "skipped_images": sorted(skipped, key=lambda s: s["id"]),
+        "merged_from": [
+            {"path": str(p), "sha256": sha256_file(p), "shard": m["shard"]} for _, (p, m) in sorted(shards.items())
+        ],
+    }
+    for key in ("seconds_this_run", "images_per_second_this_run", "resumed_rows"):
+        meta.pop(key, None)
+    write_aspect_file(output, rows, meta)
+    return meta

@@ -1,0 +1,109 @@
+"""`<output>.partial.jsonl`: finished rows of a running extraction, appended and flushed as they finish.
+
+Line 1 is a header with the settings that determine the numbers; a resumed run must match them. Then one
+JSON object per line: `{"id": ..., "p": [p_1..p_Q]}` for a finished image or `{"id": ..., "error": ...}` for
+an image that could not be scored (retried on resume). A process killed mid-write leaves at most one
+truncated last line; reading drops it and truncates the file back to the last complete line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from makd.artifacts import ArtifactError
+
+FORMAT = "makd-partial-rows-1"
+
+
+def partial_path(output: str | os.PathLike) -> Path:
+    return Path(str(output) + ".partial.jsonl")
+
+
+@dataclass
+class PartialState:
+    """What a partial file holds: its header settings, finished rows and per-image errors."""
+
+    settings: dict | None  # None: no complete header (killed at once), nothing to keep
+    rows: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    complete_bytes: int = 0  # length up to the last complete line
+
+
+def read_partial(path: str | os.PathLike) -> PartialState:
+    """Parse a partial file; a truncated last line (killed writer) is ignored, any other bad line is an error."""
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    # Everything after the last newline is an unfinished line (empty when the file ends with a newline).
+    complete, complete_bytes = lines[:-1], len(data) - len(lines[-1])
+    if not complete:
+        return PartialState(settings=None)
+    try:
+        header = json.loads(complete[0])
+        if header.get("format") != FORMAT:
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise ArtifactError(f"{path}:1: not a makd partial-rows header; delete the file or use --overwrite") from None
+    state = PartialState(settings=header.get("settings", {}), complete_bytes=complete_bytes)
+    for number, raw in enumerate(complete[1:], start=2):
+        try:
+            record = json.loads(raw)
+            image_id = record["id"]
+        except (ValueError, KeyError, TypeError):
+            raise ArtifactError(f"{path}:{number}: malformed row {raw[:80]!r}; the file is damaged") from None
+        if "p" in record:
+            if image_id in state.rows:
+                raise ArtifactError(f"{path}:{number}: image {image_id!r} appears twice; the file is damaged")
+            state.rows[image_id] = record["p"]
+            state.errors.pop(image_id, None)
+        else:
+            state.errors[image_id] = str(record.get("error", "unknown error"))
+    return state
+
+
+def settings_mismatch(saved: dict, current: dict) -> str | None:
+    """The first setting that differs between a partial file and this run, as "key: saved != current"."""
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            return f"{key}: {json.dumps(saved.get(key), ensure_ascii=False)[:120]} != " + json.dumps(
+                current.get(key), ensure_ascii=False
+            )[:120]
+    return None
+
+
+class PartialWriter:
+    """Appends rows to a partial file; `flush` pushes them to the OS so a killed process loses none."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict, state: PartialState | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if state is None or state.settings is None:
+            self._fh = open(self.path, "w", encoding="utf-8", newline="\n")
+            self._fh.write(json.dumps({"format": FORMAT, "settings": settings}, ensure_ascii=False) + "\n")
+            self._fh.flush()
+        else:
+            os.truncate(self.path, state.complete_bytes)  # drop a half-written last line
+            self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
+
+    def add_row(self, image_id: str, values: Sequence[float]) -> None:
+        self._write({"id": image_id, "p": [float(v) for v in values]})
+
+    def add_error(self, image_id: str, reason: str) -> None:
+        self._write({"id": image_id, "error": reason})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()

@@ -1,0 +1,157 @@
+"""P(yes) for all questions of one image with one prefill of the shared prefix.
+
+Every prompt of an image starts with the same tokens (system block + image tokens + whatever the questions
+share). Those run once; the question suffixes then run in batches on top of the cached prefix, and only the
+last position of each suffix goes through the LM head. After each batch the cache is cropped back to the
+prefix and reused. The numbers equal separate full forwards (the tests hold them to 1e-4 in float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from makd.mllm.model_loading import InternVLParts
+from makd.mllm.yes_no import YesNoTokens, p_yes_from_logits
+
+
+@dataclass(frozen=True)
+class SplitPrompts:
+    """Token ids of Q prompts split into the part they share and the per-question rest (each non-empty)."""
+
+    prefix: list[int]
+    suffixes: list[list[int]]
+
+
+def split_shared_prefix(prompts: Sequence[Sequence[int]]) -> SplitPrompts:
+    """Longest common prefix of `prompts`, leaving at least one token in every suffix."""
+    if not prompts:
+        raise ValueError("no prompts to split")
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    first = prompts[0]
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return SplitPrompts(prefix=list(first[:length]), suffixes=[list(p[length:]) for p in prompts])
+
+
+def merge_image_features(parts: InternVLParts, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Embeddings of `ids` [1, L] with the `<IMG_CONTEXT>` positions replaced by `features` [n, T, hidden]."""
+    embeds = parts.embed_tokens(ids)  # [1, L, hidden]
+    slots = ids[0] == parts.image_context_id
+    flat = features.reshape(-1, embeds.shape[-1])
+    if int(slots.sum()) != flat.shape[0]:
+        raise ValueError(
+            f"the prompt has {int(slots.sum())} image-context tokens but the image gives {flat.shape[0]} "
+            "features; tokens per tile do not match the vision tower"
+        )
+    embeds = embeds.clone()
+    embeds[0, slots] = flat.to(embeds.dtype)
+    return embeds
+
+
+def last_hidden_state(output: Any) -> torch.Tensor:
+    """[B, L, hidden] from a decoder output object (or the tuple older remote code returns)."""
+    return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+
+PREFIX_MODES = ("packed", "expanded")
+
+
+@torch.inference_mode()
+def score_shared_prefix(
+    parts: InternVLParts,
+    split: SplitPrompts,
+    features: torch.Tensor,
+    tokens: YesNoTokens,
+    batch_size: int,
+    mode: str = "packed",
+) -> torch.Tensor:
+    """P(yes) per suffix, float32 [Q]; `features` [n_tiles, tokens_per_tile, hidden] must all lie in the prefix.
+
+    mode "packed": each batch of suffixes is laid end to end after one copy of the prefix cache, with a mask
+    that lets a token see the prefix and the earlier tokens of its own suffix only, and positions restarting
+    at the prefix length for each suffix. The prefix KV is never copied per question, so memory stays that of
+    one sequence (an 8B teacher's 13-tile prefix is ~0.45 GB of KV; 50 copies would not fit a GPU).
+    mode "expanded": the prefix cache is repeated over a batch of right-padded suffixes (plain batched decoding).
+    """
+    if mode not in PREFIX_MODES:
+        raise ValueError(f"prefix mode {mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
+    prefix = torch.tensor([split.prefix], dtype=torch.long, device=parts.device)
+    embeds = merge_image_features(parts, prefix, features)
+    cache = parts.decoder(inputs_embeds=embeds, use_cache=True).past_key_values
+    scores = []
+    rows = [1]  # batch rows the cache holds (expanded mode grows it once)
+    for start in range(0, len(split.suffixes), batch_size):
+        chunk = split.suffixes[start : start + batch_size]
+        if mode == "packed":
+            last_hidden, added = _packed_batch(parts, cache, chunk, len(split.prefix))
+        else:
+            last_hidden, added = _expanded_batch(parts, cache, chunk, rows)
+        scores.append(p_yes_from_logits(parts.lm_head(last_hidden), tokens))
+        cache.crop(-added)  # negative = tokens to remove: back to the shared prefix
+    return torch.cat(scores).float().cpu()
+
+
+def _packed_batch(
+    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int
+) -> tuple[torch.Tensor, int]:
+    """Hidden states at each suffix's last token [len(chunk), hidden], and how many tokens were added."""
+    device = parts.device
+    lengths = torch.tensor([len(s) for s in chunk], device=device)
+    total = int(lengths.sum())
+    ids = torch.tensor([[t for s in chunk for t in s]], dtype=torch.long, device=device)  # [1, total]
+    segment = torch.repeat_interleave(torch.arange(len(chunk), device=device), lengths)  # suffix of each token
+    starts = torch.cumsum(lengths, 0) - lengths
+    offset = torch.arange(total, device=device) - starts[segment]  # position inside its own suffix
+    order = torch.arange(total, device=device)
+    own = (segment[:, None] == segment[None, :]) & (order[None, :] <= order[:, None])  # [total, total]
+    allowed = torch.cat([torch.ones(total, prefix_length, dtype=torch.bool, device=device), own], dim=1)
+    # Additive float mask: 0 = attend, dtype minimum = blocked (works for eager and sdpa attention alike).
+    mask = torch.zeros(allowed.shape, dtype=parts.dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(parts.dtype).min)
+    out = parts.decoder(
+        inputs_embeds=parts.embed_tokens(ids),
+        attention_mask=mask[None, None],
+        position_ids=(prefix_length + offset)[None],
+        past_key_values=cache,
+        use_cache=True,
+    )
+    return last_hidden_state(out)[0, starts + lengths - 1], total  # [len(chunk), hidden]
+
+
+def _expanded_batch(
+    parts: InternVLParts, cache: Any, chunk: list[list[int]], rows: list[int]
+) -> tuple[torch.Tensor, int]:
+    """As `_packed_batch`, with the cache repeated to len(chunk) rows (`rows[0]` tracks its batch size)."""
+    device = parts.device
+    if len(chunk) != rows[0]:
+        if rows[0] == 1:
+            cache.batch_repeat_interleave(len(chunk))
+        else:  # only the last, smaller batch gets here
+            cache.batch_select_indices(torch.arange(len(chunk), device=device))
+        rows[0] = len(chunk)
+    width = max(len(s) for s in chunk)
+    lengths = torch.tensor([len(s) for s in chunk], device=device)
+    # Right padding with each row's own last token: in a causal model nothing real attends to it.
+    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in chunk], dtype=torch.long, device=device)
+    out = parts.decoder(inputs_embeds=parts.embed_tokens(ids), past_key_values=cache, use_cache=True)
+    return last_hidden_state(out)[torch.arange(len(chunk), device=device), lengths - 1], width
+
+
+def packed_mode_agrees(parts: InternVLParts, tokens: YesNoTokens, context_ids: Sequence[int]) -> bool:
+    """Whether this language model honours the packed mode's custom 4D mask and positions.
+
+    Some remote-code language models build their own masks and would silently ignore or misread ours, so
+    the two modes are compared once on a short text-only prompt (`context_ids`, no image tokens).
+    """
+    context = list(context_ids)
+    split = SplitPrompts(prefix=context, suffixes=[context[:3], context[:1], context[-2:]])
+    no_image = torch.zeros(0, 1, parts.embed_tokens.weight.shape[-1], dtype=parts.dtype, device=parts.device)
+    packed = score_shared_prefix(parts, split, no_image, tokens, batch_size=3, mode="packed")
+    expanded = score_shared_prefix(parts, split, no_image, tokens, batch_size=3, mode="expanded")
+    tolerance = 1e-4 if parts.dtype == torch.float32 else 2e-2
+    return bool((packed - expanded).abs().max() <= tolerance)

@@ -1,0 +1,218 @@
+"""The stage-2 command end to end on a tiny model: output + sidecar, bad input, resume, kill-and-resume, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mllm_fixtures import (  # noqa: F401
+    QUESTIONS,
+    image_folder,
+    questions_file,
+    random_image,
+    tiny_hf_model,
+    tiny_remote_model,
+    write_image_folder,
+)
+
+from makd.artifacts import read_aspect_file, read_sidecar, sha256_file
+from makd.data.image_ids import image_id, list_image_files
+from makd.mllm.cli import main, merge_main
+from makd.mllm.inprocess_scorer import InternVLScorer
+from makd.mllm.model_loading import load_internvl
+from makd.mllm.partial_rows import partial_path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMAND = REPO / "InternVL_logits" / "make_makd_logits_json.py"
+
+
+def run(model, questions, images, output, *extra) -> int:
+    argv = ["--model", str(model), "--questions", str(questions), "--images", str(images), "--output", str(output),
+            "--max-tiles", "2", "--batch-size", "3", "--dtype", "float32", "--device", "cpu", "--no-progress"]
+    return main([*argv, *map(str, extra)])
+
+
+def test_writes_rows_for_every_image_with_full_sidecar(tiny_hf_model, questions_file, image_folder, tmp_path,  # noqa: F811
+                                                       capsys):
+    root, ids = image_folder
+    (root / "dog" / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "aspects.json"
+    assert run(tiny_hf_model, questions_file, root, out) == 0
+    table = read_aspect_file(out, expected_aspects=4)
+    assert table.ids == ids  # the one image-id rule: relative path, no extension, sorted
+    assert not partial_path(out).exists()
+    # Each row is that image's scores (computed here independently of the command).
+    scorer = InternVLScorer(load_internvl(str(tiny_hf_model), device="cpu", dtype="float32"), max_tiles=2)
+    files = [f for f in list_image_files(root) if f.suffix == ".png"]
+    from PIL import Image
+
+    direct = scorer.score([Image.open(f).convert("RGB") for f in files], QUESTIONS[:4])
+    assert [image_id(f, root) for f in files] == ids
+    np.testing.assert_allclose(table.values, direct, atol=1e-6)
+    meta = read_sidecar(out)
+    assert meta["questions"] == QUESTIONS[:4] and meta["questions_sha256"] == sha256_file(questions_file)
+    assert meta["num_images"] == 6 and meta["num_images_planned"] == 7 and meta["tool_version"]
+    teacher = meta["teacher"]
+    assert teacher["model"] == str(tiny_hf_model) and teacher["backend"] == "hf"
+    assert teacher["template"] == "internvl2_5" and teacher["system_message"].startswith("你是书生·万象")
+    assert teacher["yes_no_tokens"]["yes_id"] == scorer.tokens.yes_id and teacher["yes_no_tokens"]["no"] == "No"
+    assert teacher["tiling"]["max_tiles"] == 2 and teacher["dtype"] == "float32" and teacher["tokens_per_tile"] == 16
+    assert [s["id"] for s in meta["skipped_images"]] == ["dog/broken"]
+    assert "UnidentifiedImageError" in meta["skipped_images"][0]["reason"]
+    assert "skipped unreadable image" in capsys.readouterr().err
+
+
+def test_remote_code_checkpoint_through_the_command(tiny_remote_model, questions_file, image_folder, tmp_path):  # noqa: F811
+    root, ids = image_folder
+    out = tmp_path / "remote.json"
+    suffix = "Answer Yes or No."
+    assert run(tiny_remote_model, questions_file, root, out, "--limit", "3", "--answer-suffix", suffix) == 0
+    assert read_aspect_file(out, expected_aspects=4).ids == ids[:3]
+    teacher = read_sidecar(out)["teacher"]
+    assert teacher["backend"] == "remote" and teacher["model_class"] == "InternVLChatModel"
+    assert teacher["answer_suffix"] == "Answer Yes or No." and teacher["prefix_mode"] == "packed"
+
+
+def test_strict_stops_at_an_unreadable_image(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):  # noqa: F811
+    root, _ = image_folder
+    (root / "cat" / "img_000a.png").write_bytes(b"\x89PNG broken")
+    assert run(tiny_hf_model, questions_file, root, tmp_path / "a.json", "--strict") == 1
+    err = capsys.readouterr().err
+    assert "unreadable image" in err and "img_000a.png" in err and "--strict" in err
+    assert not (tmp_path / "a.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("empty_questions", "questions file is empty"),
+        ("numbered_questions", "numbering or bullet"),
+        ("missing_images", "folder does not exist"),
+        ("no_images", "no image files found"),
+        ("bad_shard", "index must be in 0..1"),
+        ("bad_output", "must end in .json"),
+    ],
+)
+def test_bad_input_stops_before_loading_the_model(case, message, tmp_path, questions_file, image_folder, capsys):  # noqa: F811
+    root, _ = image_folder
+    questions, images, output, extra = questions_file, root, tmp_path / "out.json", []
+    if case == "empty_questions":
+        questions = tmp_path / "empty.txt"
+        questions.write_text("")
+    elif case == "numbered_questions":
+        questions = tmp_path / "numbered.txt"
+        questions.write_text("1. Is it red?\n")
+    elif case == "missing_images":
+        images = tmp_path / "nowhere"
+    elif case == "no_images":
+        images = tmp_path / "empty_dir"
+        images.mkdir()
+        (images / "notes.txt").write_text("no images here")
+    elif case == "bad_shard":
+        extra = ["--shard", "2/2"]
+    elif case == "bad_output":
+        output = tmp_path / "out.txt"
+    # The model path does not exist: reaching the loader would give another error.
+    assert run(tmp_path / "no_model_here", questions, images, output, *extra) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_existing_output_and_partial_are_never_overwritten(tiny_hf_model, questions_file, image_folder, tmp_path,  # noqa: F811
+                                                           capsys):
+    root, _ = image_folder
+    out = tmp_path / "aspects.json"
+    out.write_text("{}")
+    assert run(tiny_hf_model, questions_file, root, out) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == "{}"
+    assert run(tiny_hf_model, questions_file, root, out, "--overwrite", "--limit", "2") == 0
+    assert read_aspect_file(out).ids == ["cat/img_001", "cat/img_003"]
+    partial_path(tmp_path / "b.json").write_text("{}\n")
+    assert run(tiny_hf_model, questions_file, root, tmp_path / "b.json") == 1
+    assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_settings(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):  # noqa: F811
+    root, _ = image_folder
+    out = tmp_path / "aspects.json"
+    assert run(tiny_hf_model, questions_file, root, out, "--limit", "2") == 0
+    meta_settings = {"format": "makd-partial-rows-1", "settings": {"teacher": {"tiling": {"max_tiles": 12}}}}
+    out.unlink()
+    partial_path(out).write_text(json.dumps(meta_settings) + "\n")
+    assert run(tiny_hf_model, questions_file, root, out, "--resume") == 1
+    err = capsys.readouterr().err
+    assert "made with other settings" in err and "--overwrite" in err
+
+
+def _unbroken_and_killed(model, questions, root, tmp_path):
+    unbroken = tmp_path / "unbroken.json"
+    assert run(model, questions, root, unbroken, "--max-tiles", "12") == 0
+    killed = tmp_path / "killed.json"
+    argv = [sys.executable, str(COMMAND), "--model", str(model), "--questions", str(questions), "--images",
+            str(root), "--output", str(killed), "--max-tiles", "12", "--batch-size", "3", "--dtype", "float32",
+            "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    partial = partial_path(killed)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") >= 3:  # header + at least 2 rows
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-300:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return unbroken, killed
+
+
+def test_killed_run_resumes_to_the_same_file(tiny_hf_model, questions_file, tmp_path):  # noqa: F811
+    root = tmp_path / "images"
+    for i in range(8):  # 500x375 -> 13 tiles each: slow enough to be killed midway
+        path = root / f"{'ab'[i % 2]}" / f"im{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        random_image(500, 375, seed=100 + i).save(path)
+    unbroken, killed = _unbroken_and_killed(tiny_hf_model, questions_file, root, tmp_path)
+    partial = partial_path(killed)
+    finished = partial.read_text().count("\n") - 1
+    assert 2 <= finished < 8 and not killed.exists()
+    with open(partial, "a", encoding="utf-8") as fh:  # a row cut off mid-write by the kill
+        fh.write('{"id": "b/im07", "p": [0.12')
+    assert run(tiny_hf_model, questions_file, root, killed, "--max-tiles", "12", "--resume") == 0
+    assert killed.read_text() == unbroken.read_text()  # same rows, same floats, no duplicates, none missing
+    assert read_sidecar(killed)["resumed_rows"] == finished
+    assert not partial.exists()
+
+
+def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path, monkeypatch, capsys):  # noqa: F811
+    root = tmp_path / "images"
+    ids = write_image_folder(root, 5)
+    whole = tmp_path / "whole.json"
+    assert run(tiny_hf_model, questions_file, root, whole) == 0
+    shards = [tmp_path / f"part{i}.json" for i in range(3)]
+    for i, path in enumerate(shards):
+        assert run(tiny_hf_model, questions_file, root, path, "--shard", f"{i}/3") == 0
+    sizes = [len(read_aspect_file(p).ids) for p in shards]
+    assert sizes == [1, 2, 2] and sum(sizes) == len(ids)  # contiguous slices of the sorted list
+    assert read_aspect_file(shards[0]).ids == ids[:1] and read_aspect_file(shards[2]).ids == ids[3:]
+    assert merge_main([str(p) for p in shards[:2]] + ["--output", str(tmp_path / "bad.json")]) == 1
+    assert "shard(s) 2/3 missing" in capsys.readouterr().err
+    assert merge_main([str(shards[0]), str(shards[0]), "--output", str(tmp_path / "bad.json")]) == 1
+    assert "is also given as" in capsys.readouterr().err
+    merged = tmp_path / "merged.json"
+    assert merge_main([str(p) for p in shards] + ["--output", str(merged), "--images", str(root)]) == 0
+    assert merged.read_text() == whole.read_text()
+    meta = read_sidecar(merged)
+    assert meta["shard"] is None and [m["shard"]["index"] for m in meta["merged_from"]] == [0, 1, 2]
+    # torchrun-style: --shard auto takes RANK / WORLD_SIZE and names the output per shard.
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert run(tiny_hf_model, questions_file, root, tmp_path / "auto.json", "--shard", "auto") == 0
+    assert (tmp_path / "auto.shard1of3.json").read_text() == shards[1].read_text()

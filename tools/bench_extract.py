@@ -1,0 +1,134 @@
+"""Benchmark stage 2: the official approach (one full pass per question) vs the shared-prefix scorer.
+
+Builds a tiny random InternVL with realistic token geometry (256 image tokens per tile, 448-px tiles,
+Q questions of 20-30 tokens), saves it and loads it back through the command's loader, then times per image
+  (i)  official: for every question, re-encode the image and run the whole prompt (optionally with greedy
+       generation of N tokens, as model.chat does), reading the last position's Yes/No logits;
+  (ii) this implementation: encode once, prefill the shared prefix once, batch the question suffixes.
+Prints both times (wall and process CPU time; the median of --repeats runs for the fast path), their ratio
+and max |dP| between them. Example:
+  python tools/bench_extract.py --tiles 13 --questions 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from makd.mllm.inprocess_scorer import InternVLScorer  # noqa: E402
+from makd.mllm.model_loading import load_internvl  # noqa: E402
+from makd.mllm.reference import score_per_question  # noqa: E402
+from makd.mllm.tiling import closest_grid  # noqa: E402
+from makd.mllm.tiny import TinySpec, build_tiny_checkpoint, synthetic_questions  # noqa: E402
+
+# Image sizes that tile into the asked number of tiles with --max-tiles 12 (grid + thumbnail).
+SIZE_FOR_TILES = {1: (448, 448), 3: (896, 448), 4: (300, 900), 7: (672, 448), 10: (1000, 1000), 13: (500, 375)}
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) = logit_yes - logit_no, which shows differences that P near 0 or 1 hides."""
+    p = np.clip(p.astype(np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+class Timer:
+    """Wall time and this process's CPU time (all threads) of a block; CPU time is steadier on a shared machine."""
+
+    def __enter__(self) -> Timer:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiles", type=int, default=13, choices=sorted(SIZE_FOR_TILES), help="tiles per image")
+    p.add_argument("--questions", type=int, default=50, help="Q")
+    p.add_argument("--images", type=int, default=1, help="images timed")
+    p.add_argument("--kind", default="hf", choices=["hf", "remote"], help="native or remote-code stand-in")
+    p.add_argument("--generate-tokens", type=int, default=0,
+                   help="official path: greedy tokens generated per question (0 = one pass)")
+    p.add_argument("--batch-size", type=int, default=16, help="question suffixes per forward (the command's default)")
+    p.add_argument("--repeats", type=int, default=3, help="fast-path timings repeated; the median is reported "
+                   "(the machine may be shared)")
+    p.add_argument("--text-width", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--vision-width", type=int, default=32)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0 = torch's default). 1 by default: on a shared machine, threads that "
+                   "wait for a descheduled peer make multi-thread timings erratic")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    spec = TinySpec(tokens_per_tile=256, vision_width=args.vision_width, text_width=args.text_width,
+                    text_layers=args.text_layers, text_heads=4, text_kv_heads=2)
+    with tempfile.TemporaryDirectory(prefix="makd_bench_") as tmp:
+        path = build_tiny_checkpoint(Path(tmp) / "model", args.kind, spec)
+        parts = load_internvl(str(path), device=args.device, dtype=args.dtype)
+    max_tiles = 1 if args.tiles == 1 else 12
+    scorer = InternVLScorer(parts, max_tiles=max_tiles, batch_size=args.batch_size)
+    questions = synthetic_questions(parts.tokenizer, args.questions)
+    size = SIZE_FOR_TILES[args.tiles]
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    images = [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(args.images)]
+    pixels = [scorer.prepare(image) for image in images]
+    n_tiles = int(pixels[0].shape[0])
+    assert n_tiles == args.tiles, (n_tiles, closest_grid(*size, max_tiles))
+    prompts = scorer.prompt_ids(questions, n_tiles)
+    split = scorer.split(questions, n_tiles)
+    lengths = [len(q) for q in (parts.tokenizer(q, add_special_tokens=False)["input_ids"] for q in questions)]
+    print(f"model: tiny {args.kind} InternVL, text {args.text_layers}x{args.text_width}, vision 1x{args.vision_width}, "
+          f"{args.dtype} on {args.device}, {torch.get_num_threads()} threads")
+    print(f"geometry: {n_tiles} tiles x {parts.tokens_per_tile} image tokens, prompt {len(prompts[0])} tokens "
+          f"(shared prefix {len(split.prefix)}), Q = {len(questions)} questions of "
+          f"{min(lengths)}-{max(lengths)} tokens, {len(images)} image(s)")
+
+    results = {}
+    for mode in ("packed", "expanded"):
+        scorer.prefix_mode = mode
+        scorer.score(pixels[:1], questions[:2])  # warm-up
+        times = []
+        for _ in range(max(1, args.repeats)):
+            with Timer() as timer:
+                fast = scorer.score(pixels, questions)
+            times.append((timer.wall / len(images), timer.cpu / len(images)))
+        results[mode] = (fast, *np.median(np.asarray(times), axis=0))
+    with Timer() as timer:
+        slow = np.stack([score_per_question(parts, prompts, p, scorer.tokens, args.generate_tokens).numpy()
+                         for p in pixels])
+    slow_wall, slow_cpu = timer.wall / len(images), timer.cpu / len(images)
+
+    greedy = f", greedy {args.generate_tokens} tokens" if args.generate_tokens else ""
+    print(f"(i)  official, full pass per question{greedy}: {slow_wall:8.3f} s/image wall, {slow_cpu:8.3f} s CPU")
+    for mode, (fast, wall, cpu) in results.items():
+        print(f"(ii) shared prefix, {mode:8s} (batch {args.batch_size}): {wall:8.3f} s/image wall, {cpu:8.3f} s CPU"
+              f"   speed-up {slow_wall / wall:5.1f}x wall, {slow_cpu / cpu:5.1f}x CPU   "
+              f"max |dP| {np.abs(fast - slow).max():.2e}, max |d logit| {np.abs(logit(fast) - logit(slow)).max():.2e}")
+    fast = results["packed"][0]
+    print(f"P(yes) range over the image(s): {fast.min():.3f}..{fast.max():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
