@@ -116,20 +116,38 @@ def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[D
     return loader, generator
 
 
-def _autocast(cfg, device: torch.device):
-    if not (cfg.SOLVER.AMP and device.type == "cuda"):
-        return nullcontext(), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    return torch.autocast("cuda", dtype=dtype), scaler
+class MixedPrecision:
+    """SOLVER.AMP on CUDA: bfloat16 autocast where supported, else float16 with a loss scaler; off on CPU.
+
+    Built once per run so the float16 loss scale carries across epochs (and into checkpoints).
+    """
+
+    def __init__(self, cfg, device: torch.device) -> None:
+        self.dtype = None
+        if cfg.SOLVER.AMP and device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
 
 
 def train_one_epoch(
-    model, loader, optimizer, scheduler, device, epoch: int, cfg, logger: RunLogger, info: DistInfo, global_step: int
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    device,
+    epoch: int,
+    cfg,
+    logger: RunLogger,
+    info: DistInfo,
+    global_step: int,
+    amp: MixedPrecision,
 ) -> tuple[dict[str, float], int]:
     """One pass over the training split; returns mean losses, train top-1 and throughput, and the new step."""
     model.train()
-    autocast, scaler = _autocast(cfg, device)
+    scaler = amp.scaler
     sums: dict[str, float] = {}
     correct = seen = 0
     start = time.perf_counter()
@@ -145,7 +163,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         aspects = aspects.to(device, non_blocking=True)
-        with autocast:
+        with amp.autocast():
             class_logits, losses = model(images, labels, aspects)
         total = sum(losses.values())
         if not torch.isfinite(total):
@@ -155,14 +173,14 @@ def train_one_epoch(
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
             )
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
+        if scaler.is_enabled():
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
         else:
             total.backward()
         if cfg.SOLVER.GRAD_CLIP > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP)
-        if scaler is not None and scaler.is_enabled():
+        if scaler.is_enabled():
             scaler.step(optimizer)
             scaler.update()
         else:
@@ -294,6 +312,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         )
     optimizer = build_optimizer(cfg, distiller)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
+    amp = MixedPrecision(cfg, device)
 
     start_epoch, history, train_seconds = 0, [], 0.0
     if resume:
@@ -307,6 +326,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         distiller.student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # empty when the loss scaler is off (CPU, bfloat16, no AMP)
+            amp.scaler.load_state_dict(state["scaler"])
         start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
         set_rng_states(state["rng"])
     logger = RunLogger(cfg, run_dir, info.is_main, history)
@@ -331,7 +352,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             loader_generator.manual_seed(seed)
             train_loader.sampler.set_epoch(epoch)
             stats, global_step = train_one_epoch(
-                model, train_loader, optimizer, scheduler, device, epoch, cfg, logger, info, global_step
+                model, train_loader, optimizer, scheduler, device, epoch, cfg, logger, info, global_step, amp
             )
             train_seconds += stats["epoch_seconds"]
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
@@ -341,7 +362,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                     for key, value in evaluate(distiller.student, loader, data.num_classes, device, info).items():
                         row[f"{split}_{key}"] = value
             history.append(row)
-            _end_of_epoch(cfg, run_dir, info, distiller, optimizer, scheduler, history, train_seconds, data)
+            _end_of_epoch(cfg, run_dir, info, distiller, optimizer, scheduler, amp, history, train_seconds, data)
             logger.epoch(row, global_step)
             if info.is_main:
                 print(_epoch_line(cfg, row, history), flush=True)
@@ -365,7 +386,9 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     return summary
 
 
-def _end_of_epoch(cfg, run_dir: Path, info: DistInfo, distiller, optimizer, scheduler, history, train_seconds, data):
+def _end_of_epoch(
+    cfg, run_dir: Path, info: DistInfo, distiller, optimizer, scheduler, amp, history, train_seconds, data
+):
     """Save latest (every epoch), best (when the selection metric improves), epoch_<n> (every SAVE_CHECKPOINT_FREQ)."""
     if not info.is_main:
         return
@@ -376,6 +399,7 @@ def _end_of_epoch(cfg, run_dir: Path, info: DistInfo, distiller, optimizer, sche
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,
         "history": history,
+        "scaler": amp.scaler.state_dict(),
         "rng": rng_states(),
         "config": cfg.dump(),
         "train_seconds": train_seconds,
