@@ -14,13 +14,15 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from makd.atomic_files import atomic_write_json, atomic_write_text
+from makd.errors import MakdError
 
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
@@ -30,7 +32,7 @@ _NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
 MAX_QUESTION_CHARS = 300
 
 
-class ArtifactError(ValueError):
+class ArtifactError(MakdError, ValueError):
     """A stage artifact (questions or aspect file) is missing, malformed or inconsistent."""
 
 
@@ -54,27 +56,6 @@ def sha256_text(text: str) -> str:
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
 def read_sidecar(path: str | os.PathLike) -> dict | None:

@@ -6,7 +6,16 @@ import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from makd.errors import MakdError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(MakdError, KeyError):
+    """A name asked of a registry does not exist; the message lists close matches and what exists."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):
@@ -37,7 +46,7 @@ class Registry(Generic[T]):
         key = name.lower()
         if key in self._entries:
             return self._entries[key]
-        raise KeyError(unknown_name_message(self.kind, name, self.names()))
+        raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
 
 
 def unknown_name_message(kind: str, name: str, available: list[str]) -> str:

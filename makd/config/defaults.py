@@ -13,8 +13,10 @@ from pathlib import Path
 import yaml
 from yacs.config import CfgNode as CN
 
+from makd.errors import MakdError
 
-class ConfigError(ValueError):
+
+class ConfigError(MakdError, ValueError):
     """A configuration value is unknown, of the wrong type or inconsistent with the data."""
 
 
@@ -214,6 +216,8 @@ DISTILLER_TYPES = ("MaKD", "NONE")
 def uses_aspects(cfg: CN) -> bool:
     """Whether the configured distiller trains on aspect targets (and so widens the head by Q)."""
     return cfg.DISTILLER.TYPE.upper() == "MAKD"
+
+
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
 
 

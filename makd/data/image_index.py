@@ -15,14 +15,15 @@ import numpy as np
 from PIL import Image
 
 from makd.config.defaults import ConfigError
+from makd.errors import MakdError
 from makd.registry import Registry
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(MakdError, ValueError):
     """An image file is missing, truncated or not an image."""
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(MakdError, FileNotFoundError):
     """A dataset's files are not where the configuration says they are."""
 
 
@@ -90,8 +91,10 @@ class ImageIndex:
         positions = [int(p) for p in positions]
         pixels = self.pixels
         if pixels is not None:
-            pixels = pixels[np.asarray(positions, dtype=np.int64)] if isinstance(pixels, np.ndarray) else pixels.take(
-                positions
+            pixels = (
+                pixels[np.asarray(positions, dtype=np.int64)]
+                if isinstance(pixels, np.ndarray)
+                else pixels.take(positions)
             )
         return replace(
             self,

@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 
+from makd.atomic_files import atomic_write
+
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """torch.save through a temp file + os.replace, so a crash never leaves a truncated checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,13 +25,14 @@ from makd.engine.evaluate import evaluate, make_eval_loader
 from makd.engine.optim import build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, rng_states, seed_everything, set_rng_states
 from makd.engine.run_logger import RunLogger
+from makd.errors import MakdError
 from makd.models import build_student
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(MakdError, RuntimeError):
     """A training loss became NaN or infinite."""
 
 

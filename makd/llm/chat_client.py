@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from makd.errors import MakdError
 from makd.llm.response_cache import ResponseCache, request_hash
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 JSON_MODES = ("auto", "on", "off")
 
 
-class LLMError(RuntimeError):
+class LLMError(MakdError, RuntimeError):
     """A request to the LLM failed, or its replies could not be used; the message is one line."""
 
 

@@ -12,11 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from makd.errors import MakdError
+
 CONFIG_SUFFIXES = (".yaml", ".yml")
 _NUMBER_PREFIX = re.compile(r"^\d+\.(?=[A-Za-z])")  # "001.Black_footed_Albatross" (CUB-style folder names)
 
 
-class ClassSourceError(ValueError):
+class ClassSourceError(MakdError, ValueError):
     """The class list could not be read."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import makd
 from makd.artifacts import ArtifactError, read_questions, write_questions
+from makd.errors import MakdError
 from makd.llm.chat_client import (
     DEFAULT_BASE_URL,
     JSON_MODES,
@@ -37,7 +38,7 @@ log = logging.getLogger("makd.llm")
 PROG = "make_questions"
 
 
-class UsageError(ValueError):
+class UsageError(MakdError, ValueError):
     """A command-line value is out of range or inconsistent."""
 
 

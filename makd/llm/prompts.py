@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from makd.errors import MakdError
+
 PAPER_GENERATE = (
     "The dataset consists of {C} classes and {M} images. The class list is as follows: {CLASS_LIST}, "
     "Generate {N} feature-specific yes or no questions, focusing on clear and distinct aspects of the "
@@ -68,7 +70,7 @@ PLACEHOLDERS = {
 _PLACEHOLDER = re.compile(r"\{([A-Z][A-Z_]*)\}")
 
 
-class PromptError(ValueError):
+class PromptError(MakdError, ValueError):
     """A prompt template or prompts file is malformed."""
 
 

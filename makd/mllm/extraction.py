@@ -25,6 +25,7 @@ from PIL import Image
 import makd
 from makd.artifacts import ArtifactError, read_questions, sha256_file, write_aspect_file
 from makd.data.image_ids import image_id, list_image_files
+from makd.errors import MakdError
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
 from makd.mllm.scorer import Scorer
 
@@ -35,7 +36,7 @@ VOLATILE_KEYS = frozenset(
 IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(MakdError, RuntimeError):
     """The run cannot start or go on (bad input, an existing output, a strict-mode image failure)."""
 
 
@@ -221,8 +222,15 @@ def run_extraction(
     errors: dict[str, tuple[str, str]] = {}  # id -> (path, reason), this run's failures
     writer = PartialWriter(partial, settings, state)
     started, scored = time.monotonic(), 0
-    bar = tqdm(total=len(plan.files), initial=len(plan.files) - len(todo), unit="img", disable=not progress,
-               desc="aspects", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=len(plan.files),
+        initial=len(plan.files) - len(todo),
+        unit="img",
+        disable=not progress,
+        desc="aspects",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     try:
         step: list[LoadedImage] = []
         ahead = max(2 * images_per_step, loader_threads)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from makd.errors import MakdError
 from makd.mllm.chat_template import DEFAULT_SYSTEM_MESSAGE, IMAGE_CONTEXT_TOKEN, TEMPLATE_NAME
 from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
 
@@ -27,7 +28,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 REMOTE_ATTRIBUTES = ("extract_feature", "num_image_token", "language_model", "template", "system_message")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(MakdError, RuntimeError):
     """The teacher model cannot be loaded or is not an InternVL model this code can drive."""
 
 
@@ -62,7 +63,7 @@ class InternVLParts:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" = cuda when available, else mps, else cpu; anything else is passed to torch.device."""
+    """ "auto" = cuda when available, else mps, else cpu; anything else is passed to torch.device."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -79,7 +80,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" = bfloat16 on accelerators (as the official script), float32 on CPU."""
+    """ "auto" = bfloat16 on accelerators (as the official script), float32 on CPU."""
     if name == "auto":
         return torch.float32 if device.type == "cpu" else torch.bfloat16
     if name not in DTYPES:
@@ -109,7 +110,7 @@ def read_model_config(model_id: str, revision: str | None = None) -> dict:
 
 
 def detect_backend(config: dict, model_id: str) -> str:
-    """"hf" for native InternVL configs, "remote" for InternVLChatModel remote-code configs."""
+    """ "hf" for native InternVL configs, "remote" for InternVLChatModel remote-code configs."""
     model_type = config.get("model_type", "")
     if model_type == "internvl":
         return "hf"

@@ -21,11 +21,12 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
+from makd.errors import MakdError
 from makd.mllm.chat_template import with_answer_suffix
 from makd.mllm.yes_no import p_yes_from_top_logprobs
 
 
-class ServerError(RuntimeError):
+class ServerError(MakdError, RuntimeError):
     """The server failed, or replied with something that holds no usable log-probabilities."""
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from makd.errors import MakdError
 
-class AnswerTokenError(ValueError):
+
+class AnswerTokenError(MakdError, ValueError):
     """The tokenizer cannot represent the Yes or No answer as one token."""
 
 

@@ -1,7 +1,9 @@
 """The one error type of the student factory: a one-line message naming the bad value, the place and the fix."""
 
+from makd.errors import MakdError
 
-class StudentError(ValueError):
+
+class StudentError(MakdError, ValueError):
     """A student cannot be built or loaded as asked (unknown name, unwidened head, checkpoint mismatch)."""
 
 
