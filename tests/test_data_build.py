@@ -58,10 +58,11 @@ def test_makd_bundle(folders):
     assert (len(data.train), len(data.test), data.val, data.dropped_ids) == (18, 6, None, [])
     assert data.aspect_path == str(tmp_path / "aspects.json")
     assert data.aspect_sha256 == sha256_file(tmp_path / "aspects.json")
-    image, label, aspects = data.train[7]
+    item = data.train[7]
+    image, label, aspects = item["image"], item["label"], item["aspects"]
     assert image.shape == (3, 8, 8) and image.dtype == torch.float32 and label == 1
     assert aspects.dtype == torch.float32 and aspects.tolist() == pytest.approx(rows[data.train.index.ids[7]])
-    image, label, aspects = data.test[5]
+    image, label, aspects = (data.test[5][k] for k in ("image", "label", "aspects"))
     assert image.shape == (3, 8, 8) and label == 2 and aspects.shape == (Q,) and torch.isnan(aspects).all()
     # the test transform is deterministic: Resize(10) + CenterCrop(8) + normalisation
     raw = Image.open(tmp_path / "test/cat/img_1.png").convert("RGB").resize((13, 10), Image.BILINEAR)
@@ -69,14 +70,15 @@ def test_makd_bundle(folders):
     expected = (torch.tensor(pixels(raw)[1:9, 2:10]).permute(2, 0, 1) / 255 - mean) / std
     assert torch.allclose(image, expected, atol=1e-5)
     restored = pickle.loads(pickle.dumps(data.train))  # DataLoader workers get a copy
-    assert restored[3][1] == data.train[3][1] and torch.equal(restored[3][2], data.train[3][2])
+    assert restored[3]["label"] == data.train[3]["label"]
+    assert torch.equal(restored[3]["aspects"], data.train[3]["aspects"])
 
 
 def test_baseline_needs_no_aspect_file(folders):
     tmp_path, _ = folders
     data = build_data(cfg_for(tmp_path, DISTILLER__TYPE="NONE", DATASET__ASPECT_JSON=""))
-    assert data.num_aspects == 0 and data.aspect_path == "" and data.train[0][2].shape == (0,)
-    assert data.test[0][2].shape == (0,)
+    assert data.num_aspects == 0 and data.aspect_path == "" and data.train[0]["aspects"].shape == (0,)
+    assert data.test[0]["aspects"].shape == (0,)
 
 
 def test_config_disagreeing_with_data(folders):
@@ -117,11 +119,11 @@ def test_validation_carve(folders):
     assert again.val.index.ids == val.ids  # same images whatever the distiller, aspect file or targets
     assert build_data(cfg_for(tmp_path, DATASET__VAL_FRACTION=0.34, DATASET__VAL_SEED=1)).val.index.ids != val.ids
     # validation keeps the teacher's rows (for its metrics) while training uses the random control
-    assert data.val[0][2].tolist() == pytest.approx(rows[val.ids[0]])
+    assert data.val[0]["aspects"].tolist() == pytest.approx(rows[val.ids[0]])
     random_rows = data.train.targets.numpy()
     assert ((random_rows >= 0) & (random_rows < 1)).all()
     assert not np.allclose(random_rows, np.array([rows[i] for i in train.ids], dtype=np.float32), atol=0.05)
-    assert data.val[0][0].shape == (3, 8, 8)  # validation uses the test transform
+    assert data.val[0]["image"].shape == (3, 8, 8)  # validation uses the test transform
 
 
 def test_missing_rows_policies(folders):
@@ -140,7 +142,7 @@ def test_missing_rows_policies(folders):
     )
     data = build_data(cfg_for(tmp_path, **settings, DATASET__MISSING_ASPECTS="drop"))
     assert data.dropped_ids == [train_only] and len(data.train) == 11 and train_only not in data.train.index.ids
-    assert data.val.index.ids == val_ids and torch.isnan(data.val[0][2]).all()  # the carve is unchanged
+    assert data.val.index.ids == val_ids and torch.isnan(data.val[0]["aspects"]).all()  # the carve is unchanged
     assert all(data.train.targets[k].tolist() == pytest.approx(rows[i]) for k, i in enumerate(data.train.index.ids))
 
 
@@ -165,13 +167,13 @@ def test_test_rows_come_only_from_the_test_aspect_file(tmp_path):
     write_aspect_file(tmp_path / "aspects.json", {i: [0.9] * Q for i in train_ids})
     cfg = cfg_for(tmp_path, DATASET__TYPE="auto")
     data = build_data(cfg)
-    assert "cat_0_0" in data.test.index.ids and torch.isnan(data.test[0][2]).all()
+    assert "cat_0_0" in data.test.index.ids and torch.isnan(data.test[0]["aspects"]).all()
     write_aspect_file(tmp_path / "test_aspects.json", {i: [0.1 * (k + 1)] * Q for k, i in enumerate(test_ids[:3])})
     data = build_data(
         cfg_for(tmp_path, DATASET__TYPE="auto", DATASET__TEST_ASPECT_JSON=str(tmp_path / "test_aspects.json"))
     )
-    assert [data.test[k][2][0].item() for k in range(3)] == pytest.approx([0.1, 0.2, 0.3])
-    assert torch.isnan(data.test[3][2]).all()  # a test image without a row keeps NaN (metrics skip it)
+    assert [data.test[k]["aspects"][0].item() for k in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert torch.isnan(data.test[3]["aspects"]).all()  # a test image without a row keeps NaN (metrics skip it)
     assert data.test_aspect_sha256 == sha256_file(tmp_path / "test_aspects.json")
     write_aspect_file(tmp_path / "narrow.json", {i: [0.5] for i in test_ids})
     with pytest.raises(ConfigError, match=r"narrow.json has 1 aspects per image but DATASET.ASPECT_JSON has 4"):
@@ -193,8 +195,8 @@ def test_image_cache_equals_uncached_test_pipeline(tmp_path):
     shapes = [cached.test.index.pixels[k].shape for k in range(4)]
     assert shapes == [(10, 13, 3), (18, 10, 3), (9, 12, 3), (10, 10, 3)]  # shorter side 10, never enlarged
     for k in range(4):
-        assert torch.equal(cached.test[k][0], plain.test[k][0])  # bit-identical after the test transform
-    assert cached.train[1][0].shape == (3, 8, 8)
+        assert torch.equal(cached.test[k]["image"], plain.test[k]["image"])  # bit-identical after the test transform
+    assert cached.train[1]["image"].shape == (3, 8, 8)
     for k in (2, 3):  # small images are stored untouched
         assert (pixels(cached.train.index.load(k)) == pixels(plain.train.index.load(k))).all()
     restored = pickle.loads(pickle.dumps(cached.test.index))

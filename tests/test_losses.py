@@ -74,12 +74,12 @@ def test_distillers_return_class_logits_and_named_losses():
     cfg = load_cfg(None, ["MaKD.ALPHA", "2.0"])
     images, labels = torch.randn(6, 4), torch.randint(0, 3, (6,))
     makd = build_distiller(cfg, LinearStudent(3 + 2), num_classes=3, num_aspects=2)
-    class_logits, losses = makd.forward_train(images, labels, torch.rand(6, 2))
+    class_logits, losses = makd.forward_train({"image": images, "label": labels, "aspects": torch.rand(6, 2)})
     assert class_logits.shape == (6, 3) and set(losses) == {"loss_ce", "loss_aspect"}
     with pytest.raises(ValueError, match="NaN aspect targets"):
-        makd.forward_train(images, labels, torch.full((6, 2), float("nan")))
+        makd.forward_train({"image": images, "label": labels, "aspects": torch.full((6, 2), float("nan"))})
     base = build_distiller(load_cfg(None, ["DISTILLER.TYPE", "NONE"]), LinearStudent(3), 3, 0)
-    class_logits, losses = base.forward_train(images, labels, torch.empty(6, 0))
+    class_logits, losses = base.forward_train({"image": images, "label": labels, "aspects": torch.empty(6, 0)})
     assert class_logits.shape == (6, 3) and set(losses) == {"loss_ce"}
     expected = torch.nn.functional.cross_entropy(base.student(images), labels)
     assert losses["loss_ce"].item() == pytest.approx(expected.item())

@@ -44,7 +44,7 @@ class FixedOutputs(Dataset):
         return self.n
 
     def __getitem__(self, i):
-        return torch.tensor([float(i)]), i % 3, torch.tensor([1.0 if i % 2 else 0.0])
+        return {"image": torch.tensor([float(i)]), "label": i % 3, "aspects": torch.tensor([1.0 if i % 2 else 0.0])}
 
 
 class CheatingAspectStudent(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""AspectDataset: (image tensor, class label, aspect targets) triples for training and evaluation."""
+"""AspectDataset: one dict per image (image, class label, aspect targets, position) for training and evaluation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from makd.data.image_index import ImageIndex
 
 
 class AspectDataset(Dataset):
-    """Item i = (transform(image_i) [3, H, W] float, label_i int, aspects_i float32 [Q]).
+    """Item i = {"image": transform(image_i) [3, H, W] float, "label": int, "aspects": float32 [Q], "index": i}.
+
+    The item is a dict so that a method or a view policy can add keys (an aspect mask, a flag of
+    the view drawn) without changing every consumer; default collation batches dicts key by key.
 
     `targets` [N, Q] holds the aspect targets in index order. Without targets the aspects are a
     NaN row of length `num_aspects` (a split with no aspect file: metrics skip NaN rows), or an
@@ -41,9 +44,9 @@ class AspectDataset(Dataset):
     def labels(self) -> list[int]:
         return self.index.labels
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         image = self.index.load(i)
         if self.transform is not None:
             image = self.transform(image)
         aspects = self.targets[i] if self.targets is not None else self._no_row.clone()
-        return image, self.index.labels[i], aspects
+        return {"image": image, "label": self.index.labels[i], "aspects": aspects, "index": i}

@@ -11,6 +11,6 @@ class CrossEntropyBaseline(Distiller):
         super().__init__(student, num_classes, 0)
         self.ce_weight = ce_weight
 
-    def forward_train(self, images, labels, aspects):
-        logits = self.student(images)  # [B, C]
-        return logits, {"loss_ce": self.ce_weight * class_cross_entropy(logits, labels)}
+    def forward_train(self, batch):
+        logits = self.student(batch["image"])  # [B, C]
+        return logits, {"loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"])}

@@ -15,8 +15,9 @@ class MultiAspectDistiller(Distiller):
         super().__init__(student, num_classes, num_aspects)
         self.ce_weight, self.alpha, self.temperature = ce_weight, alpha, temperature
 
-    def forward_train(self, images, labels, aspects):
-        logits = self.student(images)  # [B, C + Q]
+    def forward_train(self, batch):
+        labels, aspects = batch["label"], batch["aspects"]
+        logits = self.student(batch["image"])  # [B, C + Q]
         if not torch.isfinite(aspects).all():
             raise ValueError("a training batch holds NaN aspect targets (an image without an aspect row)")
         losses = makd_losses(logits, labels, aspects, self.num_classes, self.ce_weight, self.alpha, self.temperature)

@@ -56,8 +56,9 @@ def evaluate(
     student.eval()
     correct1 = correct5 = loss_sum = count = 0.0
     predicted, teacher = [], []
-    for images, labels, aspects in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        labels, aspects = batch["label"].to(device, non_blocking=True), batch["aspects"]
         outputs = student(images).float()  # [B, C (+ Q)]
         class_logits = outputs[:, :num_classes]
         c1, c5 = topk_correct(class_logits, labels, (1, 5))

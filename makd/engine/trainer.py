@@ -160,12 +160,11 @@ def train_one_epoch(
         mininterval=1.0,
         dynamic_ncols=True,
     )
-    for images, labels, aspects in bar:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        aspects = aspects.to(device, non_blocking=True)
+    for batch in bar:
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        labels = batch["label"]
         with amp.autocast():
-            class_logits, losses = model(images, labels, aspects)
+            class_logits, losses = model(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             values = {k: float(v.detach()) for k, v in losses.items()}
