@@ -214,14 +214,52 @@ def validate_aspect_rows(rows: Mapping[str, Any], source: str, expected_aspects:
     return np.asarray(out, dtype=np.float32)
 
 
+class _DuplicateKey(Exception):
+    """A JSON object names the same key twice (json.load would silently keep the last value)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook for json.loads: the object as a dict, or _DuplicateKey on a repeated key."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _key_lines(text: str, key: str) -> list[int]:
+    """1-based lines of `text` where `key` appears as a JSON object key (either escaping of non-ASCII)."""
+    spellings = {json.dumps(key, ensure_ascii=False), json.dumps(key)}
+    pattern = re.compile("(?:" + "|".join(re.escape(s) for s in spellings) + r")\s*:")
+    return [text.count("\n", 0, match.start()) + 1 for match in pattern.finditer(text)]
+
+
 def read_aspect_file(path: str | os.PathLike, expected_aspects: int | None = None) -> AspectTable:
     """Load and validate an aspect file; Q is derived from its rows and checked against `expected_aspects`."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"aspect file {path} does not exist (set DATASET.ASPECT_JSON or run stage 2)")
     try:
-        with open(path, encoding="utf-8") as fh:
-            rows = json.load(fh)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); is it an aspect file?"
+        ) from None
+    except OSError as err:
+        raise ArtifactError(f"aspect file {path} cannot be read ({err.strerror or err})") from None
+    try:
+        rows = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as dup:
+        lines = _key_lines(text, dup.key)
+        raise ArtifactError(
+            f"{path}: image id {dup.key!r} has {max(len(lines), 2)} rows (lines {', '.join(map(str, lines)) or '?'}); "
+            "JSON keeps only the last one, so keep one row per image id (re-run stage 2 or fix the file)"
+        ) from None
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     values = validate_aspect_rows(rows, str(path), expected_aspects)

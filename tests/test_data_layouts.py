@@ -47,11 +47,11 @@ def test_image_folder_rejects_unknown_test_class_and_loose_files(tmp_path):
         build_image_indexes(folder_cfg(tmp_path))
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK", "I;16"])
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK"])  # wide grey modes: tests/test_data_decode.py
 def test_every_image_is_read_as_rgb(tmp_path, mode):
     source = random_image(3, mode="RGBA" if mode in ("RGBA", "LA") else "RGB")
     image = source.convert(mode) if mode not in ("P",) else source.quantize(colors=6)
-    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
     image.save(path)
     loaded = read_rgb(path)
     assert loaded.mode == "RGB" and loaded.size == (12, 9)

@@ -55,6 +55,7 @@ _C.DATASET.RESIZE_RATIO = 1.143  # (new) test Resize = IMAGE_SIZE * RATIO (256/2
 _C.DATASET.MEAN = [0.485, 0.456, 0.406]  # (new) normalisation mean (ImageNet, as the official code)
 _C.DATASET.STD = [0.229, 0.224, 0.225]  # (new) normalisation std
 _C.DATASET.CACHE_IMAGES = False  # (new) decode + pre-resize every image once into a uint8 RAM cache
+_C.DATASET.CHECK_IMAGES = True  # (new) decode every train/val/test image once before training (False: skip)
 _C.DATASET.NUM_WORKERS = 2  # DataLoader worker processes
 _C.DATASET.TEST = CN()
 _C.DATASET.TEST.BATCH_SIZE = 64  # evaluation batch size (never drops the last batch)

@@ -7,10 +7,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from makd.artifacts import ArtifactError, AspectTable
+from makd.config.defaults import ConfigError
 from makd.data.image_index import ImageIndex
 
 MISSING_POLICIES = ("error", "drop", "nan")
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
+
+
+# What fixes missing rows, per role: DATASET.MISSING_ASPECTS governs training images only; test rows
+# come from DATASET.TEST_ASPECT_JSON alone, and validation images are training images.
+_MISSING_ROW_FIX = {
+    "training": "run stage 2 on them or set DATASET.MISSING_ASPECTS drop",
+    "validation": "run stage 2 on the training images (validation images are carved from them)",
+    "test": (
+        "run stage 2 on the test images (DATASET.TEST_IMAGE_PATH) and point DATASET.TEST_ASPECT_JSON at its output, "
+        "or set DATASET.TEST_ASPECT_JSON '' to evaluate without the aspect metrics"
+    ),
+}
 
 
 def join_aspects(
@@ -23,7 +36,9 @@ def join_aspects(
     whose aspect targets only feed metrics). `role` names the images in the error ("training").
     """
     if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing-aspects policy {missing!r} is unknown; use one of {', '.join(MISSING_POLICIES)}")
+        raise ConfigError(
+            f"DATASET.MISSING_ASPECTS {missing!r} is unknown; use one of {', '.join(MISSING_POLICIES[:2])}"
+        )
     row_of = table.index()
     rows = [row_of.get(i) for i in index.ids]
     absent = [i for i, r in zip(index.ids, rows) if r is None]
@@ -37,7 +52,7 @@ def join_aspects(
             )
         raise ArtifactError(
             f"{len(absent)} {role} images have no row in {table.path} (first: {', '.join(absent[:3])}); "
-            f"run stage 2 on them or set DATASET.MISSING_ASPECTS drop{hint}"
+            f"{_MISSING_ROW_FIX.get(role, _MISSING_ROW_FIX['training'])}{hint}"
         )
     if missing == "drop" and absent:
         keep = [p for p, r in enumerate(rows) if r is not None]
@@ -76,4 +91,4 @@ def make_targets(mode: str, teacher: np.ndarray, labels: Sequence[int], seed: in
             rows = labels == label
             out[rows] = teacher[rows].mean(axis=0, dtype=np.float64).astype(np.float32)
         return out
-    raise ValueError(f"MaKD.TARGETS {mode!r} is unknown; use one of {', '.join(TARGET_MODES)}")
+    raise ConfigError(f"MaKD.TARGETS {mode!r} is unknown; use one of {', '.join(TARGET_MODES)}")

@@ -1,6 +1,8 @@
 """build_data(cfg): the train / validation / test datasets of a run, checked against the config.
 
-Order: layout -> NUM_CLASS check -> validation carve -> aspect join -> target control -> cache.
+Order: layout -> NUM_CLASS check -> validation carve -> aspect join -> target control -> image check
+(or the cache pass, which decodes every image anyway). The cheap checks come first, so a wrong key
+fails at once; the image check then decodes every image that will be read before the first epoch.
 The validation split is carved from the training images BEFORE the aspect join, so it depends
 only on the image list, DATASET.VAL_FRACTION and DATASET.VAL_SEED: the baseline and every MaKD
 variant (any aspect file, MISSING_ASPECTS policy or MaKD.TARGETS) are selected on the same images.
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from makd.artifacts import (
+    ArtifactError,
     AspectTable,
     questions_text,
     read_aspect_file,
@@ -21,11 +24,13 @@ from makd.artifacts import (
     read_sidecar,
     sha256_file,
     sha256_text,
+    sidecar_path,
 )
 from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import join_aspects, make_targets
 from makd.data.datasets import AspectDataset
-from makd.data.image_cache import cache_images
+from makd.data.image_cache import cache_splits
+from makd.data.image_check import bad_images_error, check_images, image_problem
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.splits import stratified_split
 from makd.data.transforms import shorter_side_size, test_transform, train_transform
@@ -99,13 +104,41 @@ def check_questions(questions_path: str, table: AspectTable) -> None:
             f"DATASET.QUESTIONS {questions_path} holds {len(questions)} questions but {table.path} has "
             f"{table.num_aspects} aspects per image; point DATASET.QUESTIONS at the file stage 2 answered"
         )
-    recorded = recorded_questions_sha256(read_sidecar(table.path))
-    actual = {sha256_file(questions_path), sha256_text(questions_text(questions))}  # raw bytes or normalised lines
+    meta = read_sidecar(table.path)
+    recorded = recorded_questions_sha256(meta)
+    normalised = sha256_text(questions_text(questions))
+    actual = {sha256_file(questions_path), normalised}  # raw bytes or normalised lines
     if recorded and recorded not in actual:
         raise ConfigError(
-            f"DATASET.QUESTIONS {questions_path} is not the questions file {table.path} was made from "
-            f"(its sidecar records sha256 {recorded[:12]}..); point DATASET.QUESTIONS at that file"
+            f"DATASET.QUESTIONS {questions_path} (sha256 {normalised[:12]}) is not the questions file {table.path} "
+            f"was made from (its sidecar {sidecar_path(table.path).name} records sha256 {recorded[:12]}); point "
+            "DATASET.QUESTIONS at that file, or re-run stage 2 with the edited questions"
         )
+    listed = meta.get("questions") if isinstance(meta, dict) else None
+    if not recorded and isinstance(listed, list) and [str(q).strip() for q in listed] != questions:
+        raise ConfigError(
+            f"DATASET.QUESTIONS {questions_path} differs from the questions listed in {sidecar_path(table.path)}; "
+            "point DATASET.QUESTIONS at the file stage 2 answered, or re-run stage 2 with the edited questions"
+        )
+
+
+# How many images without an aspect row are decoded to tell a bad file from a missing row.
+_BLAME_CHECK_LIMIT = 64
+
+
+def _join_blaming_bad_images(index: ImageIndex, table: AspectTable, missing: str) -> tuple[ImageIndex, np.ndarray]:
+    """join_aspects, except that when rows are missing and one of those images is not a readable image,
+    the error says what is wrong with that file (a text file named .png is not a missing row)."""
+    try:
+        return join_aspects(index, table, missing)
+    except ArtifactError:
+        row_of = table.index()
+        absent = [p for p, i in enumerate(index.ids) if i not in row_of][:_BLAME_CHECK_LIMIT]
+        if index.paths is not None:
+            problems = [m for m in (image_problem(index.paths[p]) for p in absent) if m]
+            if problems:
+                raise bad_images_error(problems, len(absent)) from None
+        raise
 
 
 def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, AspectTable | None]:
@@ -142,8 +175,8 @@ def build_data(cfg) -> DataBundle:
         table = read_training_aspects(cfg)
         num_aspects = table.num_aspects
         if d.MISSING_ASPECTS == "error":
-            join_aspects(train_all, table, "error")  # validation images are training images too: all need rows
-        joined, teacher = join_aspects(train, table, d.MISSING_ASPECTS)
+            _join_blaming_bad_images(train_all, table, "error")  # validation images are training images: all need rows
+        joined, teacher = _join_blaming_bad_images(train, table, d.MISSING_ASPECTS)
         if len(joined) < len(train):
             kept_ids = set(joined.ids)
             dropped = [i for i in train.ids if i not in kept_ids]
@@ -159,10 +192,10 @@ def build_data(cfg) -> DataBundle:
             val_targets = join_aspects(val, table, "nan", role="validation")[1]  # teacher rows, for metrics
         test_targets, test_table = _test_targets(cfg, test, num_aspects)
 
-    if d.CACHE_IMAGES:
-        side = shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO)
-        train, test = cache_images(train, side), cache_images(test, side)
-        val = None if val is None else cache_images(val, side)
+    if d.CACHE_IMAGES:  # the cache pass decodes every image: it is the image check
+        train, val, test = cache_splits([train, val, test], shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO))
+    elif d.CHECK_IMAGES:
+        check_images([train, val, test], num_workers=d.NUM_WORKERS)
     eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
     return DataBundle(
         train=AspectDataset(

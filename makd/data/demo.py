@@ -45,8 +45,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from makd.artifacts import atomic_write_json, question_problem, write_aspect_file, write_questions
+from makd.artifacts import (
+    atomic_write_json,
+    question_problem,
+    questions_text,
+    sha256_text,
+    write_aspect_file,
+    write_questions,
+)
 from makd.data.image_ids import image_id
+from makd.errors import MakdError
 
 COLOUR_HUES = {"red": 0.0, "yellow": 55.0, "green": 130.0, "blue": 225.0}  # family hue centres, degrees
 TEXTURES = ("plain", "dotted", "striped", "checkered")
@@ -254,6 +262,14 @@ def question_evidence(cls: DemoClass, facts: dict[str, float]) -> np.ndarray:
     return evidence
 
 
+class DemoArgumentError(MakdError, ValueError):
+    """A demo generator setting is out of its range."""
+
+
+class DemoFolderExistsError(MakdError, FileExistsError):
+    """The demo folder already holds files and overwriting was not asked for."""
+
+
 # ----------------------------------------------------------------------------- simulated teacher
 def simulate_teacher(evidence: np.ndarray, rng: np.random.Generator, *, noise: float, calibration: float,
                      noise_factors: np.ndarray) -> np.ndarray:
@@ -267,14 +283,14 @@ def simulate_teacher(evidence: np.ndarray, rng: np.random.Generator, *, noise: f
 def _check_args(image_size: int, train_per_class: int, test_per_class: int, teacher_noise: float,
                 teacher_calibration: float, unreliable_noise_factor: float) -> None:
     if not 16 <= image_size <= 256:
-        raise ValueError(f"image_size {image_size} is outside 16..256 (the demo is designed for 32 to 64 px)")
+        raise DemoArgumentError(f"image_size {image_size} is outside 16..256 (the demo is designed for 32 to 64 px)")
     if train_per_class < 1 or test_per_class < 1:
-        raise ValueError(f"train_per_class {train_per_class} and test_per_class {test_per_class} must be >= 1")
+        raise DemoArgumentError(f"train_per_class {train_per_class} and test_per_class {test_per_class} must be >= 1")
     if teacher_noise < 0 or unreliable_noise_factor < 0:
-        raise ValueError(f"teacher_noise {teacher_noise} and unreliable_noise_factor {unreliable_noise_factor} "
+        raise DemoArgumentError(f"teacher_noise {teacher_noise} and unreliable_noise_factor {unreliable_noise_factor} "
                          "must be >= 0")
     if teacher_calibration <= 0:
-        raise ValueError(f"teacher_calibration {teacher_calibration} must be > 0 (1 = calibrated)")
+        raise DemoArgumentError(f"teacher_calibration {teacher_calibration} must be > 0 (1 = calibrated)")
 
 
 def _write_split(root: Path, split: int, name: str, per_class: int, classes: list[DemoClass], size: int, seed: int,
@@ -325,7 +341,7 @@ def generate_demo(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
+        raise DemoFolderExistsError(f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
                               "(--overwrite) to replace it or choose another folder")
     classes = demo_classes()
     questions = demo_questions()
@@ -336,6 +352,8 @@ def generate_demo(
             raise AssertionError(f"demo question {q!r}: {problem}")
     noise_factors = np.array([unreliable_noise_factor if q in UNRELIABLE_QUESTIONS else 1.0 for q in questions])
     teacher = {"noise": teacher_noise, "calibration": teacher_calibration}
+    # Recorded in every aspect sidecar, so stage 3 refuses an edited questions.txt (DATASET.QUESTIONS).
+    questions_sha256 = sha256_text(questions_text(questions))
     params = {"seed": seed, "image_size": image_size, "train_per_class": train_per_class,
               "test_per_class": test_per_class, "teacher_noise": teacher_noise,
               "teacher_calibration": teacher_calibration, "unreliable_noise_factor": unreliable_noise_factor}
@@ -346,7 +364,7 @@ def generate_demo(
                       "continuous properties)",
         "margin": TEACHER_MARGIN, "noise": teacher_noise, "calibration": teacher_calibration,
         "unreliable_questions": list(UNRELIABLE_QUESTIONS), "unreliable_noise_factor": unreliable_noise_factor,
-        "questions": questions, "seed": seed,
+        "questions": questions, "questions_sha256": questions_sha256, "seed": seed,
     }
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -360,7 +378,8 @@ def generate_demo(
         fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.data.demo", **params}
         write_questions(work / "questions.txt", questions, meta={**fixed, "classes": names,
                                                                   "kinds": [k for _, k, _ in QUESTIONS]})
-        truth_meta = {**fixed, "teacher": "none: the true 0/1 answers (an oracle control)", "questions": questions}
+        truth_meta = {**fixed, "teacher": "none: the true 0/1 answers (an oracle control)", "questions": questions,
+                      "questions_sha256": questions_sha256}
         for name in ("train", "test"):
             aspects, truths = rows[name]
             write_aspect_file(work / f"aspects_{name}.json", aspects, meta={**fixed, **teacher_meta,

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from makd.config.defaults import ConfigError, load_cfg
-from makd.data.image_index import ImageIndex, ImageLoadError, build_image_indexes
+from makd.config.defaults import load_cfg
+from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.errors import MakdError
 
 
 def export_images(index: ImageIndex, out_dir: str | os.PathLike, progress: bool = False) -> int:
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train, test = build_image_indexes(cfg)
         index = train if args.split == "train" else test
         written = export_images(index, args.out_dir, progress=True)
-    except (ConfigError, ImageLoadError, FileNotFoundError) as err:
+    except MakdError as err:
         parser.exit(2, f"export_images.py: error: {err}\n")
     print(f"{args.out_dir}: wrote {written} new PNGs ({len(index) - written} already there) for {index.source}")
     return 0

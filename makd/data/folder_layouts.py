@@ -14,7 +14,7 @@ from pathlib import Path
 
 from makd.config.defaults import ConfigError
 from makd.data.image_ids import image_id, is_image_file, list_image_files
-from makd.data.image_index import DATASET_TYPES, DatasetMissingError, ImageIndex
+from makd.data.image_index import DATASET_TYPES, DatasetFormatError, DatasetMissingError, ImageIndex
 from makd.data.splits import read_split_file
 
 # `<class name>_<label>_<running index>`: the class name may itself hold "_" (American_Pit_Bull_Terrier_1_12).
@@ -41,10 +41,7 @@ def _root(cfg, key: str, layout: str) -> str:
 
 
 def _list(root: str) -> _Files:
-    try:
-        files = list_image_files(root)
-    except ValueError as err:  # two files share an id
-        raise ConfigError(str(err)) from None
+    files = list_image_files(root)  # DatasetFormatError when two files share an id
     if not files:
         raise DatasetMissingError(f"no images under {root} (.png, .jpg, ... files); check the image folder")
     return _Files(root, [image_id(f, root) for f in files], [str(f) for f in files])
@@ -122,10 +119,10 @@ def build_image_folder(cfg) -> tuple[ImageIndex, ImageIndex]:
 
 
 def parse_release_name(path: str | os.PathLike) -> tuple[str, int]:
-    """(class name, label) of a release file `<class name>_<label>_<index>.<ext>`; ValueError otherwise."""
+    """(class name, label) of a release file `<class name>_<label>_<index>.<ext>`; DatasetFormatError otherwise."""
     match = RELEASE_NAME.match(Path(path).stem)
     if not match:
-        raise ValueError(f"{path}: name is not <class>_<label>_<index> (the release layout)")
+        raise DatasetFormatError(f"{path}: name is not <class>_<label>_<index> (the release layout)")
     return match["name"], int(match["label"])
 
 

@@ -16,7 +16,10 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
+from tqdm import tqdm
 
+from makd.data.image_check import bad_images_error
+from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import ImageIndex
 
 
@@ -63,18 +66,47 @@ def shrink(image: Image.Image, shorter_side: int) -> Image.Image:
 
 
 def cache_images(index: ImageIndex, shorter_side: int, num_threads: int | None = None) -> ImageIndex:
-    """`index` with every image decoded, shrunk to `shorter_side` and held as uint8 in RAM.
+    """`index` with every image decoded, shrunk to `shorter_side` and held as uint8 in RAM."""
+    return cache_splits([index], shorter_side, num_threads)[0]
+
+
+def cache_splits(
+    indexes: Sequence[ImageIndex | None], shorter_side: int, num_threads: int | None = None, progress: bool = True
+) -> list[ImageIndex | None]:
+    """Each index of `indexes` cached as by cache_images (None stays None); this pass is also the image check.
 
     Indexes already in memory (CIFAR) are returned as they are. Decoding runs in threads (PIL
-    releases the GIL while decoding and resizing); a corrupt file raises ImageLoadError here, at start.
+    releases the GIL while decoding and resizing). Every file is tried; when some cannot be read,
+    one ImageLoadError names the first, its problem and how many more there are (of all the splits).
     """
-    if index.pixels is not None:
-        return index
     threads = num_threads or min(8, os.cpu_count() or 1)
+    todo = [ix for ix in indexes if ix is not None and ix.pixels is None]
 
-    def decode(i: int) -> np.ndarray:
-        return np.asarray(shrink(index.load(i), shorter_side), dtype=np.uint8)
+    def decode(item: tuple[ImageIndex, int]) -> np.ndarray | str:
+        index, i = item
+        try:
+            return np.asarray(shrink(index.load(i), shorter_side), dtype=np.uint8)
+        except ImageLoadError as err:
+            return str(err)
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        arrays = list(pool.map(decode, range(len(index))))
-    return replace(index, pixels=PackedImages.from_arrays(arrays), source=f"{index.source} (cached)")
+    decoded: dict[int, list[np.ndarray | str]] = {}
+    total = sum(len(ix) for ix in todo)
+    # disable=None: a bar on a terminal only, so logs and captured output stay clean.
+    with (
+        ThreadPoolExecutor(max_workers=threads) as pool,
+        tqdm(total=total, desc="caching images", unit="img", disable=None if progress else True) as bar,
+    ):
+        for ix in todo:
+            decoded[id(ix)] = []
+            for result in pool.map(decode, ((ix, i) for i in range(len(ix)))):
+                decoded[id(ix)].append(result)
+                bar.update(1)
+    problems = [r for results in decoded.values() for r in results if isinstance(r, str)]
+    if problems:
+        raise bad_images_error(problems, total)
+    return [
+        ix
+        if ix is None or ix.pixels is not None
+        else replace(ix, pixels=PackedImages.from_arrays(decoded[id(ix)]), source=f"{ix.source} (cached)")
+        for ix in indexes
+    ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from makd.data.image_index import DatasetFormatError, DatasetMissingError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
 
@@ -20,19 +22,20 @@ def image_id(path: str | os.PathLike, root: str | os.PathLike) -> str:
     """Id of `path` under `root`: relative POSIX path without extension (e.g. "cat/img_001")."""
     relative = Path(os.path.relpath(Path(path), Path(root)))
     if relative.parts and relative.parts[0] == "..":
-        raise ValueError(f"image {path} is not under the image root {root}")
+        raise DatasetFormatError(f"image {path} is not under the image root {root}")
     return relative.with_suffix("").as_posix()
 
 
 def list_image_files(root: str | os.PathLike) -> list[Path]:
     """All image files under `root` (recursive, hidden entries skipped), sorted by image id.
 
-    Raises FileNotFoundError when the folder is missing and ValueError when two files share
-    an id (e.g. `a.png` and `a.jpg`), since their aspect rows could not be told apart.
+    Raises DatasetMissingError (a FileNotFoundError) when the folder is missing and DatasetFormatError
+    (a ValueError) when two files share an id (e.g. `a.png` and `a.jpg`), since their aspect rows could
+    not be told apart.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist (check the path)")
+        raise DatasetMissingError(f"image folder {root} does not exist (check the path)")
     files = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -41,6 +44,6 @@ def list_image_files(root: str | os.PathLike) -> list[Path]:
     for f in files:
         key = image_id(f, root)
         if key in by_id:
-            raise ValueError(f"two images share the id {key!r}: {by_id[key]} and {f}; rename one")
+            raise DatasetFormatError(f"two images share the id {key!r}: {by_id[key]} and {f}; rename one")
         by_id[key] = f
     return [by_id[k] for k in sorted(by_id)]

@@ -6,7 +6,6 @@ same object, so everything downstream (aspect join, datasets, cache, export) has
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,31 +14,22 @@ import numpy as np
 from PIL import Image
 
 from makd.config.defaults import ConfigError
+from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.errors import MakdError
 from makd.registry import Registry
 
-
-class ImageLoadError(MakdError, ValueError):
-    """An image file is missing, truncated or not an image."""
+__all__ = [
+    "DATASET_TYPES",
+    "DatasetFormatError",
+    "DatasetMissingError", "ImageIndex", "ImageLoadError", "build_image_indexes", "read_rgb"]
 
 
 class DatasetMissingError(MakdError, FileNotFoundError):
     """A dataset's files are not where the configuration says they are."""
 
 
-def read_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode `path` fully into an RGB PIL image; any failure is an ImageLoadError naming the file.
-
-    Grayscale (L), RGBA and palette (P) images are converted, so every model input has 3 channels.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
-            return image.convert("RGB")  # convert() forces the full decode, so truncation fails here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
-        raise ImageLoadError(f"cannot read image {path}: {reason}") from None
+class DatasetFormatError(MakdError, ValueError):
+    """A dataset's files are there but not laid out or written as expected (two files share an id, a bad row)."""
 
 
 @dataclass

@@ -16,6 +16,8 @@ from pathlib import Path
 from makd.artifacts import atomic_write_text
 from makd.config.defaults import ConfigError
 from makd.data.image_ids import image_id, list_image_files
+from makd.data.image_index import DatasetFormatError, DatasetMissingError
+from makd.errors import MakdError
 
 
 def stratified_split(
@@ -29,7 +31,7 @@ def stratified_split(
     of every class stays in the kept part.
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"split fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"split fraction must be in [0, 1), got {fraction}")
     by_class: dict[int, list[int]] = defaultdict(list)
     for position, label in enumerate(labels):
         by_class[label].append(position)
@@ -85,9 +87,11 @@ def cub_split_ids(cub_root: str | os.PathLike) -> tuple[list[str], list[str]]:
     test: list[str] = []
     for number, flag in _rows(cub_root / "train_test_split.txt"):
         if number not in paths:
-            raise ValueError(f"{cub_root / 'train_test_split.txt'}: image {number} is not in images.txt")
+            raise DatasetFormatError(f"{cub_root / 'train_test_split.txt'}: image {number} is not in images.txt")
         if flag not in ("0", "1"):
-            raise ValueError(f"{cub_root / 'train_test_split.txt'}: image {number} has flag {flag!r}, expected 0 or 1")
+            raise DatasetFormatError(
+                f"{cub_root / 'train_test_split.txt'}: image {number} has flag {flag!r}, expected 0 or 1"
+            )
         image = image_id(cub_root / "images" / paths[number], cub_root / "images")
         (train if flag == "1" else test).append(image)
     return sorted(train), sorted(test)
@@ -95,14 +99,14 @@ def cub_split_ids(cub_root: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 def _rows(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (expected the CUB_200_2011 folder with images.txt)")
+        raise DatasetMissingError(f"{path} does not exist (expected the CUB_200_2011 folder with images.txt)")
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
-            raise ValueError(f"{path}:{number}: expected '<image number> <value>', got {line!r}")
+            raise DatasetFormatError(f"{path}:{number}: expected '<image number> <value>', got {line!r}")
         rows.append((parts[0], parts[1].strip()))
     return rows
 
@@ -112,7 +116,7 @@ def class_folder_ids(root: str | os.PathLike) -> tuple[list[str], list[int]]:
     ids = [image_id(f, root) for f in list_image_files(root)]
     flat = [i for i in ids if "/" not in i]
     if flat:
-        raise ValueError(f"{root}: {flat[0]!r} is not inside a class folder (expected root/<class>/<image>)")
+        raise DatasetFormatError(f"{root}: {flat[0]!r} is not inside a class folder (expected root/<class>/<image>)")
     classes = sorted({i.split("/", 1)[0] for i in ids})
     label_of = {name: label for label, name in enumerate(classes)}
     return ids, [label_of[i.split("/", 1)[0]] for i in ids]
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids, labels = class_folder_ids(args.root)
             kept, held = stratified_split(ids, labels, args.test_fraction, args.seed)
             train, test = [ids[p] for p in kept], [ids[p] for p in held]
-    except (OSError, ValueError) as err:
+    except (MakdError, OSError) as err:
         parser.exit(2, f"make_split_files.py: error: {err}\n")
     write_split_file(Path(args.out_dir) / "train.txt", train)
     write_split_file(Path(args.out_dir) / "test.txt", test)
