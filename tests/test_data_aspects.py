@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from makd.artifacts import ArtifactError, AspectTable
+from makd.config.defaults import ConfigError
 from makd.data.aspect_targets import join_aspects, make_targets
 from makd.data.image_index import ImageIndex
 
@@ -47,7 +48,7 @@ def test_drop_and_nan_policies():
     assert targets.tolist() == [[0.25, 0.75], [1.0, 1.0]]
     same, with_nan = join_aspects(index, table, "nan")
     assert same.ids == ["x", "y", "z"] and np.isnan(with_nan[1]).all() and with_nan[2].tolist() == [1.0, 1.0]
-    with pytest.raises(ValueError, match="policy 'skip' is unknown"):
+    with pytest.raises(ConfigError, match="DATASET.MISSING_ASPECTS 'skip' is unknown; use one of error, drop"):
         join_aspects(index, table, "skip")
 
 
@@ -60,6 +61,20 @@ def test_no_matching_id_at_all_hints_at_the_id_rule():
             r"images' like 'cat/img_1' \(run stage 2 on /data/train\)",
         ):
             join_aspects(index_of(["cat/img_1"]), table, policy)
+
+
+def test_test_images_without_rows_are_told_what_applies_to_them():
+    table = table_of({"cat_0_1": [0.5]})
+    with pytest.raises(ArtifactError) as caught:
+        join_aspects(index_of(["dog_1_0", "dog_1_1"]), table, "nan", role="test")
+    message = str(caught.value)
+    assert message.startswith("2 test images have no row in /files/aspects.json (first: dog_1_0, dog_1_1); ")
+    assert "DATASET.MISSING_ASPECTS" not in message  # it governs training images only
+    assert "run stage 2 on the test images (DATASET.TEST_IMAGE_PATH) and point DATASET.TEST_ASPECT_JSON" in message
+    assert "or set DATASET.TEST_ASPECT_JSON '' to evaluate without the aspect metrics" in message
+    with pytest.raises(ArtifactError) as caught:
+        join_aspects(index_of(["dog_1_0"]), table, "nan", role="validation")
+    assert "MISSING_ASPECTS" not in str(caught.value) and "validation images are carved from" in str(caught.value)
 
 
 @pytest.fixture

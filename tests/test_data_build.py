@@ -19,7 +19,7 @@ from makd.data.export import export_images
 from makd.data.export import main as export_main
 from makd.data.image_cache import cache_images
 from makd.data.image_ids import image_id, list_image_files
-from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.data.image_index import ImageIndex, ImageLoadError, build_image_indexes
 
 Q = 4
 QUESTIONS = ["Is it red?", "Does it have stripes?", "Is the background dark?", "Can it fly?"]
@@ -99,14 +99,63 @@ def test_config_disagreeing_with_data(folders):
 
 
 def test_questions_file_is_checked(folders):
-    tmp_path, _ = folders
+    tmp_path, rows = folders
     assert build_data(cfg_for(tmp_path, DATASET__QUESTIONS=str(tmp_path / "q.txt"))).num_aspects == Q
     write_questions(tmp_path / "three.txt", QUESTIONS[:3])
     with pytest.raises(ConfigError, match=r"three.txt holds 3 questions but .*aspects.json has 4 aspects per image"):
         build_data(cfg_for(tmp_path, DATASET__QUESTIONS=str(tmp_path / "three.txt")))
     write_questions(tmp_path / "other.txt", QUESTIONS[::-1])
-    with pytest.raises(ConfigError, match=r"other.txt is not the questions file .*aspects.json was made from"):
+    with pytest.raises(ConfigError) as caught:
         build_data(cfg_for(tmp_path, DATASET__QUESTIONS=str(tmp_path / "other.txt")))
+    assert str(caught.value) == (
+        f"DATASET.QUESTIONS {tmp_path / 'other.txt'} (sha256 {sha256_file(tmp_path / 'other.txt')[:12]}) is not the "
+        f"questions file {tmp_path / 'aspects.json'} was made from (its sidecar aspects.json.meta.json records sha256 "
+        f"{sha256_file(tmp_path / 'q.txt')[:12]}); point DATASET.QUESTIONS at that file, or re-run stage 2 with the "
+        "edited questions"
+    )
+    # A sidecar without a sha256 but with the question list (older demo files) is compared line by line.
+    write_aspect_file(tmp_path / "aspects.json", rows, meta={"questions": QUESTIONS})
+    assert build_data(cfg_for(tmp_path, DATASET__QUESTIONS=str(tmp_path / "q.txt"))).num_aspects == Q
+    with pytest.raises(ConfigError, match=r"other.txt differs from the questions listed in .*aspects.json.meta.json"):
+        build_data(cfg_for(tmp_path, DATASET__QUESTIONS=str(tmp_path / "other.txt")))
+
+
+def test_duplicate_image_ids_in_an_aspect_file_are_refused(folders):
+    tmp_path, rows = folders
+    lines = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in rows.items()]
+    lines.append(f'"bee/img_2": {json.dumps([0.0] * Q)}')  # the same id again (json.load would keep this one)
+    (tmp_path / "aspects.json").write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    first = 2 + list(rows).index("bee/img_2")
+    with pytest.raises(ArtifactError) as caught:
+        build_data(cfg_for(tmp_path))
+    assert str(caught.value) == (
+        f"{tmp_path / 'aspects.json'}: image id 'bee/img_2' has 2 rows (lines {first}, {len(lines) + 1}); "
+        "JSON keeps only the last one, so keep one row per image id (re-run stage 2 or fix the file)"
+    )
+
+
+def test_bad_images_stop_build_data_before_training(folders):
+    tmp_path, rows = folders
+    (tmp_path / "test" / "bee" / "img_1.png").write_text("a text file named .png")
+    (tmp_path / "train" / "cat" / "img_4.png").write_bytes(b"")
+    for settings in ({}, {"DATASET__NUM_WORKERS": 2}, {"DATASET__CACHE_IMAGES": True}):
+        with pytest.raises(ImageLoadError) as caught:
+            build_data(cfg_for(tmp_path, **settings))
+        assert str(caught.value) == (
+            f"cannot read image {tmp_path / 'train/cat/img_4.png'}: empty file (0 bytes), not an image; 1 more of "
+            f"the 24 images cannot be read either (next: {tmp_path / 'test/bee/img_1.png'}); fix or remove them "
+            "(DATASET.CHECK_IMAGES False skips this check)"
+        )
+    assert len(build_data(cfg_for(tmp_path, DATASET__CHECK_IMAGES=False)).test) == 6  # the check can be skipped
+
+
+def test_a_non_image_without_a_row_is_called_not_an_image(folders):
+    tmp_path, rows = folders
+    (tmp_path / "train" / "ant" / "notes.png").write_text("my notes")  # has an id, so it lacks an aspect row
+    with pytest.raises(ImageLoadError, match=r"notes.png: not an image \(no image format recognises its 8 bytes\)"):
+        build_data(cfg_for(tmp_path))
+    dropped = build_data(cfg_for(tmp_path, DATASET__MISSING_ASPECTS="drop"))  # what stage 2 could not read is left out
+    assert dropped.dropped_ids == ["ant/notes"] and len(dropped.train) == 18
 
 
 def test_validation_carve(folders):

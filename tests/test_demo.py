@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from makd.artifacts import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
+from makd.config.defaults import ConfigError, load_cfg
+from makd.data.build import build_data
 from makd.data.demo import (
     OCCLUSION_PROB,
     QUESTIONS,
@@ -118,6 +120,29 @@ def test_questions_are_valid_aspects_and_sidecars_name_the_simulation(demo):
     assert (meta["noise"], meta["calibration"], meta["margin"], meta["seed"]) == (1.0, 1.0, TEACHER_MARGIN, 0)
     assert read_sidecar(demo / "truth_test.json")["teacher"].startswith("none")
     assert read_sidecar(demo / "questions.txt")["classes"] == classes
+    for name in ("aspects_train", "aspects_test", "truth_train", "truth_test"):
+        assert read_sidecar(demo / f"{name}.json")["questions_sha256"] == sha256_file(demo / "questions.txt")
+
+
+def test_an_edited_questions_file_is_caught_against_the_demo_aspect_file(demo, tmp_path):
+    def demo_cfg(questions: Path):
+        paths = {"TRAIN_IMAGE_PATH": demo / "train", "TEST_IMAGE_PATH": demo / "test", "QUESTIONS": questions,
+                 "ASPECT_JSON": demo / "aspects_train.json", "TEST_ASPECT_JSON": demo / "aspects_test.json"}
+        opts = [item for key, value in paths.items() for item in (f"DATASET.{key}", str(value))]
+        return load_cfg(str(REPO / "configs/demo/makd.yaml"), [*opts, "DATASET.CACHE_IMAGES", "False"])
+
+    assert build_data(demo_cfg(demo / "questions.txt")).num_aspects == 16
+    edited = tmp_path / "questions.txt"
+    questions = read_questions(demo / "questions.txt")
+    edited.write_text("".join(q.replace("red", "crimson") + "\n" for q in questions))  # still 16 questions
+    with pytest.raises(ConfigError) as caught:
+        build_data(demo_cfg(edited))
+    assert str(caught.value) == (
+        f"DATASET.QUESTIONS {edited} (sha256 {sha256_file(edited)[:12]}) is not the questions file "
+        f"{demo / 'aspects_train.json'} was made from (its sidecar aspects_train.json.meta.json records sha256 "
+        f"{sha256_file(demo / 'questions.txt')[:12]}); point DATASET.QUESTIONS at that file, or re-run stage 2 "
+        "with the edited questions"
+    )
 
 
 # ----------------------------------------------------------------------------- determinism
