@@ -1,0 +1,244 @@
+"""Bad data through the real training command: every case exits with code 2 and one stderr line, before the
+first epoch, and loses nothing (tools/our_train.py main([...]) on the tiny release-layout dataset)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from makd.artifacts import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+
+
+def load_train_tool():
+    spec = importlib.util.spec_from_file_location("tool_our_train", REPO / "tools" / "our_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+our_train = load_train_tool()
+
+
+def input_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every input file (the run folder under output/ excluded)."""
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and "output" not in p.relative_to(root).parts)
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Non-empty stderr lines; a progress bar's carriage-return redraws count as the text after the last one."""
+    return [seg for line in stderr.split("\n") if (seg := line.rsplit("\r", 1)[-1].strip())]
+
+
+def run_failing(dataset: dict, capsys, *opts: str) -> str:
+    """Run the command, assert the one-line user error (exit 2) that comes before any training; return it."""
+    root = dataset["root"]
+    before = input_hashes(root)
+    code = our_train.main([str(dataset["config"]), *opts])
+    out, err = capsys.readouterr()
+    lines = error_lines(err)
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    run_dir = root / "output" / "tiny" / "release"
+    assert not list(run_dir.glob("*.pth")), "a checkpoint was written: training started"
+    changed = {k for k, v in input_hashes(root).items() if before.get(k) != v} | (set(before) - set(input_hashes(root)))
+    assert not changed, f"inputs changed: {changed}"
+    return lines[0]
+
+
+def spoil(path: Path, how: str) -> None:
+    if how == "text":
+        path.write_text("this is a text file, not a PNG\n")
+    elif how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    ("split", "how", "reason"),
+    [
+        ("train", "text", "not an image (no image format recognises its 31 bytes); replace or remove the file"),
+        ("test", "text", "not an image (no image format recognises its 31 bytes); replace or remove the file"),
+        ("test", "truncated", "truncated or corrupt (image file is truncated); re-copy or remove the file"),
+        ("train", "truncated", "truncated or corrupt (image file is truncated); re-copy or remove the file"),
+        ("train", "empty", "empty file (0 bytes), not an image"),
+        ("test", "empty", "empty file (0 bytes), not an image"),
+    ],
+)
+def test_bad_image_stops_before_the_first_epoch(release_dataset, capsys, split, how, reason):
+    bad = release_dataset["root"] / split / "Bengal_2_1.png"
+    spoil(bad, how)
+    assert run_failing(release_dataset, capsys) == f"error: cannot read image {bad}: {reason}"
+
+
+def test_several_bad_images_are_counted_and_the_cache_pass_checks_too(release_dataset, capsys):
+    root = release_dataset["root"]
+    spoil(root / "train" / "Abyssinian_0_3.png", "empty")
+    spoil(root / "test" / "Bengal_2_0.png", "truncated")
+    spoil(root / "test" / "Bengal_2_2.png", "text")
+    for opts in ([], ["DATASET.NUM_WORKERS", "2"], ["DATASET.CACHE_IMAGES", "True"]):
+        line = run_failing(release_dataset, capsys, *opts)
+        assert line.startswith(f"error: cannot read image {root / 'train' / 'Abyssinian_0_3.png'}: empty file")
+        assert f"; 2 more of the 36 images cannot be read either (next: {root / 'test' / 'Bengal_2_0.png'}, " in line
+
+
+def test_missing_image_file(release_dataset, capsys):
+    gone = release_dataset["root"] / "train" / "Bengal_2_1.png"
+    gone.unlink()
+    gone.symlink_to(gone.with_name("moved_away.png"))  # listed (a dangling link), but there is no file
+    line = run_failing(release_dataset, capsys)
+    assert line == f"error: cannot read image {gone}: file not found (moved or deleted after the folder was listed?)"
+
+
+def test_text_file_named_png_without_an_aspect_row_is_not_an_image(release_dataset, capsys):
+    notes = release_dataset["root"] / "train" / "Bengal_2_99.png"
+    spoil(notes, "text")  # a new id, so it also has no aspect row: the error must say what the file is
+    line = run_failing(release_dataset, capsys)
+    assert line.startswith(f"error: cannot read image {notes}: not an image") and "no row" not in line
+
+
+def test_unreadable_image(release_dataset, capsys):
+    """Permission 000. Root reads every file, so as root the command runs in a forked child as nobody."""
+    if os.geteuid() != 0:
+        bad = release_dataset["root"] / "test" / "Bengal_2_1.png"
+        bad.chmod(0)
+        try:
+            line = run_failing(release_dataset, capsys)
+        finally:
+            bad.chmod(0o644)
+        assert line == f"error: cannot read image {bad}: permission denied; make it readable (chmod a+r)"
+        return
+    shared = Path(tempfile.mkdtemp(prefix="makd-faults-", dir="/tmp"))
+    try:
+        root = shared / "data"
+        shutil.copytree(release_dataset["root"], root, ignore=shutil.ignore_patterns("output"))
+        config = root / "official.yaml"
+        config.write_text(config.read_text().replace(str(release_dataset["root"]), str(root)))
+        for path in [shared, *root.rglob("*"), root]:
+            path.chmod(0o777 if path.is_dir() else 0o644)
+        bad = root / "test" / "Bengal_2_1.png"
+        bad.chmod(0)
+        before = input_hashes(root)
+        err_path = shared / "stderr.txt"
+        pid = os.fork()
+        if pid == 0:  # child: drop to nobody, run the command, report through the exit status
+            code = 99
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                os.dup2(fd, 2)
+                import sys
+
+                sys.stderr = os.fdopen(2, "w", buffering=1)
+                code = our_train.main([str(config)])
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        err = err_path.read_text()
+        assert os.waitstatus_to_exitcode(status) == 2, err
+        assert error_lines(err) == [f"error: cannot read image {bad}: permission denied; make it readable (chmod a+r)"]
+        bad.chmod(0o644)
+        assert input_hashes(root) == before
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_corrupt_image_met_inside_dataloader_workers_is_one_line(release_dataset, capsys):
+    """With the start check off, the bad file is met by a worker process: still one line, no worker traceback."""
+    bad = release_dataset["root"] / "train" / "Bengal_2_1.png"
+    spoil(bad, "text")
+    code = our_train.main(
+        [str(release_dataset["config"]), "DATASET.CHECK_IMAGES", "False", "DATASET.NUM_WORKERS", "2"]
+        + ["SOLVER.BATCH_SIZE", "24"]  # every training image in the first batch: fails at the first step
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "worker" not in err
+    assert error_lines(err)[-1] == (
+        f"error: cannot read image {bad}: not an image (no image format recognises its 31 bytes); "
+        "replace or remove the file"
+    )
+    assert len([line for line in error_lines(err) if not line.startswith("epoch ")]) == 1
+
+
+def rewrite_aspects(path: Path, edit) -> None:
+    rows = json.loads(path.read_text())
+    path.write_text(edit(rows))
+
+
+def test_missing_aspect_rows(release_dataset, capsys):
+    aspects = release_dataset["aspects"]
+    rewrite_aspects(aspects, lambda rows: json.dumps({k: v for k, v in rows.items() if not k.startswith("Bengal")}))
+    line = run_failing(release_dataset, capsys)
+    assert line == (
+        f"error: 8 training images have no row in {aspects} (first: Bengal_2_0, Bengal_2_1, Bengal_2_2); "
+        "run stage 2 on them or set DATASET.MISSING_ASPECTS drop"
+    )
+    rewrite_aspects(aspects, lambda rows: json.dumps({f"other/{k}": v for k, v in rows.items()}))
+    line = run_failing(release_dataset, capsys, "DATASET.MISSING_ASPECTS", "drop")  # drop, but nothing matches
+    assert line.startswith(f"error: 24 training images have no row in {aspects}") and "no id matches" in line
+
+
+def test_wrong_aspect_width(release_dataset, capsys):
+    aspects = release_dataset["aspects"]
+    line = run_failing(release_dataset, capsys, "MaKD.ASPECT_NUM", "50")
+    assert line == f"error: MaKD.ASPECT_NUM is 50 but {aspects} has 5 aspects per image; set MaKD.ASPECT_NUM 5"
+    rewrite_aspects(aspects, lambda rows: json.dumps({**rows, "Bengal_2_3": rows["Bengal_2_3"][:4]}))
+    line = run_failing(release_dataset, capsys)
+    assert line == f"error: {aspects}: row 'Bengal_2_3' has 4 values, the first row has 5"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            lambda rows: json.dumps({**rows, "Bengal_2_0": [math.nan] * 5}),
+            "row 'Bengal_2_0' value 0 is nan, not a finite",
+        ),
+        (lambda rows: json.dumps(list(rows.values())), "expected a JSON object {image_id: [p_1, ..., p_Q]}, got list"),
+        (lambda rows: json.dumps(rows)[:-20], "not valid JSON"),
+        (lambda rows: json.dumps({**rows, "Bengal_2_0": [1.5] * 5}), "row 'Bengal_2_0' value 0 is 1.5, outside [0, 1]"),
+    ],
+    ids=["nan", "list", "cut", "out_of_range"],
+)
+def test_malformed_aspect_file(release_dataset, capsys, content, expected):
+    aspects = release_dataset["aspects"]
+    rewrite_aspects(aspects, content)
+    assert run_failing(release_dataset, capsys).startswith(f"error: {aspects}: {expected}")
+
+
+def test_duplicate_image_id_in_the_aspect_file(release_dataset, capsys):
+    aspects = release_dataset["aspects"]
+    text = aspects.read_text()
+    assert text.endswith("\n}\n")
+    aspects.write_text(text[: -len("\n}\n")] + ',\n"Abyssinian_0_0": [0.5, 0.5, 0.5, 0.5, 0.5]\n}\n')
+    line = run_failing(release_dataset, capsys)
+    assert line == (
+        f"error: {aspects}: image id 'Abyssinian_0_0' has 2 rows (lines 2, 26); "
+        "JSON keeps only the last one, so keep one row per image id (re-run stage 2 or fix the file)"
+    )
+
+
+def test_test_aspect_file_without_test_rows(release_dataset, capsys):
+    other = release_dataset["root"] / "other_test_aspects.json"
+    other.write_text(json.dumps({f"x/img_{k}": [0.5] * 5 for k in range(3)}))
+    line = run_failing(release_dataset, capsys, "DATASET.TEST_ASPECT_JSON", str(other))
+    assert line.startswith(f"error: 12 test images have no row in {other} (first: Abyssinian_0_0, ")
+    assert "DATASET.MISSING_ASPECTS" not in line  # it governs training images only
+    assert "point DATASET.TEST_ASPECT_JSON at its output, or set DATASET.TEST_ASPECT_JSON ''" in line
