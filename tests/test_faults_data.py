@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,52 +113,80 @@ def test_text_file_named_png_without_an_aspect_row_is_not_an_image(release_datas
     assert line.startswith(f"error: cannot read image {notes}: not an image") and "no row" not in line
 
 
-def test_unreadable_image(release_dataset, capsys):
-    """Permission 000. Root reads every file, so as root the command runs in a forked child as nobody."""
-    if os.geteuid() != 0:
-        bad = release_dataset["root"] / "test" / "Bengal_2_1.png"
-        bad.chmod(0)
-        try:
-            line = run_failing(release_dataset, capsys)
-        finally:
-            bad.chmod(0o644)
-        assert line == f"error: cannot read image {bad}: permission denied; make it readable (chmod a+r)"
-        return
+def run_with_unreadable(dataset: dict, relative: str) -> tuple[int, str, Path]:
+    """Run the command with `relative` (a file or folder of the dataset) at permission 000: (exit code, stderr, path).
+
+    Root reads everything, so as root the dataset is copied to a world-readable folder and the command runs
+    in a forked child that drops to the user nobody. The inputs must be unchanged afterwards.
+    """
     shared = Path(tempfile.mkdtemp(prefix="makd-faults-", dir="/tmp"))
     try:
         root = shared / "data"
-        shutil.copytree(release_dataset["root"], root, ignore=shutil.ignore_patterns("output"))
+        shutil.copytree(dataset["root"], root, ignore=shutil.ignore_patterns("output"))
         config = root / "official.yaml"
-        config.write_text(config.read_text().replace(str(release_dataset["root"]), str(root)))
-        for path in [shared, *root.rglob("*"), root]:
+        config.write_text(config.read_text().replace(str(dataset["root"]), str(root)))
+        for path in [shared, root, *root.rglob("*")]:
             path.chmod(0o777 if path.is_dir() else 0o644)
-        bad = root / "test" / "Bengal_2_1.png"
-        bad.chmod(0)
+        bad = root / relative
         before = input_hashes(root)
+        bad.chmod(0)
         err_path = shared / "stderr.txt"
-        pid = os.fork()
+        pid = os.fork() if os.geteuid() == 0 else None
         if pid == 0:  # child: drop to nobody, run the command, report through the exit status
             code = 99
             try:
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
-                fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-                os.dup2(fd, 2)
-                import sys
-
-                sys.stderr = os.fdopen(2, "w", buffering=1)
-                code = our_train.main([str(config)])
-                sys.stderr.flush()
+                with open(err_path, "w", buffering=1) as err_file:
+                    sys.stderr = err_file
+                    code = our_train.main([str(config)])
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        err = err_path.read_text()
-        assert os.waitstatus_to_exitcode(status) == 2, err
-        assert error_lines(err) == [f"error: cannot read image {bad}: permission denied; make it readable (chmod a+r)"]
-        bad.chmod(0o644)
+        if pid is None:
+            with open(err_path, "w", buffering=1) as err_file:
+                saved, sys.stderr = sys.stderr, err_file
+                try:
+                    code = our_train.main([str(config)])
+                finally:
+                    sys.stderr = saved
+        else:
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        bad.chmod(0o777 if bad.is_dir() else 0o644)
         assert input_hashes(root) == before
+        assert not list((root / "output").rglob("*.pth"))
+        return code, err_path.read_text(), bad
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_unreadable_image(release_dataset):
+    code, err, bad = run_with_unreadable(release_dataset, "test/Bengal_2_1.png")
+    assert code == 2 and "Traceback" not in err
+    assert error_lines(err) == [f"error: cannot read image {bad}: permission denied; make it readable (chmod a+r)"]
+
+
+def test_unreadable_image_folder(tmp_path):
+    """A class folder that cannot be listed is an error, not a class silently left out."""
+    from conftest import write_aspects_for, write_release_split
+
+    train_ids = write_release_split(tmp_path / "cls" / "train" / "a", ["a", "b"], per_class=2, seed=0)
+    write_release_split(tmp_path / "cls" / "test" / "a", ["a", "b"], per_class=1, seed=1)
+    for split in ("train", "test"):  # class folders a/ and b/
+        folder = tmp_path / "cls" / split
+        (folder / "b").mkdir()
+        for png in (folder / "a").glob("b_*.png"):
+            png.rename(folder / "b" / png.name)
+    write_aspects_for(tmp_path / "aspects.json", [f"{i[0]}/{i}" for i in train_ids], num_aspects=5, seed=2)
+    config = tmp_path / "official.yaml"
+    config.write_text(
+        f"DATASET:\n  TYPE: image_folder\n  TRAIN_IMAGE_PATH: {tmp_path / 'cls' / 'train'}\n"
+        f"  TEST_IMAGE_PATH: {tmp_path / 'cls' / 'test'}\n  ASPECT_JSON: {tmp_path / 'aspects.json'}\n"
+        f"  NUM_WORKERS: 0\nDISTILLER:\n  TYPE: MaKD\n  STUDENT: resnet8x4\nMaKD:\n  ASPECT_NUM: 5\n"
+        f"LOG:\n  PREFIX: {tmp_path / 'output'}\n"
+    )
+    code, err, bad = run_with_unreadable({"root": tmp_path, "config": config}, "cls/train/b")
+    assert code == 2 and "Traceback" not in err
+    assert error_lines(err) == [f"error: cannot list the image folder {bad}: Permission denied; make it readable"]
 
 
 def test_corrupt_image_met_inside_dataloader_workers_is_one_line(release_dataset, capsys):

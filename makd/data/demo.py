@@ -159,8 +159,9 @@ def _polygon_mask(side: int, points: list[tuple[float, float]]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32)[..., None] / 255.0
 
 
-def _texture(texture: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float, angle: float,
-             rng: np.random.Generator) -> np.ndarray:
+def _texture(
+    texture: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float, angle: float, rng: np.random.Generator
+) -> np.ndarray:
     """[S, S, 1] in [0, 1]: 1 where the texture's second (darker) colour shows."""
     u = (xs - cx) * math.cos(angle) + (ys - cy) * math.sin(angle)
     v = -(xs - cx) * math.sin(angle) + (ys - cy) * math.cos(angle)
@@ -202,16 +203,18 @@ def render_image(cls: DemoClass, size: int, rng: np.random.Generator) -> tuple[I
             dx, dy = rng.uniform(d_radius, side - d_radius, size=2)
             if math.hypot(dx - cx, dy - cy) > radius + 0.5 * d_radius:
                 break
-        d_mask = _polygon_mask(side, _outline_points(OUTLINES[rng.integers(len(OUTLINES))], dx, dy, d_radius,
-                                                     rng.uniform(0, 2 * math.pi)))
+        d_mask = _polygon_mask(
+            side, _outline_points(OUTLINES[rng.integers(len(OUTLINES))], dx, dy, d_radius, rng.uniform(0, 2 * math.pi))
+        )
         d_colour = _rgb(rng.uniform(0, 360), rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0))
         image = image * (1 - d_mask) + d_colour * d_mask
 
     # Main shape: any outline; the class's colour family (jittered) and texture (darker second colour).
     outline = OUTLINES[rng.integers(len(OUTLINES))]
     angle = rng.uniform(0, 2 * math.pi)
-    primary = _rgb(COLOUR_HUES[cls.colour] + rng.uniform(-HUE_JITTER, HUE_JITTER), rng.uniform(0.5, 1.0),
-                   rng.uniform(0.55, 1.0))
+    primary = _rgb(
+        COLOUR_HUES[cls.colour] + rng.uniform(-HUE_JITTER, HUE_JITTER), rng.uniform(0.5, 1.0), rng.uniform(0.55, 1.0)
+    )
     secondary = primary * rng.uniform(0.3, 0.55)
     pattern = _texture(cls.texture, xs, ys, cx, cy, radius, rng.uniform(0, 2 * math.pi), rng)
     fill = primary * (1 - pattern) + secondary * pattern
@@ -227,8 +230,10 @@ def render_image(cls: DemoClass, size: int, rng: np.random.Generator) -> tuple[I
         px, py = cx - offset * math.sin(bar_angle), cy + offset * math.cos(bar_angle)
         along = (math.cos(bar_angle) * 2 * side, math.sin(bar_angle) * 2 * side)
         across = (-math.sin(bar_angle) * width / 2, math.cos(bar_angle) * width / 2)
-        bar = [(px + sa * along[0] + sb * across[0], py + sa * along[1] + sb * across[1])
-               for sa, sb in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+        bar = [
+            (px + sa * along[0] + sb * across[0], py + sa * along[1] + sb * across[1])
+            for sa, sb in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
         bar_mask = _polygon_mask(side, bar)
         bar_colour = _rgb(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.uniform(0.2, 0.8))
         image = image * (1 - bar_mask) + bar_colour * bar_mask
@@ -271,8 +276,9 @@ class DemoFolderExistsError(MakdError, FileExistsError):
 
 
 # ----------------------------------------------------------------------------- simulated teacher
-def simulate_teacher(evidence: np.ndarray, rng: np.random.Generator, *, noise: float, calibration: float,
-                     noise_factors: np.ndarray) -> np.ndarray:
+def simulate_teacher(
+    evidence: np.ndarray, rng: np.random.Generator, *, noise: float, calibration: float, noise_factors: np.ndarray
+) -> np.ndarray:
     """P(yes) [..., Q] = sigmoid(calibration * (TEACHER_MARGIN * evidence + noise * noise_factors * z))."""
     z = rng.standard_normal(evidence.shape)
     logits = calibration * (TEACHER_MARGIN * evidence + noise * noise_factors * z)
@@ -280,21 +286,37 @@ def simulate_teacher(evidence: np.ndarray, rng: np.random.Generator, *, noise: f
 
 
 # ----------------------------------------------------------------------------- the generator
-def _check_args(image_size: int, train_per_class: int, test_per_class: int, teacher_noise: float,
-                teacher_calibration: float, unreliable_noise_factor: float) -> None:
+def _check_args(
+    image_size: int,
+    train_per_class: int,
+    test_per_class: int,
+    teacher_noise: float,
+    teacher_calibration: float,
+    unreliable_noise_factor: float,
+) -> None:
     if not 16 <= image_size <= 256:
         raise DemoArgumentError(f"image_size {image_size} is outside 16..256 (the demo is designed for 32 to 64 px)")
     if train_per_class < 1 or test_per_class < 1:
         raise DemoArgumentError(f"train_per_class {train_per_class} and test_per_class {test_per_class} must be >= 1")
     if teacher_noise < 0 or unreliable_noise_factor < 0:
-        raise DemoArgumentError(f"teacher_noise {teacher_noise} and unreliable_noise_factor {unreliable_noise_factor} "
-                         "must be >= 0")
+        raise DemoArgumentError(
+            f"teacher_noise {teacher_noise} and unreliable_noise_factor {unreliable_noise_factor} must be >= 0"
+        )
     if teacher_calibration <= 0:
         raise DemoArgumentError(f"teacher_calibration {teacher_calibration} must be > 0 (1 = calibrated)")
 
 
-def _write_split(root: Path, split: int, name: str, per_class: int, classes: list[DemoClass], size: int, seed: int,
-                 teacher: dict[str, Any], noise_factors: np.ndarray) -> tuple[dict, dict]:
+def _write_split(
+    root: Path,
+    split: int,
+    name: str,
+    per_class: int,
+    classes: list[DemoClass],
+    size: int,
+    seed: int,
+    teacher: dict[str, Any],
+    noise_factors: np.ndarray,
+) -> tuple[dict, dict]:
     """Render one split into root/<class>/<name>_<index>.png; return (teacher rows, truth rows) by image id."""
     aspects, truths = {}, {}
     for label, cls in enumerate(classes):
@@ -336,13 +358,16 @@ def generate_demo(
     interrupted run leaves nothing half-written; an existing non-empty `out_dir` is an error
     unless `overwrite`.
     """
-    _check_args(image_size, train_per_class, test_per_class, teacher_noise, teacher_calibration,
-                unreliable_noise_factor)
+    _check_args(
+        image_size, train_per_class, test_per_class, teacher_noise, teacher_calibration, unreliable_noise_factor
+    )
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DemoFolderExistsError(f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
-                              "(--overwrite) to replace it or choose another folder")
+        raise DemoFolderExistsError(
+            f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
+            "(--overwrite) to replace it or choose another folder"
+        )
     classes = demo_classes()
     questions = demo_questions()
     names = [c.name for c in classes]
@@ -354,17 +379,28 @@ def generate_demo(
     teacher = {"noise": teacher_noise, "calibration": teacher_calibration}
     # Recorded in every aspect sidecar, so stage 3 refuses an edited questions.txt (DATASET.QUESTIONS).
     questions_sha256 = sha256_text(questions_text(questions))
-    params = {"seed": seed, "image_size": image_size, "train_per_class": train_per_class,
-              "test_per_class": test_per_class, "teacher_noise": teacher_noise,
-              "teacher_calibration": teacher_calibration, "unreliable_noise_factor": unreliable_noise_factor}
+    params = {
+        "seed": seed,
+        "image_size": image_size,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "teacher_noise": teacher_noise,
+        "teacher_calibration": teacher_calibration,
+        "unreliable_noise_factor": unreliable_noise_factor,
+    }
     teacher_meta = {
         "teacher": "simulated (makd.data.demo.simulate_teacher), not an MLLM",
         "simulation": "P(yes) = sigmoid(calibration * (margin * evidence + noise * factor * z)), z ~ N(0, 1); "
-                      "evidence in [-1, 1] is the TRUE answer (+1 yes, -1 no, linear ramp near the threshold of "
-                      "continuous properties)",
-        "margin": TEACHER_MARGIN, "noise": teacher_noise, "calibration": teacher_calibration,
-        "unreliable_questions": list(UNRELIABLE_QUESTIONS), "unreliable_noise_factor": unreliable_noise_factor,
-        "questions": questions, "questions_sha256": questions_sha256, "seed": seed,
+        "evidence in [-1, 1] is the TRUE answer (+1 yes, -1 no, linear ramp near the threshold of "
+        "continuous properties)",
+        "margin": TEACHER_MARGIN,
+        "noise": teacher_noise,
+        "calibration": teacher_calibration,
+        "unreliable_questions": list(UNRELIABLE_QUESTIONS),
+        "unreliable_noise_factor": unreliable_noise_factor,
+        "questions": questions,
+        "questions_sha256": questions_sha256,
+        "seed": seed,
     }
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -372,25 +408,34 @@ def generate_demo(
     try:
         rows = {}
         for split, (name, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
-            rows[name] = _write_split(work / name, split, name, per_class, classes, image_size, seed, teacher,
-                                      noise_factors)
+            rows[name] = _write_split(
+                work / name, split, name, per_class, classes, image_size, seed, teacher, noise_factors
+            )
         # Sidecars carry a fixed date so that the same seed gives byte-identical files.
         fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.data.demo", **params}
-        write_questions(work / "questions.txt", questions, meta={**fixed, "classes": names,
-                                                                  "kinds": [k for _, k, _ in QUESTIONS]})
-        truth_meta = {**fixed, "teacher": "none: the true 0/1 answers (an oracle control)", "questions": questions,
-                      "questions_sha256": questions_sha256}
+        write_questions(
+            work / "questions.txt", questions, meta={**fixed, "classes": names, "kinds": [k for _, k, _ in QUESTIONS]}
+        )
+        truth_meta = {
+            **fixed,
+            "teacher": "none: the true 0/1 answers (an oracle control)",
+            "questions": questions,
+            "questions_sha256": questions_sha256,
+        }
         for name in ("train", "test"):
             aspects, truths = rows[name]
-            write_aspect_file(work / f"aspects_{name}.json", aspects, meta={**fixed, **teacher_meta,
-                                                                            "split": name, "image_root": name})
-            write_aspect_file(work / f"truth_{name}.json", truths, meta={**truth_meta, "split": name,
-                                                                         "image_root": name})
+            write_aspect_file(
+                work / f"aspects_{name}.json",
+                aspects,
+                meta={**fixed, **teacher_meta, "split": name, "image_root": name},
+            )
+            write_aspect_file(
+                work / f"truth_{name}.json", truths, meta={**truth_meta, "split": name, "image_root": name}
+            )
         summary = {
             **params,
             "classes": {c.name: {"colour": c.colour, "texture": c.texture} for c in classes},
-            "questions": [{"question": q, "kind": k, "unreliable": q in UNRELIABLE_QUESTIONS}
-                          for q, k, _ in QUESTIONS],
+            "questions": [{"question": q, "kind": k, "unreliable": q in UNRELIABLE_QUESTIONS} for q, k, _ in QUESTIONS],
             "num_classes": len(classes),
             "num_questions": len(questions),
             "num_train": train_per_class * len(classes),

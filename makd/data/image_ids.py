@@ -37,7 +37,11 @@ def list_image_files(root: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         raise DatasetMissingError(f"image folder {root} does not exist (check the path)")
     files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable(err: OSError) -> None:  # os.walk would silently skip the folder and its images
+        raise DatasetMissingError(f"cannot list the image folder {err.filename}: {err.strerror}; make it readable")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files.extend(Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f))
     by_id: dict[str, Path] = {}

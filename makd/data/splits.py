@@ -51,7 +51,14 @@ def read_split_file(path: str, key: str, known_ids: Sequence[str], root: str) ->
     """
     if not os.path.isfile(path):
         raise ConfigError(f"{key} {path} does not exist (make it with tools/make_split_files.py)")
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{key} {path}: not UTF-8 text ({err.reason} at byte {err.start}); is it a split file?"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{key} {path} cannot be read ({err.strerror or err})") from None
     wanted = [line for line in lines if line]
     position_of = {image_id: p for p, image_id in enumerate(known_ids)}
     unknown = [i for i in wanted if i not in position_of]
