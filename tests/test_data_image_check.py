@@ -85,3 +85,14 @@ def test_image_error_from_a_worker_is_the_original_line(tmp_path):
     assert caught.value.args == (str(caught.value),)
     restored = pickle.loads(pickle.dumps(caught.value))
     assert type(restored) is ImageLoadError and str(restored) == str(caught.value)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_check_leaves_the_global_random_state_alone(tmp_path, workers):
+    """The model is initialised after the check: checking (or not) must not change the run's random numbers."""
+    paths = folder(tmp_path, 4)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_images(index_of(paths), num_workers=workers)
+    assert torch.equal(torch.rand(3), expected)

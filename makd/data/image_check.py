@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -66,6 +67,7 @@ def find_bad_images(paths: Sequence[str], num_workers: int = 0, progress: bool =
         batch_size=_CHECK_BATCH,
         num_workers=min(num_workers, max(1, len(paths) // _CHECK_BATCH)) if num_workers > 0 else 0,
         collate_fn=_as_list,
+        generator=torch.Generator(),  # its own: a loader draws a seed, and the run's RNG must not move
     )
     problems: list[str] = []
     # disable=None: a bar on a terminal only, so logs and captured output stay clean.
