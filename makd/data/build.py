@@ -11,6 +11,7 @@ variant (any aspect file, MISSING_ASPECTS policy or MaKD.TARGETS) are selected o
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,7 +196,9 @@ def build_data(cfg) -> DataBundle:
     if d.CACHE_IMAGES:  # the cache pass decodes every image: it is the image check
         train, val, test = cache_splits([train, val, test], shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO))
     elif d.CHECK_IMAGES:
-        check_images([train, val, test], num_workers=d.NUM_WORKERS)
+        start = time.perf_counter()
+        checked = check_images([train, val, test], num_workers=d.NUM_WORKERS)
+        logger.info("checked %d images in %.1f s", checked, time.perf_counter() - start)
     eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
     return DataBundle(
         train=AspectDataset(
