@@ -99,7 +99,11 @@ def test_layout_counts_sizes_and_ids(demo):
         assert set(np.unique(truth.values)) <= {0.0, 1.0}
     summary = read_demo_summary(demo)
     assert (summary["num_train"], summary["num_test"], summary["num_classes"], summary["num_questions"]) == (
-        96, 48, 16, 16)
+        96,
+        48,
+        16,
+        16,
+    )
 
 
 def test_image_size_is_configurable(tmp_path):
@@ -126,8 +130,13 @@ def test_questions_are_valid_aspects_and_sidecars_name_the_simulation(demo):
 
 def test_an_edited_questions_file_is_caught_against_the_demo_aspect_file(demo, tmp_path):
     def demo_cfg(questions: Path):
-        paths = {"TRAIN_IMAGE_PATH": demo / "train", "TEST_IMAGE_PATH": demo / "test", "QUESTIONS": questions,
-                 "ASPECT_JSON": demo / "aspects_train.json", "TEST_ASPECT_JSON": demo / "aspects_test.json"}
+        paths = {
+            "TRAIN_IMAGE_PATH": demo / "train",
+            "TEST_IMAGE_PATH": demo / "test",
+            "QUESTIONS": questions,
+            "ASPECT_JSON": demo / "aspects_train.json",
+            "TEST_ASPECT_JSON": demo / "aspects_test.json",
+        }
         opts = [item for key, value in paths.items() for item in (f"DATASET.{key}", str(value))]
         return load_cfg(str(REPO / "configs/demo/makd.yaml"), [*opts, "DATASET.CACHE_IMAGES", "False"])
 
@@ -165,7 +174,8 @@ def test_teacher_settings_change_the_answers_but_not_the_images(demo, tmp_path):
     generate_demo(noisy, seed=0, teacher_noise=2.5, teacher_calibration=0.5, **SMALL)
     first, second = file_hashes(demo), file_hashes(noisy)
     assert {k: v for k, v in first.items() if k.endswith(".png")} == {
-        k: v for k, v in second.items() if k.endswith(".png")}
+        k: v for k, v in second.items() if k.endswith(".png")
+    }
     assert first["truth_train.json"] == second["truth_train.json"]
     assert first["aspects_train.json"] != second["aspects_train.json"]
 
@@ -210,7 +220,7 @@ def test_calibration_sharpens_without_changing_answers(teacher_runs, tmp_path):
     raw1 = json.loads((teacher_runs["default"] / "aspects_train.json").read_text())
     raw2 = json.loads((root / "aspects_train.json").read_text())
     q1, q2 = np.array([raw1[i] for i in ids1]), np.array([raw2[i] for i in ids1])
-    usable = (np.minimum(q2, 1 - q2) > 1e-9)
+    usable = np.minimum(q2, 1 - q2) > 1e-9
     assert usable.mean() > 0.95
     logit1, logit2 = np.log(q1[usable] / (1 - q1[usable])), np.log(q2[usable] / (1 - q2[usable]))
     np.testing.assert_allclose(logit2, 2.0 * logit1, rtol=1e-6, atol=1e-6)
@@ -277,8 +287,22 @@ def test_make_demo_command(tmp_path, capsys):
 def test_demo_command_trains_both_students_and_prints_their_numbers(tmp_path, capsys):
     demo_tool = load_tool("demo")
     data, out = tmp_path / "data", tmp_path / "runs"
-    argv = ["--data", str(data), "--out", str(out), "--train-per-class", "3", "--test-per-class", "2",
-            "--epochs", "1", "DATASET.CACHE_IMAGES", "False", "SOLVER.BATCH_SIZE", "16"]
+    argv = [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--train-per-class",
+        "3",
+        "--test-per-class",
+        "2",
+        "--epochs",
+        "1",
+        "DATASET.CACHE_IMAGES",
+        "False",
+        "SOLVER.BATCH_SIZE",
+        "16",
+    ]
     assert demo_tool.main(argv) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "results.json").read_text())

@@ -21,7 +21,12 @@ from makd.registry import Registry
 __all__ = [
     "DATASET_TYPES",
     "DatasetFormatError",
-    "DatasetMissingError", "ImageIndex", "ImageLoadError", "build_image_indexes", "read_rgb"]
+    "DatasetMissingError",
+    "ImageIndex",
+    "ImageLoadError",
+    "build_image_indexes",
+    "read_rgb",
+]
 
 
 class DatasetMissingError(MakdError, FileNotFoundError):
