@@ -175,7 +175,7 @@ def test_selection_that_keeps_inventing_fails_and_writes_nothing(tmp_path, class
     out = tmp_path / "pets.txt"
     made_up = questions_json(["Is the animal happy?", GOOD[1]])
     with ScriptedLLMServer([questions_json(GOOD[:12]), made_up, made_up]) as server:
-        assert run(server, classes_file, out, "--max-rounds", "2") == 1
+        assert run(server, classes_file, out, "--max-rounds", "2") == 2
     assert len(server.requests) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -187,7 +187,7 @@ def test_selection_that_keeps_inventing_fails_and_writes_nothing(tmp_path, class
 def test_too_few_usable_candidates_is_a_clear_error(tmp_path, classes_file, capsys):
     out = tmp_path / "pets.txt"
     with ScriptedLLMServer([questions_json(GOOD[:3] + ["Is it a Pug?"])] * 2) as server:
-        assert run(server, classes_file, out, "--max-rounds", "2") == 1
+        assert run(server, classes_file, out, "--max-rounds", "2") == 2
     err = capsys.readouterr().err
     assert "generate: the LLM gave 3 usable questions in 2 replies but --q 6 are needed" in err
     assert "names the class 'Pug'" in err
@@ -217,7 +217,7 @@ def test_timeout_is_retried(tmp_path, classes_file):
 def test_persistent_500_fails_clearly_and_writes_nothing(tmp_path, classes_file, capsys):
     out = tmp_path / "pets.txt"
     with ScriptedLLMServer([Reply(500, "upstream exploded")] * 3) as server:
-        assert run(server, classes_file, out) == 1
+        assert run(server, classes_file, out) == 2
     assert len(server.requests) == 3  # --retries 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -244,7 +244,7 @@ def test_cache_makes_a_repeated_run_send_no_request(tmp_path, classes_file):
 def test_cache_resumes_after_a_crash_in_step_2(tmp_path, classes_file):
     out, cache = tmp_path / "pets.txt", tmp_path / "cache"
     with ScriptedLLMServer([questions_json(GOOD[:12])] + [Reply(503, "down")] * 3) as server:
-        assert run(server, classes_file, out, "--cache", str(cache)) == 1
+        assert run(server, classes_file, out, "--cache", str(cache)) == 2
     assert not out.exists()
     with ScriptedLLMServer([questions_json(GOOD[:6])], port=server.port) as again:
         assert run(again, classes_file, out, "--cache", str(cache)) == 0
@@ -259,7 +259,7 @@ def test_the_key_never_reaches_files_logs_or_errors(tmp_path, classes_file, caps
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"  # it was used ...
     # ... and a server that echoes it back in an error does not get it printed.
     with ScriptedLLMServer([Reply(401, f"Incorrect API key provided: {KEY}")]) as echo:
-        assert run(echo, classes_file, tmp_path / "other.txt") == 1
+        assert run(echo, classes_file, tmp_path / "other.txt") == 2
     captured = capsys.readouterr()
     assert "HTTP 401" in captured.err and "check OPENAI_API_KEY" in captured.err and "***" in captured.err
     written = [p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.is_file()]
@@ -353,7 +353,7 @@ def test_bad_input_fails_before_any_request(tmp_path, classes_file, capsys, extr
 
 
 def test_base_url_is_stored_without_credentials_or_query():
-    from makd.llm.chat_client import sanitized_base_url, server_host
+    from makd.llm.openai_client import sanitized_base_url, server_host
 
     url = "https://user:secret@llm.example.org:8443/v1/?api-key=abc#x"
     assert sanitized_base_url(url) == "https://llm.example.org:8443/v1"

@@ -83,7 +83,7 @@ def test_remote_code_checkpoint_through_the_command(tiny_remote_model, questions
 def test_strict_stops_at_an_unreadable_image(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):  # noqa: F811
     root, _ = image_folder
     (root / "cat" / "img_000a.png").write_bytes(b"\x89PNG broken")
-    assert run(tiny_hf_model, questions_file, root, tmp_path / "a.json", "--strict") == 1
+    assert run(tiny_hf_model, questions_file, root, tmp_path / "a.json", "--strict") == 2
     err = capsys.readouterr().err
     assert "unreadable image" in err and "img_000a.png" in err and "--strict" in err
     assert not (tmp_path / "a.json").exists()
@@ -120,7 +120,7 @@ def test_bad_input_stops_before_loading_the_model(case, message, tmp_path, quest
     elif case == "bad_output":
         output = tmp_path / "out.txt"
     # The model path does not exist: reaching the loader would give another error.
-    assert run(tmp_path / "no_model_here", questions, images, output, *extra) == 1
+    assert run(tmp_path / "no_model_here", questions, images, output, *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -130,12 +130,12 @@ def test_existing_output_and_partial_are_never_overwritten(tiny_hf_model, questi
     root, _ = image_folder
     out = tmp_path / "aspects.json"
     out.write_text("{}")
-    assert run(tiny_hf_model, questions_file, root, out) == 1
+    assert run(tiny_hf_model, questions_file, root, out) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == "{}"
     assert run(tiny_hf_model, questions_file, root, out, "--overwrite", "--limit", "2") == 0
     assert read_aspect_file(out).ids == ["cat/img_001", "cat/img_003"]
     partial_path(tmp_path / "b.json").write_text("{}\n")
-    assert run(tiny_hf_model, questions_file, root, tmp_path / "b.json") == 1
+    assert run(tiny_hf_model, questions_file, root, tmp_path / "b.json") == 2
     assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
 
 
@@ -146,7 +146,7 @@ def test_resume_refuses_other_settings(tiny_hf_model, questions_file, image_fold
     meta_settings = {"format": "makd-partial-rows-1", "settings": {"teacher": {"tiling": {"max_tiles": 12}}}}
     out.unlink()
     partial_path(out).write_text(json.dumps(meta_settings) + "\n")
-    assert run(tiny_hf_model, questions_file, root, out, "--resume") == 1
+    assert run(tiny_hf_model, questions_file, root, out, "--resume") == 2
     err = capsys.readouterr().err
     assert "made with other settings" in err and "--overwrite" in err
 
@@ -202,9 +202,9 @@ def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path
     sizes = [len(read_aspect_file(p).ids) for p in shards]
     assert sizes == [1, 2, 2] and sum(sizes) == len(ids)  # contiguous slices of the sorted list
     assert read_aspect_file(shards[0]).ids == ids[:1] and read_aspect_file(shards[2]).ids == ids[3:]
-    assert merge_main([str(p) for p in shards[:2]] + ["--output", str(tmp_path / "bad.json")]) == 1
+    assert merge_main([str(p) for p in shards[:2]] + ["--output", str(tmp_path / "bad.json")]) == 2
     assert "shard(s) 2/3 missing" in capsys.readouterr().err
-    assert merge_main([str(shards[0]), str(shards[0]), "--output", str(tmp_path / "bad.json")]) == 1
+    assert merge_main([str(shards[0]), str(shards[0]), "--output", str(tmp_path / "bad.json")]) == 2
     assert "is also given as" in capsys.readouterr().err
     merged = tmp_path / "merged.json"
     assert merge_main([str(p) for p in shards] + ["--output", str(merged), "--images", str(root)]) == 0

@@ -175,16 +175,16 @@ def test_rate_limited_requests_are_retried(server, data):
 
 def test_persistent_server_error_stops_with_clear_message(server, data, capsys):
     server.always_status = 500
-    assert run(server, data, "--concurrency", "1") == 1
+    assert run(server, data, "--concurrency", "1") == 2
     err = capsys.readouterr().err.strip()
-    assert "HTTP 500" in err and "after 3 attempts" in err and "--resume" in err and len(err.splitlines()) == 1
+    assert "HTTP 500" in err and "failed on all 3 tries" in err and "--resume" in err and len(err.splitlines()) == 1
     assert len(server.requests) == 3  # first request tried 1 + 2 retries, then the run stopped
     assert not data["out"].exists() and partial_path(data["out"]).exists()
 
 
 def test_reply_without_logprobs_is_refused(server, data, capsys):
     server.no_logprobs = True
-    assert run(server, data) == 1
+    assert run(server, data) == 2
     assert "reply holds no logprobs" in capsys.readouterr().err
 
 
