@@ -98,6 +98,10 @@ def test_strict_stops_at_an_unreadable_image(tiny_hf_model, questions_file, imag
         ("no_images", "no image files found"),
         ("bad_shard", "index must be in 0..1"),
         ("bad_output", "must end in .json"),
+        ("output_parent_is_a_file", "cannot be written: "),
+        ("sidecar_is_a_folder", "sidecar"),
+        ("flip_output_exists", "aspects.flip.json already exists"),
+        ("bad_views", "unknown view 'rotate'"),
     ],
 )
 def test_bad_input_stops_before_loading_the_model(case, message, tmp_path, questions_file, image_folder, capsys):  # noqa: F811
@@ -119,6 +123,17 @@ def test_bad_input_stops_before_loading_the_model(case, message, tmp_path, quest
         extra = ["--shard", "2/2"]
     elif case == "bad_output":
         output = tmp_path / "out.txt"
+    elif case == "output_parent_is_a_file":
+        (tmp_path / "results").write_text("a file where the output folder should be")
+        output = tmp_path / "results" / "aspects.json"
+    elif case == "sidecar_is_a_folder":
+        (tmp_path / "out.json.meta.json").mkdir()
+    elif case == "flip_output_exists":
+        output = tmp_path / "aspects.json"
+        (tmp_path / "aspects.flip.json").write_text("{}")
+        extra = ["--views", "flip"]
+    elif case == "bad_views":
+        extra = ["--views", "rotate"]
     # The model path does not exist: reaching the loader would give another error.
     assert run(tmp_path / "no_model_here", questions, images, output, *extra) == 2
     err = capsys.readouterr().err.strip()
@@ -140,15 +155,20 @@ def test_existing_output_and_partial_are_never_overwritten(tiny_hf_model, questi
 
 
 def test_resume_refuses_other_settings(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):  # noqa: F811
+    from makd.mllm.extraction import plan_extraction, run_settings
+
     root, _ = image_folder
     out = tmp_path / "aspects.json"
-    assert run(tiny_hf_model, questions_file, root, out, "--limit", "2") == 0
-    meta_settings = {"format": "makd-partial-rows-1", "settings": {"teacher": {"tiling": {"max_tiles": 12}}}}
-    out.unlink()
-    partial_path(out).write_text(json.dumps(meta_settings) + "\n")
-    assert run(tiny_hf_model, questions_file, root, out, "--resume") == 2
-    err = capsys.readouterr().err
+    # The header a run with --max-tiles 12 writes; this run asks for 2 tiles.
+    scorer = InternVLScorer(load_internvl(str(tiny_hf_model), device="cpu", dtype="float32"), max_tiles=12)
+    settings = run_settings(plan_extraction(questions_file, root, out, limit=2), scorer)
+    partial_path(out).write_text(json.dumps({"format": "makd-partial-rows-1", "settings": settings}) + "\n")
+    assert run(tiny_hf_model, questions_file, root, out, "--resume", "--limit", "2") == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")][0]
     assert "made with other settings" in err and "--overwrite" in err
+    # The refusal names the setting that changed and both values, not two identical prefixes of "teacher".
+    assert "(teacher.tiling.max_tiles: 12 (partial file) != 2 (this run))" in err
+    assert not out.exists()
 
 
 def _unbroken_and_killed(model, questions, root, tmp_path):
@@ -216,3 +236,56 @@ def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert run(tiny_hf_model, questions_file, root, tmp_path / "auto.json", "--shard", "auto") == 0
     assert (tmp_path / "auto.shard1of3.json").read_text() == shards[1].read_text()
+
+
+def test_flip_view_rows_equal_scoring_the_flipped_images(tiny_hf_model, questions_file, image_folder, tmp_path):  # noqa: F811
+    from PIL import Image, ImageOps
+
+    root, ids = image_folder
+    out = tmp_path / "aspects.json"
+    assert run(tiny_hf_model, questions_file, root, out, "--views", "flip", "--limit", "3") == 0
+    flip = tmp_path / "aspects.flip.json"
+    main_table, flip_table = read_aspect_file(out, expected_aspects=4), read_aspect_file(flip, expected_aspects=4)
+    assert main_table.ids == flip_table.ids == ids[:3]
+    scorer = InternVLScorer(load_internvl(str(tiny_hf_model), device="cpu", dtype="float32"), max_tiles=2)
+    files = list_image_files(root)[:3]
+    images = [Image.open(f).convert("RGB") for f in files]
+    np.testing.assert_allclose(flip_table.values, scorer.score([ImageOps.mirror(i) for i in images], QUESTIONS[:4]),
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(main_table.values, scorer.score(images, QUESTIONS[:4]), atol=1e-6)
+    assert np.abs(flip_table.values - main_table.values).max() > 1e-3  # the flip is not a no-op on these images
+    main_meta, flip_meta = read_sidecar(out), read_sidecar(flip)
+    assert (main_meta["view"], flip_meta["view"]) == ("identity", "hflip")
+    assert flip_meta["questions_sha256"] == main_meta["questions_sha256"] == sha256_file(questions_file)
+    assert main_meta["view_outputs"] == {"hflip": "aspects.flip.json"} and flip_meta["main_output"] == "aspects.json"
+    assert not partial_path(out).exists() and not partial_path(flip).exists()
+
+
+def test_a_byte_order_mark_never_reaches_the_prompt(tiny_hf_model, questions_file, image_folder, tmp_path, caplog):  # noqa: F811
+    root, _ = image_folder
+    clean = tmp_path / "clean.json"
+    assert run(tiny_hf_model, questions_file, root, clean, "--limit", "2") == 0
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + questions_file.read_bytes())  # what Notepad saves as "UTF-8 with BOM"
+    marked = tmp_path / "marked.json"
+    assert run(tiny_hf_model, bom, root, marked, "--limit", "2") == 0
+    assert marked.read_bytes() == clean.read_bytes()  # the same prompts, so the same P(yes) to the last digit
+    meta = read_sidecar(marked)
+    assert meta["questions"][0] == QUESTIONS[0] and meta["questions_sha256"] == sha256_file(questions_file)
+    assert "removed the UTF-8 byte-order mark" in caplog.text
+
+
+def test_outputs_get_the_users_umask(tiny_hf_model, questions_file, image_folder, tmp_path):  # noqa: F811
+    from makd.mllm.partial_rows import PartialWriter
+
+    root, _ = image_folder
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "aspects.json"
+        assert run(tiny_hf_model, questions_file, root, out, "--limit", "1") == 0
+        writer = PartialWriter(tmp_path / "x.json.partial.jsonl", {"a": 1})
+        writer.close()
+    finally:
+        os.umask(old)
+    for path in (out, Path(str(out) + ".meta.json"), tmp_path / "x.json.partial.jsonl"):
+        assert path.stat().st_mode & 0o777 == 0o640, path
