@@ -1,13 +1,11 @@
-"""The stage-2 command end to end on a tiny model: output + sidecar, bad input, resume, kill-and-resume, shards."""
+"""The stage-2 command end to end on a tiny model: output + sidecar, bad input, resume, views, shards.
+
+Kill-and-resume: tests/test_faults_extraction.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -171,46 +169,6 @@ def test_resume_refuses_other_settings(tiny_hf_model, questions_file, image_fold
     assert not out.exists()
 
 
-def _unbroken_and_killed(model, questions, root, tmp_path):
-    unbroken = tmp_path / "unbroken.json"
-    assert run(model, questions, root, unbroken, "--max-tiles", "12") == 0
-    killed = tmp_path / "killed.json"
-    argv = [sys.executable, str(COMMAND), "--model", str(model), "--questions", str(questions), "--images",
-            str(root), "--output", str(killed), "--max-tiles", "12", "--batch-size", "3", "--dtype", "float32",
-            "--device", "cpu", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    partial = partial_path(killed)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 3:  # header + at least 2 rows
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-300:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    return unbroken, killed
-
-
-def test_killed_run_resumes_to_the_same_file(tiny_hf_model, questions_file, tmp_path):  # noqa: F811
-    root = tmp_path / "images"
-    for i in range(8):  # 500x375 -> 13 tiles each: slow enough to be killed midway
-        path = root / f"{'ab'[i % 2]}" / f"im{i:02d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        random_image(500, 375, seed=100 + i).save(path)
-    unbroken, killed = _unbroken_and_killed(tiny_hf_model, questions_file, root, tmp_path)
-    partial = partial_path(killed)
-    finished = partial.read_text().count("\n") - 1
-    assert 2 <= finished < 8 and not killed.exists()
-    with open(partial, "a", encoding="utf-8") as fh:  # a row cut off mid-write by the kill
-        fh.write('{"id": "b/im07", "p": [0.12')
-    assert run(tiny_hf_model, questions_file, root, killed, "--max-tiles", "12", "--resume") == 0
-    assert killed.read_text() == unbroken.read_text()  # same rows, same floats, no duplicates, none missing
-    assert read_sidecar(killed)["resumed_rows"] == finished
-    assert not partial.exists()
-
-
 def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path, monkeypatch, capsys):  # noqa: F811
     root = tmp_path / "images"
     ids = write_image_folder(root, 5)
@@ -289,3 +247,18 @@ def test_outputs_get_the_users_umask(tiny_hf_model, questions_file, image_folder
         os.umask(old)
     for path in (out, Path(str(out) + ".meta.json"), tmp_path / "x.json.partial.jsonl"):
         assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+def test_the_command_script_runs_this_checkout_from_anywhere(questions_file, tmp_path):  # noqa: F811
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(COMMAND), "--model", "m", "--questions", str(questions_file), "--images",
+         str(tmp_path / "nowhere"), "--output", str(tmp_path / "out.json")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: --images {tmp_path / 'nowhere'}: folder does not exist (check the path)"
+    ]

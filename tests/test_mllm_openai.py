@@ -41,6 +41,7 @@ class FakeServer:
         self.missing_for_image: int | None = None  # top_logprobs without Yes and No
         self.yes_only_for_image: int | None = None  # top_logprobs with Yes but not No
         self.no_logprobs = False
+        self.raw_reply: bytes | None = None  # a 200 whose body is not JSON (a proxy's HTML page)
         self.lock = threading.Lock()
         server = self
 
@@ -53,6 +54,13 @@ class FakeServer:
                 with server.lock:
                     server.requests.append(body)
                     status = server.always_status or (server.status_script.pop(0) if server.status_script else 200)
+                if server.raw_reply is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(server.raw_reply)))
+                    self.end_headers()
+                    self.wfile.write(server.raw_reply)
+                    return
                 if status != 200:
                     self._send(status, {"error": {"message": "scripted failure", "type": "server_error"}},
                                {"retry-after": "0"})
@@ -186,6 +194,14 @@ def test_reply_without_logprobs_is_refused(server, data, capsys):
     server.no_logprobs = True
     assert run(server, data) == 2
     assert "reply holds no logprobs" in capsys.readouterr().err
+
+
+def test_reply_that_is_not_json_is_one_line(server, data, capsys):
+    server.raw_reply = b"<html><h1>502 Bad Gateway</h1></html>"
+    assert run(server, data, "--concurrency", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sent a reply that is not JSON" in err[0] and "502 Bad Gateway" in err[0]
+    assert len(server.requests) == 1  # not retried: a wrong endpoint does not become right
 
 
 def test_rate_limiter_spaces_requests():
