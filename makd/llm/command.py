@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="replies per step at most (first request + follow-ups when a reply falls short)",
     )
-    parser.add_argument("--retries", type=int, default=5, help="tries per request on timeouts, 429 and 5xx")
+    parser.add_argument(
+        "--retries", type=int, default=5, help="tries per request on timeouts, connection errors, 408/409/429/5xx"
+    )
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry (doubles)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     return parser

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else 'EMPTY'")
     server.add_argument("--top-logprobs", type=int, default=20, help="alternatives requested at the answer position")
     server.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    server.add_argument("--max-retries", type=int, default=4, help="retries on 429 / 5xx / connection errors")
+    server.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, connection, 408/409/429/5xx")
     server.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay in s (doubles)")
     server.add_argument("--rate-limit", type=float, default=0.0, help="max requests per second (0 = no limit)")
     server.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in s")
