@@ -184,6 +184,12 @@ def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path
     assert "shard(s) 2/3 missing" in capsys.readouterr().err
     assert merge_main([str(shards[0]), str(shards[0]), "--output", str(tmp_path / "bad.json")]) == 2
     assert "is also given as" in capsys.readouterr().err
+    flipped = tmp_path / "flipped.json"  # a flip-view shard among main-view shards is refused
+    flipped.write_text(shards[1].read_text())
+    meta_1 = read_sidecar(shards[1])
+    Path(str(flipped) + ".meta.json").write_text(json.dumps({**meta_1, "view": "hflip"}))
+    assert merge_main([str(shards[0]), str(flipped), str(shards[2]), "--output", str(tmp_path / "bad.json")]) == 2
+    assert "view differs from" in capsys.readouterr().err
     merged = tmp_path / "merged.json"
     assert merge_main([str(p) for p in shards] + ["--output", str(merged), "--images", str(root)]) == 0
     assert merged.read_text() == whole.read_text()

@@ -16,7 +16,7 @@ from makd.artifacts import ArtifactError, read_aspect_file, read_sidecar, sha256
 from makd.data.image_ids import image_id, list_image_files
 from makd.mllm.extraction import VOLATILE_KEYS
 
-SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit")
+SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit", "view")
 
 
 def _settings(meta: dict) -> dict:
