@@ -132,18 +132,18 @@ def check_safetensors(path: Path) -> None:
         raise ModelLoadError(f"{path}: truncated safetensors file ({size} of {needed} bytes); {again}")
 
 
-def check_model_folder(folder: Path) -> dict:
-    """Check a local model folder before loading it; returns its config.json.
-
-    Each problem is one line naming the file: no or broken config.json, no weights, a missing shard, a
-    truncated safetensors file, no tokenizer.
-    """
+def _read_local_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"--model {folder}: folder has no config.json (is it a saved model?)")
     config = _read_json(config_path)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{config_path}: holds a JSON {type(config).__name__}, not a model config object")
+    return config
+
+
+def check_model_files(folder: Path) -> None:
+    """Fail with one line naming the file when weights or tokenizer of a local folder are missing or cut."""
     weights: list[Path] = []
     for name in WEIGHT_INDEXES:
         index_path = folder / name
@@ -170,14 +170,24 @@ def check_model_folder(folder: Path) -> dict:
             f"--model {folder}: no tokenizer in the folder (expected one of {', '.join(TOKENIZER_FILES)}); "
             "copy the tokenizer files of the checkpoint next to its weights"
         )
+
+
+def check_model_folder(folder: Path) -> dict:
+    """Check a local model folder before loading it; returns its config.json.
+
+    Each problem is one line naming the file: no or broken config.json, no weights, a missing shard, a
+    truncated safetensors file, no tokenizer.
+    """
+    config = _read_local_config(folder)
+    check_model_files(folder)
     return config
 
 
 def read_model_config(model_id: str, revision: str | None = None) -> dict:
-    """The raw config.json of a local folder (checked, see check_model_folder) or hub id, without remote code."""
+    """The raw config.json of a local folder or hub id, without importing any remote code."""
     local = Path(model_id)
     if local.is_dir():
-        return check_model_folder(local)
+        return _read_local_config(local)
     from transformers import PretrainedConfig
 
     try:
@@ -217,9 +227,10 @@ def load_internvl(
         raise ModelLoadError(f"--backend {backend!r} is unknown for in-process models (use {', '.join(BACKENDS)})")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    config = read_model_config(model_id, revision) if backend == "auto" or Path(model_id).is_dir() else None
     if backend == "auto":
-        backend = detect_backend(config, model_id)
+        backend = detect_backend(read_model_config(model_id, revision), model_id)
+    if Path(model_id).is_dir():  # a damaged local folder is one line naming the file, not a loader traceback
+        check_model_folder(Path(model_id))
     loader = _load_native if backend == "hf" else _load_remote
     try:
         parts = loader(model_id, revision, torch_device, torch_dtype)
