@@ -2,6 +2,8 @@
 
 Kill-and-resume: tests/test_faults_extraction.py."""
 
+# ruff: noqa: F811  (the fixtures imported from mllm_fixtures are pytest parameters here)
+
 from __future__ import annotations
 
 import json
@@ -14,7 +16,6 @@ from mllm_fixtures import (  # noqa: F401
     QUESTIONS,
     image_folder,
     questions_file,
-    random_image,
     tiny_hf_model,
     tiny_remote_model,
     write_image_folder,
@@ -33,12 +34,12 @@ COMMAND = REPO / "InternVL_logits" / "make_makd_logits_json.py"
 
 def run(model, questions, images, output, *extra) -> int:
     argv = ["--model", str(model), "--questions", str(questions), "--images", str(images), "--output", str(output),
-            "--max-tiles", "2", "--batch-size", "3", "--dtype", "float32", "--device", "cpu", "--no-progress"]
+            "--max-tiles", "2", "--batch-size", "3", "--dtype", "float32", "--device", "cpu",
+            "--no-progress"]  # fmt: skip
     return main([*argv, *map(str, extra)])
 
 
-def test_writes_rows_for_every_image_with_full_sidecar(tiny_hf_model, questions_file, image_folder, tmp_path,  # noqa: F811
-                                                       capsys):
+def test_writes_rows_for_every_image_with_full_sidecar(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):
     root, ids = image_folder
     (root / "dog" / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "aspects.json"
@@ -138,8 +139,9 @@ def test_bad_input_stops_before_loading_the_model(case, message, tmp_path, quest
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_existing_output_and_partial_are_never_overwritten(tiny_hf_model, questions_file, image_folder, tmp_path,  # noqa: F811
-                                                           capsys):
+def test_existing_output_and_partial_are_never_overwritten(
+    tiny_hf_model, questions_file, image_folder, tmp_path, capsys
+):
     root, _ = image_folder
     out = tmp_path / "aspects.json"
     out.write_text("{}")

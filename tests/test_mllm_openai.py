@@ -62,8 +62,9 @@ class FakeServer:
                     self.wfile.write(server.raw_reply)
                     return
                 if status != 200:
-                    self._send(status, {"error": {"message": "scripted failure", "type": "server_error"}},
-                               {"retry-after": "0"})
+                    self._send(
+                        status, {"error": {"message": "scripted failure", "type": "server_error"}}, {"retry-after": "0"}
+                    )
                     return
                 self._send(200, server.reply(body))
 
@@ -95,10 +96,18 @@ class FakeServer:
         if image_index == self.yes_only_for_image:
             top = {"Yes": math.log(p), "Maybe": math.log(0.1)}
         first = max(top, key=top.get)
-        entry = {"token": first, "logprob": top[first], "bytes": None,
-                 "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]}
-        choice = {"index": 0, "message": {"role": "assistant", "content": first}, "finish_reason": "length",
-                  "logprobs": None if self.no_logprobs else {"content": [entry]}}
+        entry = {
+            "token": first,
+            "logprob": top[first],
+            "bytes": None,
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()],
+        }
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": first},
+            "finish_reason": "length",
+            "logprobs": None if self.no_logprobs else {"content": [entry]},
+        }
         return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
 
     def __enter__(self) -> FakeServer:
@@ -130,7 +139,7 @@ def data(tmp_path: Path) -> dict:
 def run(server: FakeServer, data: dict, *extra) -> int:
     argv = ["--backend", "openai", "--base-url", server.url, "--model", "served-internvl", "--questions",
             str(data["questions"]), "--images", str(data["root"]), "--output", str(data["out"]), "--top-logprobs", "5",
-            "--concurrency", "4", "--max-retries", "2", "--retry-backoff", "0.01", "--no-progress"]
+            "--concurrency", "4", "--max-retries", "2", "--retry-backoff", "0.01", "--no-progress"]  # fmt: skip
     return main([*argv, *map(str, extra)])
 
 
@@ -177,8 +186,9 @@ def test_rate_limited_requests_are_retried(server, data):
     assert run(server, data) == 0
     assert len(server.requests) == 14  # 12 answers + 2 refused
     assert read_sidecar(data["out"])["teacher"]["retries"] == 2
-    np.testing.assert_allclose(read_aspect_file(data["out"]).values[1], [p_yes(1, q) / 0.9 for q in range(3)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        read_aspect_file(data["out"]).values[1], [p_yes(1, q) / 0.9 for q in range(3)], rtol=1e-6
+    )
 
 
 def test_persistent_server_error_stops_with_clear_message(server, data, capsys):
