@@ -270,3 +270,16 @@ def test_the_command_script_runs_this_checkout_from_anywhere(questions_file, tmp
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         f"error: --images {tmp_path / 'nowhere'}: folder does not exist (check the path)"
     ]
+
+
+def test_ctrl_c_hint_says_what_is_kept(tmp_path):
+    from makd.mllm.cli import interrupted_hint
+
+    out = tmp_path / "aspects.json"
+    argv = ["--model", "m", "--questions", "q.txt", "--images", "img", "--output", str(out)]
+    assert interrupted_hint(argv) == "no row was written yet; rerun the same command to start again"
+    partial_path(out).write_text("")
+    assert interrupted_hint(argv) == (
+        f"finished rows are kept in {partial_path(out)}; rerun the same command with --resume to continue from there"
+    )
+    assert interrupted_hint([*argv, "--resume"]).endswith("; rerun the same command to continue from there")

@@ -171,6 +171,8 @@ def interrupted_hint(argv: Sequence[str] | None) -> str:
         _, output = _shard_and_output(args)
     except (SystemExit, ExtractionError):
         return "rerun the same command to continue"
+    if not partial_path(output).exists():  # interrupted before the first row (e.g. while the model loaded)
+        return "no row was written yet; rerun the same command to start again"
     again = "rerun the same command" if args.resume else "rerun the same command with --resume"
     return f"finished rows are kept in {partial_path(output)}; {again} to continue from there"
 
