@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -24,10 +25,13 @@ import numpy as np
 from makd.atomic_files import atomic_write_json, atomic_write_text
 from makd.errors import MakdError
 
+log = logging.getLogger(__name__)
+
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
     "is are am was were do does did can could has have had will would should shall may might must".split()
 )
+BYTE_ORDER_MARK = "\ufeff"
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
 MAX_QUESTION_CHARS = 300
 
@@ -110,7 +114,15 @@ def normalize_text(text: str) -> str:
 
 
 def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
-    """Questions of a questions file's text; raises ArtifactError on the first malformed line."""
+    """Questions of a questions file's text; raises ArtifactError on the first malformed line.
+
+    A UTF-8 byte-order mark (Windows editors add one) is removed with a warning: left in, it would become
+    part of the first question and change the teacher's answers (seen: P(yes) 0.92 -> 0.82).
+    """
+    if text.startswith(BYTE_ORDER_MARK):
+        log.warning("%s: removed the UTF-8 byte-order mark at the start of the file (it is not part of a question)",
+                    source)  # fmt: skip
+        text = text[len(BYTE_ORDER_MARK) :]
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
@@ -122,6 +134,8 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
         line = raw.rstrip("\r")
         if not line.strip():
             raise ArtifactError(f"{source}:{number}: blank line (one question per line, no blank lines)")
+        if BYTE_ORDER_MARK in line:
+            raise ArtifactError(f"{source}:{number}: holds a byte-order mark (U+FEFF) inside the text; remove it")
         if line != line.strip():
             raise ArtifactError(f"{source}:{number}: leading or trailing spaces in {line!r}")
         if _NUMBERING.match(line):
@@ -152,7 +166,13 @@ def read_questions(path: str | os.PathLike, expected_count: int | None = None) -
 
 
 def questions_text(questions: Sequence[str]) -> str:
+    """The normalised text of a questions file: each question and "\\n", nothing else (no BOM, no "\\r")."""
     return "".join(q.strip() + "\n" for q in questions)
+
+
+def questions_sha256(questions: Sequence[str]) -> str:
+    """sha256 of the normalised text; equals the file's sha256 for a clean file (no BOM, "\\n" line ends)."""
+    return sha256_text(questions_text(questions))
 
 
 def write_questions(path: str | os.PathLike, questions: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:

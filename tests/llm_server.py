@@ -1,10 +1,11 @@
-"""A scripted OpenAI-compatible chat server on 127.0.0.1 for the stage-1 tests.
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for the tests of stage 1 and the shared client layer.
 
 It answers POST /v1/chat/completions with the next entry of its script and records every request
 (headers and JSON body), so a test drives the real `openai` client over real HTTP and then asserts
 how many requests were made and what they said. A script entry is:
   - a str: a 200 reply whose assistant message is that text;
-  - Reply(status, content, ...): any status (an error body for status >= 400), optional delay;
+  - Reply(status, content, ...): any status (an error body for status >= 400), optional delay; `payload`
+    replaces the whole JSON body and `raw` sends bytes that are not JSON at all (broken servers and proxies);
   - a callable(request_body) -> str | Reply, for replies that depend on the request.
 An exhausted script answers 500 "script exhausted", so an unexpected extra request fails loudly.
 """
@@ -26,6 +27,8 @@ class Reply:
     content: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (timeouts)
+    payload: dict[str, Any] | None = None  # the JSON body sent instead of a completion (malformed replies)
+    raw: bytes | None = None  # a body that is not JSON, sent as text/html
 
 
 @dataclass
@@ -53,9 +56,7 @@ def completion(content: str, model: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": 1700000000,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
@@ -118,17 +119,24 @@ class ScriptedLLMServer:
                 reply = server._next(body)
                 if reply.delay:
                     time.sleep(reply.delay)
-                if reply.status >= 400:
+                if reply.raw is not None:
+                    self._send_bytes(reply.status, reply.raw, "text/html", reply.headers)
+                    return
+                if reply.payload is not None:
+                    payload = reply.payload
+                elif reply.status >= 400:
                     payload = {"error": {"message": reply.content or "error", "type": "server_error", "code": None}}
                 else:
                     payload = completion(reply.content, body.get("model", ""))
                 self._send(reply.status, payload, reply.headers)
 
             def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode("utf-8")
+                self._send_bytes(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+
+            def _send_bytes(self, status: int, data: bytes, kind: str, headers: dict[str, str] | None) -> None:
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", kind)
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in (headers or {}).items():
                         self.send_header(name, value)

@@ -175,7 +175,7 @@ def test_selection_that_keeps_inventing_fails_and_writes_nothing(tmp_path, class
     out = tmp_path / "pets.txt"
     made_up = questions_json(["Is the animal happy?", GOOD[1]])
     with ScriptedLLMServer([questions_json(GOOD[:12]), made_up, made_up]) as server:
-        assert run(server, classes_file, out, "--max-rounds", "2") == 1
+        assert run(server, classes_file, out, "--max-rounds", "2") == 2
     assert len(server.requests) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -187,7 +187,7 @@ def test_selection_that_keeps_inventing_fails_and_writes_nothing(tmp_path, class
 def test_too_few_usable_candidates_is_a_clear_error(tmp_path, classes_file, capsys):
     out = tmp_path / "pets.txt"
     with ScriptedLLMServer([questions_json(GOOD[:3] + ["Is it a Pug?"])] * 2) as server:
-        assert run(server, classes_file, out, "--max-rounds", "2") == 1
+        assert run(server, classes_file, out, "--max-rounds", "2") == 2
     err = capsys.readouterr().err
     assert "generate: the LLM gave 3 usable questions in 2 replies but --q 6 are needed" in err
     assert "names the class 'Pug'" in err
@@ -217,7 +217,7 @@ def test_timeout_is_retried(tmp_path, classes_file):
 def test_persistent_500_fails_clearly_and_writes_nothing(tmp_path, classes_file, capsys):
     out = tmp_path / "pets.txt"
     with ScriptedLLMServer([Reply(500, "upstream exploded")] * 3) as server:
-        assert run(server, classes_file, out) == 1
+        assert run(server, classes_file, out) == 2
     assert len(server.requests) == 3  # --retries 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -244,7 +244,7 @@ def test_cache_makes_a_repeated_run_send_no_request(tmp_path, classes_file):
 def test_cache_resumes_after_a_crash_in_step_2(tmp_path, classes_file):
     out, cache = tmp_path / "pets.txt", tmp_path / "cache"
     with ScriptedLLMServer([questions_json(GOOD[:12])] + [Reply(503, "down")] * 3) as server:
-        assert run(server, classes_file, out, "--cache", str(cache)) == 1
+        assert run(server, classes_file, out, "--cache", str(cache)) == 2
     assert not out.exists()
     with ScriptedLLMServer([questions_json(GOOD[:6])], port=server.port) as again:
         assert run(again, classes_file, out, "--cache", str(cache)) == 0
@@ -259,7 +259,7 @@ def test_the_key_never_reaches_files_logs_or_errors(tmp_path, classes_file, caps
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"  # it was used ...
     # ... and a server that echoes it back in an error does not get it printed.
     with ScriptedLLMServer([Reply(401, f"Incorrect API key provided: {KEY}")]) as echo:
-        assert run(echo, classes_file, tmp_path / "other.txt") == 1
+        assert run(echo, classes_file, tmp_path / "other.txt") == 2
     captured = capsys.readouterr()
     assert "HTTP 401" in captured.err and "check OPENAI_API_KEY" in captured.err and "***" in captured.err
     written = [p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.is_file()]
@@ -353,8 +353,118 @@ def test_bad_input_fails_before_any_request(tmp_path, classes_file, capsys, extr
 
 
 def test_base_url_is_stored_without_credentials_or_query():
-    from makd.llm.chat_client import sanitized_base_url, server_host
+    from makd.llm.openai_client import sanitized_base_url, server_host
 
     url = "https://user:secret@llm.example.org:8443/v1/?api-key=abc#x"
     assert sanitized_base_url(url) == "https://llm.example.org:8443/v1"
     assert server_host(url) == "llm.example.org:8443"
+
+
+@pytest.mark.parametrize("case", ["out_parent_is_a_file", "sidecar_is_a_folder", "cache_is_a_file",
+                                  "cache_parent_is_a_file"])  # fmt: skip
+def test_unwritable_outputs_fail_before_any_paid_request(tmp_path, classes_file, capsys, case):
+    out, extra = tmp_path / "pets.txt", []
+    if case == "out_parent_is_a_file":
+        (tmp_path / "questions").write_text("a file, not a folder\n")
+        out = tmp_path / "questions" / "pets.txt"
+    elif case == "sidecar_is_a_folder":
+        (tmp_path / "pets.txt.meta.json").mkdir()
+    elif case == "cache_is_a_file":
+        (tmp_path / "cache").write_text("x")
+        extra = ["--cache", str(tmp_path / "cache")]
+    else:
+        (tmp_path / "cache").write_text("x")
+        extra = ["--cache", str(tmp_path / "cache" / "llm")]
+    with ScriptedLLMServer([questions_json(GOOD[:12]), questions_json(GOOD[:6])]) as server:
+        assert run(server, classes_file, out, *extra) == 2
+    assert server.requests == []  # nothing was paid for
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and ("cannot be written" in err or "is a" in err)
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (Reply(200, raw=b"<html>502 Bad Gateway</html>"), "sent a reply that is not JSON"),
+        (Reply(200, payload={"object": "chat.completion", "model": "m"}), "holds no choices"),
+    ],
+)
+def test_a_broken_reply_is_one_line_not_a_traceback(tmp_path, classes_file, capsys, reply, message):
+    out = tmp_path / "pets.txt"
+    with ScriptedLLMServer([reply]) as server:
+        assert run(server, classes_file, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "generate round 1" in err
+    assert not out.exists()
+
+
+def test_reply_content_as_a_list_of_text_parts_is_joined(tmp_path, classes_file):
+    def parts(questions: list) -> Reply:
+        text = questions_json(questions)
+        payload = {"object": "chat.completion", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                   "message": {"role": "assistant", "content": [{"type": "text", "text": text[:10]},
+                                                                {"type": "text", "text": text[10:]}]}}]}  # fmt: skip
+        return Reply(payload=payload)
+
+    out = tmp_path / "pets.txt"
+    with ScriptedLLMServer([parts(GOOD[:12]), parts(GOOD[:6])]) as server:
+        assert run(server, classes_file, out) == 0
+    assert read_questions(out) == GOOD[:6]
+
+
+def test_ctrl_c_says_how_to_resume_and_the_cache_keeps_paid_replies(tmp_path, classes_file, capsys):
+    import os
+    import signal
+    import threading
+    import time
+
+    out, cache = tmp_path / "pets.txt", tmp_path / "cache"
+    # The first reply is paid and cached; the second is slow, and Ctrl-C (a real SIGINT) arrives while waiting.
+    script = [questions_json(GOOD[:12]), Reply(200, questions_json(GOOD[:6]), delay=3.0)]
+    with ScriptedLLMServer(script) as server:
+
+        def press_ctrl_c() -> None:
+            while len(server.requests) < 2:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        try:
+            code = run(server, classes_file, out, "--cache", str(cache))
+        finally:
+            presser.join()
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("interrupted; ") and f"--cache {cache}" in err and "same --cache" in err
+    assert not out.exists() and len(list(cache.glob("*.json"))) == 1
+    with ScriptedLLMServer([questions_json(GOOD[:6])], port=server.port) as again:
+        assert run(again, classes_file, out, "--cache", str(cache)) == 0
+    assert len(again.requests) == 1  # only the interrupted request is sent again
+
+
+def test_stage_1_files_get_the_users_umask(tmp_path, classes_file):
+    import os
+
+    out, cache = tmp_path / "pets.txt", tmp_path / "cache"
+    old = os.umask(0o027)
+    try:
+        with ScriptedLLMServer([questions_json(GOOD[:12]), questions_json(GOOD[:6])]) as server:
+            assert run(server, classes_file, out, "--cache", str(cache)) == 0
+    finally:
+        os.umask(old)
+    written = [out, Path(str(out) + ".meta.json"), *cache.glob("*.json")]
+    assert len(written) == 4 and all(p.stat().st_mode & 0o777 == 0o640 for p in written)
+
+
+def test_the_command_runs_this_checkout_from_anywhere(tmp_path, classes_file):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a bare checkout: nothing on the path
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_questions.py"), "--classes", str(classes_file), "--num-images",
+         "10", "--n", "20", "--q", "5", "--dry-run"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "The dataset consists of 6 classes and 10 images." in done.stdout

@@ -41,6 +41,7 @@ class FakeServer:
         self.missing_for_image: int | None = None  # top_logprobs without Yes and No
         self.yes_only_for_image: int | None = None  # top_logprobs with Yes but not No
         self.no_logprobs = False
+        self.raw_reply: bytes | None = None  # a 200 whose body is not JSON (a proxy's HTML page)
         self.lock = threading.Lock()
         server = self
 
@@ -53,9 +54,17 @@ class FakeServer:
                 with server.lock:
                     server.requests.append(body)
                     status = server.always_status or (server.status_script.pop(0) if server.status_script else 200)
+                if server.raw_reply is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(server.raw_reply)))
+                    self.end_headers()
+                    self.wfile.write(server.raw_reply)
+                    return
                 if status != 200:
-                    self._send(status, {"error": {"message": "scripted failure", "type": "server_error"}},
-                               {"retry-after": "0"})
+                    self._send(
+                        status, {"error": {"message": "scripted failure", "type": "server_error"}}, {"retry-after": "0"}
+                    )
                     return
                 self._send(200, server.reply(body))
 
@@ -87,10 +96,18 @@ class FakeServer:
         if image_index == self.yes_only_for_image:
             top = {"Yes": math.log(p), "Maybe": math.log(0.1)}
         first = max(top, key=top.get)
-        entry = {"token": first, "logprob": top[first], "bytes": None,
-                 "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()]}
-        choice = {"index": 0, "message": {"role": "assistant", "content": first}, "finish_reason": "length",
-                  "logprobs": None if self.no_logprobs else {"content": [entry]}}
+        entry = {
+            "token": first,
+            "logprob": top[first],
+            "bytes": None,
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top.items()],
+        }
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": first},
+            "finish_reason": "length",
+            "logprobs": None if self.no_logprobs else {"content": [entry]},
+        }
         return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
 
     def __enter__(self) -> FakeServer:
@@ -122,7 +139,7 @@ def data(tmp_path: Path) -> dict:
 def run(server: FakeServer, data: dict, *extra) -> int:
     argv = ["--backend", "openai", "--base-url", server.url, "--model", "served-internvl", "--questions",
             str(data["questions"]), "--images", str(data["root"]), "--output", str(data["out"]), "--top-logprobs", "5",
-            "--concurrency", "4", "--max-retries", "2", "--retry-backoff", "0.01", "--no-progress"]
+            "--concurrency", "4", "--max-retries", "2", "--retry-backoff", "0.01", "--no-progress"]  # fmt: skip
     return main([*argv, *map(str, extra)])
 
 
@@ -169,23 +186,32 @@ def test_rate_limited_requests_are_retried(server, data):
     assert run(server, data) == 0
     assert len(server.requests) == 14  # 12 answers + 2 refused
     assert read_sidecar(data["out"])["teacher"]["retries"] == 2
-    np.testing.assert_allclose(read_aspect_file(data["out"]).values[1], [p_yes(1, q) / 0.9 for q in range(3)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        read_aspect_file(data["out"]).values[1], [p_yes(1, q) / 0.9 for q in range(3)], rtol=1e-6
+    )
 
 
 def test_persistent_server_error_stops_with_clear_message(server, data, capsys):
     server.always_status = 500
-    assert run(server, data, "--concurrency", "1") == 1
+    assert run(server, data, "--concurrency", "1") == 2
     err = capsys.readouterr().err.strip()
-    assert "HTTP 500" in err and "after 3 attempts" in err and "--resume" in err and len(err.splitlines()) == 1
+    assert "HTTP 500" in err and "failed on all 3 tries" in err and "--resume" in err and len(err.splitlines()) == 1
     assert len(server.requests) == 3  # first request tried 1 + 2 retries, then the run stopped
     assert not data["out"].exists() and partial_path(data["out"]).exists()
 
 
 def test_reply_without_logprobs_is_refused(server, data, capsys):
     server.no_logprobs = True
-    assert run(server, data) == 1
+    assert run(server, data) == 2
     assert "reply holds no logprobs" in capsys.readouterr().err
+
+
+def test_reply_that_is_not_json_is_one_line(server, data, capsys):
+    server.raw_reply = b"<html><h1>502 Bad Gateway</h1></html>"
+    assert run(server, data, "--concurrency", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sent a reply that is not JSON" in err[0] and "502 Bad Gateway" in err[0]
+    assert len(server.requests) == 1  # not retried: a wrong endpoint does not become right
 
 
 def test_rate_limiter_spaces_requests():

@@ -17,20 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import makd
-from makd.artifacts import ArtifactError, read_questions, write_questions
-from makd.errors import MakdError
-from makd.llm.chat_client import (
-    DEFAULT_BASE_URL,
-    JSON_MODES,
-    ChatClient,
-    LLMError,
-    RetryPolicy,
-    resolve_api_key,
-    scrub,
-    server_host,
-)
-from makd.llm.class_source import ClassList, ClassSourceError, read_classes
-from makd.llm.prompts import PromptError, PromptSet, load_prompts
+from makd.artifacts import read_questions, sidecar_path, write_questions
+from makd.atomic_files import check_output_location
+from makd.errors import MakdError, one_line, run_command
+from makd.llm.chat_client import JSON_MODES, ChatClient
+from makd.llm.class_source import ClassList, read_classes
+from makd.llm.openai_client import DEFAULT_BASE_URL, RetryPolicy, resolve_api_key, scrub, server_host
+from makd.llm.prompts import PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
 from makd.llm.response_cache import ResponseCache
 
@@ -89,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="replies per step at most (first request + follow-ups when a reply falls short)",
     )
-    parser.add_argument("--retries", type=int, default=5, help="tries per request on timeouts, 429 and 5xx")
+    parser.add_argument(
+        "--retries", type=int, default=5, help="tries per request on timeouts, connection errors, 408/409/429/5xx"
+    )
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry (doubles)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
     return parser
@@ -192,38 +187,59 @@ def _setup_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run stage 1; 0 on success, 1 when the LLM run fails, 2 on bad input (one line on stderr)."""
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail before the first (paid) request when an output could not be written later."""
+    check_output_location(args.out, "--out")
+    check_output_location(sidecar_path(args.out), "the sidecar of --out")
+    if args.cache:
+        cache = Path(args.cache)
+        if cache.exists() and not cache.is_dir():
+            raise UsageError(f"--cache {cache} is a file; give a folder for cached replies")
+        check_output_location(cache / "0.json", "--cache")
+
+
+def interrupted_hint(argv: Sequence[str] | None) -> str:
+    """What Ctrl-C leaves behind and how to continue (the command line is re-parsed for --cache)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        return "nothing was written"
+    if args.cache:
+        return (
+            f"nothing was written to --out; replies already received are kept in --cache {args.cache}: "
+            "rerun the same command with the same --cache to continue without paying for them again"
+        )
+    return "nothing was written and the replies received are lost; rerun with --cache DIR to keep them next time"
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Stage 1's body: raises MakdError on bad input or a failed LLM run (see `main`)."""
     _setup_logging()
     args = build_parser().parse_args(argv)
-    key = ""
-    try:
-        _check_args(args)
-        classes = read_classes(args.classes)
-        prompts = load_prompts(args.prompts) if args.prompts else PromptSet()
-        task = _task(args, classes, prompts)
-        if task.num_images is None and any(prompts.uses(name, "M") for name in prompts.as_dict()):
-            raise UsageError(
-                "the prompt states the number of training images {M} but it is unknown; pass --num-images M, "
-                "or give a training config as --classes so the images are counted"
-            )
-        first_prompts(task, question_list="")  # fails now, not after paid requests, on a missing {M} etc.
-        if args.dry_run:
-            _print_dry_run(task, classes)
-            return 0
-        key = resolve_api_key(args.base_url, os.environ)
-        cache = ResponseCache(args.cache) if args.cache else None
-        client = ChatClient(
-            args.base_url,
-            key,
-            timeout=args.timeout,
-            cache=cache,
-            json_mode=args.json_mode,
-            retry=RetryPolicy(attempts=args.retries, backoff=args.backoff),
+    _check_args(args)
+    classes = read_classes(args.classes)
+    prompts = load_prompts(args.prompts) if args.prompts else PromptSet()
+    task = _task(args, classes, prompts)
+    if task.num_images is None and any(prompts.uses(name, "M") for name in prompts.as_dict()):
+        raise UsageError(
+            "the prompt states the number of training images {M} but it is unknown; pass --num-images M, "
+            "or give a training config as --classes so the images are counted"
         )
-    except (UsageError, ClassSourceError, PromptError, NotADirectoryError, LLMError) as err:  # LLMError: no key
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    first_prompts(task, question_list="")  # fails now, not after paid requests, on a missing {M} etc.
+    if args.dry_run:
+        _print_dry_run(task, classes)
+        return 0
+    check_outputs(args)
+    key = resolve_api_key(args.base_url, os.environ)
+    cache = ResponseCache(args.cache) if args.cache else None
+    client = ChatClient(
+        args.base_url,
+        key,
+        timeout=args.timeout,
+        cache=cache,
+        json_mode=args.json_mode,
+        retry=RetryPolicy(attempts=args.retries, backoff=args.backoff),
+    )
     log.info(
         "stage 1: %d classes, M=%s, N=%d, Q=%d, model %s at %s",
         len(task.classes),
@@ -238,11 +254,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta = _scrubbed(sidecar_meta(task, classes, result, client, args.json_mode), key)
         write_questions(args.out, result.questions, meta)
         read_questions(args.out, expected_count=task.q)  # the stage-2 reader accepts it as is
-    except (LLMError, ArtifactError) as err:
-        print(f"{PROG}: error: {scrub(str(err), key)}", file=sys.stderr)
-        return 1
+    except MakdError as err:  # a server may echo the key back in an error: never print it
+        raise type(err)(scrub(one_line(str(err)), key)) from None
+    finally:
+        client.transport.close()
     print(
         f"wrote {len(result.questions)} questions to {args.out} (+ .meta.json); {client.requests_sent} requests "
         f"sent, {client.cache_hits} replies from the cache"
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run stage 1; 0 on success, 2 on bad input or a failed LLM run (one line on stderr), 130 on Ctrl-C."""
+    return run_command(run, argv, interrupted_hint)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import atomic_write_json, utc_now
+from makd.artifacts import utc_now
+from makd.atomic_files import OutputLocationError, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ResponseCache:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
-            raise NotADirectoryError(f"--cache {self.folder} is a file; give a folder for cached replies")
+            raise OutputLocationError(f"--cache {self.folder} is a file; give a folder for cached replies")
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"

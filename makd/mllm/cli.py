@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from makd.artifacts import ArtifactError
-from makd.mllm.extraction import ExtractionError, Shard, plan_extraction, run_extraction
+from makd.errors import run_command
+from makd.mllm.extraction import ExtractionError, Shard, parse_views, plan_extraction, run_extraction, view_output
+from makd.mllm.partial_rows import partial_path
 
 PROG = "make_makd_logits_json.py"
 PAPER_ANSWER_SUFFIX = "The answer must always be either Yes or No (do not provide any other response)."
@@ -25,31 +26,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
     p.add_argument("--images", required=True, help="image root; ids = relative paths without extension")
     p.add_argument("--output", required=True, help="aspect file to write (.json)")
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "remote", "openai"],
-                   help="auto: openai when --base-url is given, else detected from the model's config.json")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "hf", "remote", "openai"],
+        help="auto: openai when --base-url is given, else detected from the model's config.json",
+    )
     p.add_argument("--revision", default=None, help="hub revision (commit) of the model")
     p.add_argument("--max-tiles", type=int, default=12, help="InternVL dynamic tiling: at most N tiles (1 = off)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="auto = bfloat16 on GPU, float32 on CPU")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="auto = bfloat16 on GPU, float32 on CPU",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--batch-size", type=int, default=16, help="question prompts per forward over a shared image prefix")
-    p.add_argument("--prefix-mode", default="packed", choices=["packed", "expanded"],
-                   help="packed: question suffixes share one copy of the image prefix's KV cache (least memory); "
-                   "expanded: the cache is repeated per question (plain batching)")
-    p.add_argument("--images-per-step", type=int, default=None,
-                   help="images scored and flushed together (default: 1 in-process; openai: enough to keep "
-                   "--concurrency requests in flight)")
+    p.add_argument(
+        "--prefix-mode",
+        default="packed",
+        choices=["packed", "expanded"],
+        help="packed: question suffixes share one copy of the image prefix's KV cache (least memory); "
+        "expanded: the cache is repeated per question (plain batching)",
+    )
+    p.add_argument(
+        "--images-per-step",
+        type=int,
+        default=None,
+        help="images scored and flushed together (default: 1 in-process; openai: enough to keep "
+        "--concurrency requests in flight)",
+    )
     p.add_argument("--loader-threads", type=int, default=2, help="threads decoding and tiling upcoming images")
+    p.add_argument(
+        "--views",
+        default="identity",
+        help="image views to score: 'identity' (default) or 'flip' = also the horizontally flipped image, "
+        "written to <output stem>.flip.json (+ sidecar) for trainers that flip images",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <output>.partial.jsonl, skipping done ids")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output / partial file")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (of the shard)")
-    p.add_argument("--shard", default=None, help="I/N: the I-th (0-based) of N contiguous slices; 'auto' = torchrun "
-                   "RANK/WORLD_SIZE, output named <output stem>.shard<I>of<N>.json")
+    p.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: the I-th (0-based) of N contiguous slices; 'auto' = torchrun "
+        "RANK/WORLD_SIZE, output named <output stem>.shard<I>of<N>.json",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable or unanswered image")
-    p.add_argument("--system-prompt", default=None,
-                   help="system message (default: the model's own; openai: none sent, the server template decides)")
-    p.add_argument("--answer-suffix", default="",
-                   help=f"text appended to every question, e.g. {PAPER_ANSWER_SUFFIX!r}")
+    p.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message (default: the model's own; openai: none sent, the server template decides)",
+    )
+    p.add_argument("--answer-suffix", default="", help=f"text appended to every question, e.g. {PAPER_ANSWER_SUFFIX!r}")
     p.add_argument("--paper-suffix", action="store_true", help="shorthand for --answer-suffix with the paper's text")
     p.add_argument("--yes-word", default="Yes", help="answer token read as yes")
     p.add_argument("--no-word", default="No", help="answer token read as no")
@@ -59,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else 'EMPTY'")
     server.add_argument("--top-logprobs", type=int, default=20, help="alternatives requested at the answer position")
     server.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    server.add_argument("--max-retries", type=int, default=4, help="retries on 429 / 5xx / connection errors")
+    server.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, connection, 408/409/429/5xx")
     server.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay in s (doubles)")
     server.add_argument("--rate-limit", type=float, default=0.0, help="max requests per second (0 = no limit)")
     server.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in s")
@@ -97,7 +126,7 @@ def build_scorer(args: argparse.Namespace):
         return OpenAICompatibleScorer(
             base_url=args.base_url,
             model=args.model,
-            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+            api_key=args.api_key,
             system_message=args.system_prompt,
             answer_suffix=suffix,
             yes_word=args.yes_word,
@@ -135,13 +164,22 @@ def _quiet_transformers() -> None:
         pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Extract aspect targets; 0 on success, 1 on a reported error (one line on stderr), 130 on Ctrl-C."""
-    args = build_parser().parse_args(argv)
-    from makd.mllm.model_loading import ModelLoadError
-    from makd.mllm.openai_scorer import ServerError
-    from makd.mllm.yes_no import AnswerTokenError
+def interrupted_hint(argv: Sequence[str] | None) -> str:
+    """What Ctrl-C leaves behind and how to continue."""
+    try:
+        args = build_parser().parse_args(argv)
+        _, output = _shard_and_output(args)
+    except (SystemExit, ExtractionError):
+        return "rerun the same command to continue"
+    if not partial_path(output).exists():  # interrupted before the first row (e.g. while the model loaded)
+        return "no row was written yet; rerun the same command to start again"
+    again = "rerun the same command" if args.resume else "rerun the same command with --resume"
+    return f"finished rows are kept in {partial_path(output)}; {again} to continue from there"
 
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Extract aspect targets; raises MakdError on bad input or a failed run (see `main`)."""
+    args = build_parser().parse_args(argv)
     scorer = None
     try:
         shard, output = _shard_and_output(args)
@@ -149,9 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ExtractionError(f"--max-tiles {args.max_tiles}: must be >= 1 (1 turns tiling off)")
         if args.images_per_step is not None and args.images_per_step < 1:
             raise ExtractionError(f"--images-per-step {args.images_per_step}: must be >= 1")
-        # Every input is checked before the (slow) model load.
+        views = parse_views(args.views)
+        # Every input and output location is checked before the (slow) model load.
         plan = plan_extraction(args.questions, args.images, output, shard, args.limit, args.resume,
-                               args.overwrite, args.strict)
+                               args.overwrite, args.strict, views)  # fmt: skip
         _quiet_transformers()
         scorer = build_scorer(args)
         per_step = args.images_per_step
@@ -159,36 +198,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = getattr(scorer, "concurrency", 0)
             per_step = max(1, -(-2 * server // len(plan.questions))) if server else 1
         meta = run_extraction(plan, scorer, per_step, args.loader_threads, not args.no_progress)
-    except (ArtifactError, ExtractionError, ModelLoadError, AnswerTokenError, ServerError, ValueError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished rows are kept, rerun with --resume", file=sys.stderr)
-        return 130
     finally:
         if scorer is not None and hasattr(scorer, "close"):
             scorer.close()
     rate = meta.get("images_per_second_this_run")
-    print(f"wrote {output} ({meta['num_images_planned'] - len(meta['skipped_images'])} images x "
-          f"{meta['num_questions']} questions{f', {rate} images/s' if rate else ''})", file=sys.stderr)
+    written = ", ".join(str(p) for p in [output, *(view_output(output, v) for v in plan.views[1:])])
+    print(f"wrote {written} ({meta['num_images_planned'] - len(meta['skipped_images'])} images x "
+          f"{meta['num_questions']} questions{f', {rate} images/s' if rate else ''})", file=sys.stderr)  # fmt: skip
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Extract aspect targets; 0 on success, 2 on a user error (one line on stderr), 130 on Ctrl-C."""
+    return run_command(run, argv, interrupted_hint)
+
+
 def merge_main(argv: Sequence[str] | None = None) -> int:
-    """Merge shard aspect files; 0 on success, 1 on a reported error."""
+    """Merge shard aspect files; 0 on success, 2 on a user error (one line on stderr)."""
     from makd.mllm.merge import merge_shards
 
-    p = argparse.ArgumentParser(prog="merge_shards.py", description="Join --shard I/N aspect files, checking that "
-                                "together they cover every image exactly once.")
+    p = argparse.ArgumentParser(
+        prog="merge_shards.py",
+        description="Join --shard I/N aspect files, checking that together they cover every image exactly once.",
+    )
     p.add_argument("shards", nargs="+", help="the shard aspect files (each with its .meta.json)")
     p.add_argument("--output", required=True, help="merged aspect file (.json)")
     p.add_argument("--images", default=None, help="image root, to check that every image is covered")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
-    try:
+
+    def body(argv: Sequence[str] | None) -> int:
+        args = p.parse_args(argv)
         meta = merge_shards(args.shards, args.output, args.images, args.overwrite)
-    except (ArtifactError, ValueError, FileNotFoundError) as err:
-        print(f"merge_shards.py: error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output} ({len(meta['merged_from'])} shards)", file=sys.stderr)
-    return 0
+        print(f"wrote {args.output} ({len(meta['merged_from'])} shards)", file=sys.stderr)
+        return 0
+
+    return run_command(body, argv, "nothing was written (the merged file is written at the end, atomically)")

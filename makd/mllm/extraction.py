@@ -4,6 +4,10 @@ Images are listed with the one image-id rule (`makd.data.image_ids`), so the out
 as is. Images are decoded and prepared (tiled) in loader threads while the model scores the previous ones;
 finished rows go to `<output>.partial.jsonl` at once; the final JSON and its sidecar are written atomically
 at the end, after which the partial file is removed.
+
+Views: besides the image as it is ("identity"), the horizontally flipped image ("hflip", `--views flip`) can be
+scored in the same pass; it gets its own aspect file `<output stem>.flip.json`, sidecar and partial file, so a
+trainer that flips an image can use the teacher's answer for the view it drew.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 import makd
-from makd.artifacts import ArtifactError, read_questions, sha256_file, write_aspect_file
+from makd.artifacts import ArtifactError, questions_sha256, read_questions, sidecar_path, write_aspect_file
+from makd.atomic_files import check_output_location
 from makd.data.image_ids import image_id, list_image_files
 from makd.errors import MakdError
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
@@ -34,6 +39,25 @@ VOLATILE_KEYS = frozenset(
     {"one_sided_answers", "retries", "batch_size", "prefix_mode", "device", "concurrency", "rate_limit"}
 )
 IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
+# --views name -> view recorded in files; each view is a function of the decoded RGB image.
+VIEWS = {"identity": "identity", "flip": "hflip"}
+VIEW_TRANSFORMS = {"identity": lambda image: image, "hflip": ImageOps.mirror}
+VIEW_SUFFIXES = {"identity": "", "hflip": ".flip"}
+
+
+def view_output(output: str | os.PathLike, view: str) -> Path:
+    """The aspect file of `view`: `output` itself for the identity view, `<stem>.flip.json` for hflip."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}{VIEW_SUFFIXES[view]}{output.suffix}")
+
+
+def parse_views(text: str) -> tuple[str, ...]:
+    """--views "flip" or "identity,flip" -> ("identity", "hflip"); the identity view is always scored."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in VIEWS]
+    if unknown:
+        raise ExtractionError(f"--views {text!r}: unknown view {unknown[0]!r} (use {', '.join(VIEWS)})")
+    return tuple(v for v in VIEW_TRANSFORMS if v == "identity" or v in {VIEWS[n] for n in names})
 
 
 class ExtractionError(MakdError, RuntimeError):
@@ -81,6 +105,11 @@ class ExtractionPlan:
     resume: bool
     overwrite: bool
     strict: bool
+    views: tuple[str, ...] = ("identity",)
+
+    def outputs(self) -> dict[str, Path]:
+        """view -> its aspect file."""
+        return {view: view_output(self.output, view) for view in self.views}
 
 
 def plan_extraction(
@@ -92,8 +121,13 @@ def plan_extraction(
     resume: bool = False,
     overwrite: bool = False,
     strict: bool = False,
+    views: Sequence[str] = ("identity",),
 ) -> ExtractionPlan:
-    """Validate questions, images and output paths; raises a one-line error on the first problem."""
+    """Validate questions, images and output paths; raises a one-line error on the first problem.
+
+    Every file the run will write (aspect files, sidecars, partial files) is checked to be writable here,
+    before the model loads.
+    """
     questions = read_questions(questions_path)
     root = Path(image_root)
     if not root.is_dir():
@@ -116,12 +150,18 @@ def plan_extraction(
     output = Path(output)
     if output.suffix.lower() != ".json":
         raise ExtractionError(f"--output {output}: the aspect file must end in .json")
-    if output.exists() and not overwrite:
-        raise ExtractionError(f"--output {output} already exists; pass --overwrite to replace it")
-    if partial_path(output).exists() and not (resume or overwrite):
-        raise ExtractionError(
-            f"{partial_path(output)} exists from an unfinished run; pass --resume to continue it or --overwrite"
-        )
+    for view in views:
+        target = view_output(output, view)
+        partial = partial_path(target)
+        # An output next to its partial file is from a run killed before it cleaned up: --resume redoes it.
+        if target.exists() and not overwrite and not (resume and partial.exists()):
+            raise ExtractionError(f"--output {target} already exists; pass --overwrite to replace it")
+        if partial.exists() and not (resume or overwrite):
+            raise ExtractionError(
+                f"{partial} exists from an unfinished run; pass --resume to continue it or --overwrite"
+            )
+        for path, what in ((target, "--output"), (sidecar_path(target), "sidecar"), (partial, "partial file")):
+            check_output_location(path, what)
     return ExtractionPlan(
         questions=questions,
         questions_path=Path(questions_path),
@@ -134,31 +174,35 @@ def plan_extraction(
         resume=resume,
         overwrite=overwrite,
         strict=strict,
+        views=tuple(views),
     )
 
 
-def run_settings(plan: ExtractionPlan, scorer: Scorer) -> dict:
-    """Everything that determines the numbers; a resumed run must match the partial file's copy."""
+def run_settings(plan: ExtractionPlan, scorer: Scorer, view: str = "identity") -> dict:
+    """Everything that determines the numbers of `view`; a resumed run must match the partial file's copy."""
     teacher = {k: v for k, v in scorer.describe().items() if k not in VOLATILE_KEYS}
-    return {
-        "questions_sha256": sha256_file(plan.questions_path),
+    settings = {
+        "questions_sha256": questions_sha256(plan.questions),
         "image_root": str(plan.image_root.resolve()),
         "shard": plan.shard.describe() if plan.shard else None,
         "limit": plan.limit,
         "teacher": teacher,
     }
+    if view != "identity":  # the identity view's settings stay as before, so older partial files resume
+        settings["view"] = view
+    return settings
 
 
 @dataclass
 class LoadedImage:
     image_id: str
     path: Path
-    prepared: Any = None
+    prepared: dict[str, Any] = field(default_factory=dict)  # view -> scorer.prepare(view of the image)
     error: str | None = None
 
 
-def load_image(path: Path, root: Path, scorer: Scorer) -> LoadedImage:
-    """Decode and prepare one image; a failure is recorded, not raised (the run goes on)."""
+def load_image(path: Path, root: Path, scorer: Scorer, views: Sequence[str] = ("identity",)) -> LoadedImage:
+    """Decode one image and prepare each of `views`; a failure is recorded, not raised (the run goes on)."""
     key = image_id(path, root)
     try:
         with Image.open(path) as image:
@@ -166,20 +210,23 @@ def load_image(path: Path, root: Path, scorer: Scorer) -> LoadedImage:
             rgb = image.convert("RGB")
         if rgb.width < 1 or rgb.height < 1:
             raise ValueError("image has no pixels")
-        return LoadedImage(key, path, prepared=scorer.prepare(rgb))
+        return LoadedImage(key, path, prepared={v: scorer.prepare(VIEW_TRANSFORMS[v](rgb)) for v in views})
     except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable image"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"[:300]
         return LoadedImage(key, path, error=reason)
 
 
-def prefetch(files: Sequence[Path], root: Path, scorer: Scorer, threads: int, ahead: int) -> Iterator[LoadedImage]:
-    """Loaded images in order, with up to `ahead` decoded in the background."""
+def prefetch(
+    work: Sequence[tuple[Path, Sequence[str]]], root: Path, scorer: Scorer, threads: int, ahead: int
+) -> Iterator[LoadedImage]:
+    """Loaded images (file, views to prepare) in order, with up to `ahead` decoded in the background."""
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="makd-loader") as pool:
         queue: deque = deque()
         position = 0
-        while position < len(files) or queue:
-            while position < len(files) and len(queue) < max(1, ahead):
-                queue.append(pool.submit(load_image, files[position], root, scorer))
+        while position < len(work) or queue:
+            while position < len(work) and len(queue) < max(1, ahead):
+                path, views = work[position]
+                queue.append(pool.submit(load_image, path, root, scorer, views))
                 position += 1
             yield queue.popleft().result()
 
@@ -190,22 +237,22 @@ def _warn(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def run_extraction(
-    plan: ExtractionPlan,
-    scorer: Scorer,
-    images_per_step: int = 1,
-    loader_threads: int = 2,
-    progress: bool = True,
-    tool: str = "InternVL_logits/make_makd_logits_json.py",
-) -> dict:
-    """Score every planned image, append rows to the partial file, then write the aspect file + sidecar.
+@dataclass
+class ViewRun:
+    """One view's state during a run: its rows (resumed + new), this run's failures and its partial file."""
 
-    Returns the sidecar dict. Rows already in the partial file (with --resume) are kept, not recomputed.
-    """
-    from tqdm import tqdm
+    view: str
+    output: Path
+    state: PartialState | None
+    rows: dict[str, list[float]]
+    errors: dict[str, tuple[str, str]]  # id -> (path, reason)
+    writer: PartialWriter | None = None
 
-    settings = run_settings(plan, scorer)
-    partial = partial_path(plan.output)
+
+def _open_view(plan: ExtractionPlan, scorer: Scorer, view: str, planned: set[str]) -> ViewRun:
+    output = view_output(plan.output, view)
+    partial = partial_path(output)
+    settings = run_settings(plan, scorer, view)
     state: PartialState | None = None
     if partial.exists() and plan.resume and not plan.overwrite:
         state = read_partial(partial)
@@ -216,15 +263,39 @@ def run_extraction(
                     f"--resume: {partial} was made with other settings ({difference}); "
                     "rerun with the same settings or pass --overwrite to start over"
                 )
-    planned = {image_id(f, plan.image_root) for f in plan.files}
     rows = {k: v for k, v in (state.rows if state else {}).items() if k in planned}
-    todo = [f for f in plan.files if image_id(f, plan.image_root) not in rows]
-    errors: dict[str, tuple[str, str]] = {}  # id -> (path, reason), this run's failures
-    writer = PartialWriter(partial, settings, state)
+    return ViewRun(view, output, state, rows, {})
+
+
+def run_extraction(
+    plan: ExtractionPlan,
+    scorer: Scorer,
+    images_per_step: int = 1,
+    loader_threads: int = 2,
+    progress: bool = True,
+    tool: str = "InternVL_logits/make_makd_logits_json.py",
+) -> dict:
+    """Score every planned image in every view, append rows to the partial files, then write the aspect files.
+
+    Returns the sidecar dict of the identity view. Rows already in a partial file (with --resume) are kept,
+    not recomputed.
+    """
+    from tqdm import tqdm
+
+    planned = {image_id(f, plan.image_root) for f in plan.files}
+    runs = [_open_view(plan, scorer, view, planned) for view in plan.views]  # every refusal before any write
+    work = []
+    for f in plan.files:
+        key = image_id(f, plan.image_root)
+        missing = [r.view for r in runs if key not in r.rows]
+        if missing:
+            work.append((f, missing))
+    for r in runs:
+        r.writer = PartialWriter(partial_path(r.output), run_settings(plan, scorer, r.view), r.state)
     started, scored = time.monotonic(), 0
     bar = tqdm(
         total=len(plan.files),
-        initial=len(plan.files) - len(todo),
+        initial=len(plan.files) - len(work),
         unit="img",
         disable=not progress,
         desc="aspects",
@@ -234,96 +305,101 @@ def run_extraction(
     try:
         step: list[LoadedImage] = []
         ahead = max(2 * images_per_step, loader_threads)
-        for loaded in prefetch(todo, plan.image_root, scorer, loader_threads, ahead):
+        for loaded in prefetch(work, plan.image_root, scorer, loader_threads, ahead):
             if loaded.error is not None:
                 if plan.strict:
                     raise ExtractionError(f"unreadable image {loaded.path}: {loaded.error} (--strict stops here)")
                 _warn(f"warning: skipped unreadable image {loaded.path}: {loaded.error}")
-                errors[loaded.image_id] = (str(loaded.path), loaded.error)
-                writer.add_error(loaded.image_id, loaded.error)
+                for r in runs:
+                    r.errors[loaded.image_id] = (str(loaded.path), loaded.error)
+                    r.writer.add_error(loaded.image_id, loaded.error)
                 bar.update(1)
                 continue
             step.append(loaded)
             if len(step) == images_per_step:
-                scored += _score_step(step, plan, scorer, writer, rows, errors)
+                scored += _score_step(step, plan, scorer, runs)
                 bar.update(len(step))
                 step = []
         if step:
-            scored += _score_step(step, plan, scorer, writer, rows, errors)
+            scored += _score_step(step, plan, scorer, runs)
             bar.update(len(step))
     finally:
         bar.close()
-        writer.close()
-    return _finish(plan, scorer, rows, errors, state, tool, time.monotonic() - started, scored)
+        for r in runs:
+            if r.writer is not None:
+                r.writer.close()
+    return _finish(plan, scorer, runs, tool, time.monotonic() - started, scored)
 
 
-def _score_step(
-    step: list[LoadedImage],
-    plan: ExtractionPlan,
-    scorer: Scorer,
-    writer: PartialWriter,
-    rows: dict[str, list[float]],
-    errors: dict[str, tuple[str, str]],
-) -> int:
-    values = np.asarray(scorer.score([item.prepared for item in step], plan.questions), dtype=np.float64)
-    for item, row in zip(step, values):
-        missing = [q for q, v in enumerate(row) if not math.isfinite(v)]
-        if missing:
-            # Never invented: the image gets no row and is listed; --resume retries it.
-            reason = f"no Yes/No probability for question(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}"
-            if plan.strict:
-                raise ExtractionError(f"image {item.path}: {reason} (--strict stops here)")
-            _warn(f"warning: image {item.path}: {reason}; row left out")
-            errors[item.image_id] = (str(item.path), reason)
-            writer.add_error(item.image_id, reason)
+def _score_step(step: list[LoadedImage], plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun]) -> int:
+    for r in runs:
+        items = [item for item in step if r.view in item.prepared]
+        if not items:
             continue
-        rows[item.image_id] = [float(v) for v in row]
-        writer.add_row(item.image_id, rows[item.image_id])
-    writer.flush()
+        values = np.asarray(scorer.score([item.prepared[r.view] for item in items], plan.questions), dtype=np.float64)
+        for item, row in zip(items, values):
+            missing = [q for q, v in enumerate(row) if not math.isfinite(v)]
+            if missing:
+                # Never invented: the image gets no row and is listed; --resume retries it.
+                reason = f"no Yes/No probability for question(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}"
+                where = "" if r.view == "identity" else f" ({r.view} view)"
+                if plan.strict:
+                    raise ExtractionError(f"image {item.path}{where}: {reason} (--strict stops here)")
+                _warn(f"warning: image {item.path}{where}: {reason}; row left out")
+                r.errors[item.image_id] = (str(item.path), reason)
+                r.writer.add_error(item.image_id, reason)
+                continue
+            r.rows[item.image_id] = [float(v) for v in row]
+            r.writer.add_row(item.image_id, r.rows[item.image_id])
+        r.writer.flush()
     return len(step)
 
 
-def _finish(
-    plan: ExtractionPlan,
-    scorer: Scorer,
-    rows: dict[str, list[float]],
-    errors: dict[str, tuple[str, str]],
-    state: PartialState | None,
-    tool: str,
-    elapsed: float,
-    scored: int,
-) -> dict:
-    skipped = {k: v for k, v in errors.items() if k not in rows}
-    if not rows:
-        raise ExtractionError(
-            f"no image could be scored ({len(skipped)} failed, see the warnings); nothing written to {plan.output}"
-        )
+def _finish(plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str, elapsed: float, scored: int) -> dict:
     shard_ids = [image_id(f, plan.image_root) for f in plan.files]
-    meta = {
-        "tool": tool,
-        "tool_version": makd.__version__,
-        "questions_file": str(plan.questions_path),
-        "questions_sha256": sha256_file(plan.questions_path),
-        "num_questions": len(plan.questions),
-        "questions": plan.questions,
-        "image_root": str(plan.image_root.resolve()),
-        "image_id_rule": IMAGE_ID_RULE,
-        "num_images_in_folder": len(plan.all_files),
-        "num_images_planned": len(plan.files),
-        "shard": None
-        if plan.shard is None
-        else {**plan.shard.describe(), "first_id": shard_ids[0], "last_id": shard_ids[-1]},
-        "limit": plan.limit,
-        "skipped_images": [{"id": k, "path": p, "reason": r} for k, (p, r) in sorted(skipped.items())],
-        "teacher": scorer.describe(),
-        "resumed_rows": len(state.rows) if state else 0,
-        "seconds_this_run": round(elapsed, 3),
-        "images_per_second_this_run": round(scored / elapsed, 4) if elapsed > 0 else None,
-    }
-    if len(rows) + len(skipped) != len(plan.files):  # cannot happen unless the code is wrong: refuse to write
-        raise ArtifactError(f"{plan.output}: {len(rows)} rows + {len(skipped)} skipped != {len(plan.files)} images")
-    write_aspect_file(plan.output, rows, meta)
-    partial_path(plan.output).unlink(missing_ok=True)
-    if skipped:
-        _warn(f"warning: {len(skipped)} image(s) left out of {plan.output}; listed in its sidecar (skipped_images)")
-    return meta
+    outputs = plan.outputs()
+    metas: list[tuple[ViewRun, dict]] = []
+    for r in runs:
+        skipped = {k: v for k, v in r.errors.items() if k not in r.rows}
+        if not r.rows:
+            raise ExtractionError(
+                f"no image could be scored ({len(skipped)} failed, see the warnings); nothing written to {r.output}"
+            )
+        meta = {
+            "tool": tool,
+            "tool_version": makd.__version__,
+            "view": r.view,
+            "questions_file": str(plan.questions_path),
+            "questions_sha256": questions_sha256(plan.questions),
+            "num_questions": len(plan.questions),
+            "questions": plan.questions,
+            "image_root": str(plan.image_root.resolve()),
+            "image_id_rule": IMAGE_ID_RULE,
+            "num_images_in_folder": len(plan.all_files),
+            "num_images_planned": len(plan.files),
+            "shard": None
+            if plan.shard is None
+            else {**plan.shard.describe(), "first_id": shard_ids[0], "last_id": shard_ids[-1]},
+            "limit": plan.limit,
+            "skipped_images": [{"id": k, "path": p, "reason": why} for k, (p, why) in sorted(skipped.items())],
+            "teacher": scorer.describe(),
+            "resumed_rows": len(r.state.rows) if r.state else 0,
+            "seconds_this_run": round(elapsed, 3),
+            "images_per_second_this_run": round(scored / elapsed, 4) if elapsed > 0 else None,
+        }
+        if r.view != "identity":
+            meta["main_output"] = outputs["identity"].name
+        elif len(outputs) > 1:
+            meta["view_outputs"] = {v: p.name for v, p in outputs.items() if v != "identity"}
+        if len(r.rows) + len(skipped) != len(plan.files):  # cannot happen unless the code is wrong: refuse to write
+            raise ArtifactError(f"{r.output}: {len(r.rows)} rows + {len(skipped)} skipped != {len(plan.files)} images")
+        metas.append((r, meta))
+    # Every view's file is written before any partial file goes: a kill in between leaves all partials to resume.
+    for r, meta in metas:
+        write_aspect_file(r.output, r.rows, meta)
+    for r, meta in metas:
+        partial_path(r.output).unlink(missing_ok=True)
+        if meta["skipped_images"]:
+            _warn(f"warning: {len(meta['skipped_images'])} image(s) left out of {r.output}; "
+                  "listed in its sidecar (skipped_images)")  # fmt: skip
+    return metas[0][1]

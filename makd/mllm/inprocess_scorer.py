@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from makd.mllm.chat_template import TEMPLATE_NAME, answer_context, build_prompt, with_answer_suffix
+from makd.mllm.extraction import ExtractionError
 from makd.mllm.model_loading import InternVLParts
 from makd.mllm.prefix_scoring import (
     PREFIX_MODES,
@@ -44,11 +45,11 @@ class InternVLScorer:
         prefix_mode: str = "packed",
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ExtractionError(f"--batch-size must be >= 1, got {batch_size}")
         self.parts = parts
         self.batch_size = batch_size
         if prefix_mode not in PREFIX_MODES:
-            raise ValueError(f"--prefix-mode {prefix_mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
+            raise ExtractionError(f"--prefix-mode {prefix_mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
         self.prefix_mode = prefix_mode
         self.system_message = parts.system_message if system_message is None else system_message
         self.answer_suffix = answer_suffix

@@ -16,7 +16,7 @@ from makd.artifacts import ArtifactError, read_aspect_file, read_sidecar, sha256
 from makd.data.image_ids import image_id, list_image_files
 from makd.mllm.extraction import VOLATILE_KEYS
 
-SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit")
+SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit", "view")
 
 
 def _settings(meta: dict) -> dict:
@@ -53,15 +53,18 @@ def merge_shards(
         if reference is None:
             reference = (path, meta)
         elif int(reference[1]["shard"]["count"]) != count:
-            raise ArtifactError(f"{path}: made as one of {count} shards but {reference[0]} as one of "
-                                f"{reference[1]['shard']['count']}")
+            raise ArtifactError(
+                f"{path}: made as one of {count} shards but {reference[0]} as one of {reference[1]['shard']['count']}"
+            )
         elif _settings(meta) != _settings(reference[1]):
             key = next(k for k in _settings(meta) if _settings(meta)[k] != _settings(reference[1])[k])
             raise ArtifactError(f"{path}: {key} differs from {reference[0]}; shards of one run must share settings")
         listed = len(table.ids) + len(meta.get("skipped_images", []))
         if listed != int(meta.get("num_images_planned", -1)):
-            raise ArtifactError(f"{path}: holds {listed} of the {meta.get('num_images_planned')} images of its shard; "
-                                "rerun that shard with --resume")
+            raise ArtifactError(
+                f"{path}: holds {listed} of the {meta.get('num_images_planned')} images of its shard; "
+                "rerun that shard with --resume"
+            )
         with open(path, encoding="utf-8") as fh:
             exact = json.load(fh)  # the JSON floats themselves (the table holds float32 copies)
         for key, values in exact.items():
@@ -76,7 +79,12 @@ def merge_shards(
         raise ArtifactError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge")
     if image_root is not None:
         root = Path(image_root)
-        expected = {image_id(f, root) for f in list_image_files(root)}
+        if not root.is_dir():
+            raise ArtifactError(f"--images {root}: folder does not exist (check the path)")
+        try:
+            expected = {image_id(f, root) for f in list_image_files(root)}
+        except ValueError as err:
+            raise ArtifactError(f"--images {root}: {err}") from None
         covered = set(rows) | {s["id"] for s in skipped}
         if expected - covered:
             lost = sorted(expected - covered)

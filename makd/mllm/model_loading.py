@@ -12,6 +12,7 @@ Both become an `InternVLParts`, so the scoring code never depends on which kind 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
 BACKENDS = ("auto", "hf", "remote")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 REMOTE_ATTRIBUTES = ("extract_feature", "num_image_token", "language_model", "template", "system_message")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Any one of these makes a tokenizer transformers can load (fast json, sentencepiece, byte-level BPE).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 class ModelLoadError(MakdError, RuntimeError):
@@ -88,14 +93,101 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path}: not UTF-8 text; the model folder is damaged (copy it again)") from None
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(
+            f"{path}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno}); "
+            "the model folder is damaged (copy or download it again)"
+        ) from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Fail with one line when `path` is not a complete safetensors file (a cut copy or download).
+
+    Layout: 8-byte little-endian header length N, N bytes of JSON {name: {"data_offsets": [begin, end]}},
+    then the tensor bytes; the file must hold exactly 8 + N + the largest end offset bytes.
+    """
+    size = path.stat().st_size
+    again = "copy or download it again"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, no header); {again}")
+        (length,) = struct.unpack("<Q", head)
+        if 8 + length > size:
+            raise ModelLoadError(
+                f"{path}: truncated safetensors file ({size} bytes, its header alone needs {8 + length}); {again}"
+            )
+        try:
+            header = json.loads(fh.read(length))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            raise ModelLoadError(f"{path}: not a safetensors file (unreadable header); {again}") from None
+    needed = 8 + length + max(ends, default=0)
+    if size < needed:
+        raise ModelLoadError(f"{path}: truncated safetensors file ({size} of {needed} bytes); {again}")
+
+
+def _read_local_config(folder: Path) -> dict:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"--model {folder}: folder has no config.json (is it a saved model?)")
+    config = _read_json(config_path)
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path}: holds a JSON {type(config).__name__}, not a model config object")
+    return config
+
+
+def check_model_files(folder: Path) -> None:
+    """Fail with one line naming the file when weights or tokenizer of a local folder are missing or cut."""
+    weights: list[Path] = []
+    for name in WEIGHT_INDEXES:
+        index_path = folder / name
+        if index_path.is_file():
+            index = _read_json(index_path)
+            shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
+            if not shards:
+                raise ModelLoadError(f"{index_path}: lists no weight files (no weight_map)")
+            for shard in shards:
+                if not (folder / shard).is_file():
+                    raise ModelLoadError(f"{folder / shard}: weight file listed in {name} is missing")
+            weights += [folder / shard for shard in shards]
+    weights += [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        raise ModelLoadError(
+            f"--model {folder}: no weights in the folder (expected {' or '.join(WEIGHT_FILES)}, or a sharded index); "
+            "was the download finished?"
+        )
+    for path in weights:
+        if path.suffix == ".safetensors":
+            check_safetensors(path)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"--model {folder}: no tokenizer in the folder (expected one of {', '.join(TOKENIZER_FILES)}); "
+            "copy the tokenizer files of the checkpoint next to its weights"
+        )
+
+
+def check_model_folder(folder: Path) -> dict:
+    """Check a local model folder before loading it; returns its config.json.
+
+    Each problem is one line naming the file: no or broken config.json, no weights, a missing shard, a
+    truncated safetensors file, no tokenizer.
+    """
+    config = _read_local_config(folder)
+    check_model_files(folder)
+    return config
+
+
 def read_model_config(model_id: str, revision: str | None = None) -> dict:
     """The raw config.json of a local folder or hub id, without importing any remote code."""
     local = Path(model_id)
     if local.is_dir():
-        path = local / "config.json"
-        if not path.is_file():
-            raise ModelLoadError(f"--model {model_id}: folder has no config.json (is it a saved model?)")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return _read_local_config(local)
     from transformers import PretrainedConfig
 
     try:
@@ -137,8 +229,14 @@ def load_internvl(
     torch_dtype = resolve_dtype(dtype, torch_device)
     if backend == "auto":
         backend = detect_backend(read_model_config(model_id, revision), model_id)
+    if Path(model_id).is_dir():  # a damaged local folder is one line naming the file, not a loader traceback
+        check_model_folder(Path(model_id))
     loader = _load_native if backend == "hf" else _load_remote
-    parts = loader(model_id, revision, torch_device, torch_dtype)
+    try:
+        parts = loader(model_id, revision, torch_device, torch_dtype)
+    except (OSError, ValueError) as err:  # what transformers raises for files it cannot use
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"--model {model_id}: cannot be loaded ({type(err).__name__}: {first[:300]})") from None
     parts.info.update(
         {
             "backend": backend,

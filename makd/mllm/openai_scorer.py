@@ -2,8 +2,8 @@
 
 One chat request per (image, question): the image as a PNG data URL, `max_tokens=1`, `logprobs` with
 `top_logprobs`; P(yes) is read from the Yes/No log-probabilities of the first answer position, renormalised
-over the two. The `openai` client does not check what the server sends back, so replies are validated here.
-Requests run concurrently, under an optional rate limit, with retries on 429, 5xx and connection errors.
+over the two. Transport, retries and reply parsing are the shared layer's (`makd.llm.openai_client`, as in
+stage 1); the log-probabilities are validated here. Requests run concurrently, under an optional rate limit.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -21,12 +22,14 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from makd.errors import MakdError
+from makd.llm.openai_client import OpenAIClient, OpenAIRequestError, RetryPolicy, first_choice, resolve_api_key
 from makd.mllm.chat_template import with_answer_suffix
 from makd.mllm.yes_no import p_yes_from_top_logprobs
 
+FAILURE_HINT = "finished rows are kept; rerun the same command with --resume when the server is healthy"
 
-class ServerError(MakdError, RuntimeError):
+
+class ServerError(OpenAIRequestError):
     """The server failed, or replied with something that holds no usable log-probabilities."""
 
 
@@ -83,15 +86,19 @@ class OpenAICompatibleScorer:
         rate_limit: float = 0.0,
         timeout: float = 120.0,
     ) -> None:
-        import openai
-
         if concurrency < 1:
-            raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
+            raise ServerError(f"--concurrency must be >= 1, got {concurrency}")
         if top_logprobs < 2:
-            raise ValueError(f"--top-logprobs must be >= 2 to see both Yes and No, got {top_logprobs}")
-        self._openai = openai
-        # The client's own retries are off: ours log, honour Retry-After and are tested.
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout)
+            raise ServerError(f"--top-logprobs must be >= 2 to see both Yes and No, got {top_logprobs}")
+        if max_retries < 0:
+            raise ServerError(f"--max-retries must be >= 0, got {max_retries}")
+        self.transport = OpenAIClient(
+            base_url,
+            resolve_api_key(base_url, os.environ, api_key),
+            timeout=timeout,
+            retry=RetryPolicy(attempts=max_retries + 1, backoff=retry_backoff),
+            failure_hint=FAILURE_HINT,
+        )
         self.base_url, self.model = base_url, model
         self.system_message, self.answer_suffix = system_message, answer_suffix
         self.yes_word, self.no_word = yes_word, no_word
@@ -100,7 +107,6 @@ class OpenAICompatibleScorer:
         self.limiter = RateLimiter(rate_limit)
         self.rate_limit = rate_limit
         self.one_sided = 0
-        self.retries = 0
         self._lock = threading.Lock()
         self._failed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="makd-openai")
@@ -132,7 +138,7 @@ class OpenAICompatibleScorer:
         """P(yes) for one image and question, or None when the reply lists neither answer."""
         try:
             top = self._top_logprobs(self._request(self._messages(url, question)))
-        except ServerError:
+        except OpenAIRequestError:
             self._failed.set()  # stops the other in-flight requests of this call
             raise
         answer = p_yes_from_top_logprobs(top, self.yes_word, self.no_word)
@@ -153,68 +159,56 @@ class OpenAICompatibleScorer:
             return [user]
         return [{"role": "system", "content": self.system_message}, user]
 
-    def _request(self, messages: list[dict]) -> Any:
-        openai = self._openai
-        where = f"{self.base_url} (model {self.model!r})"
-        for attempt in range(self.max_retries + 1):
-            self.limiter.acquire()
-            if self._failed.is_set():  # another request failed for good: do not keep hammering the server
-                raise _Abandoned()
-            try:
-                return self.client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=1,
-                    temperature=0.0,
-                    logprobs=True,
-                    top_logprobs=self.top_logprobs,
-                )
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as err:
-                if attempt == self.max_retries:
-                    raise ServerError(
-                        f"{where}: {_describe_error(err)} after {self.max_retries + 1} attempts; "
-                        "finished rows are kept, rerun with --resume when the server is healthy"
-                    ) from None
-                with self._lock:
-                    self.retries += 1
-                time.sleep(self._retry_delay(err, attempt))
-            except openai.APIStatusError as err:  # other 4xx: the request itself is wrong, retrying cannot help
-                raise ServerError(
-                    f"{where}: {_describe_error(err)}; check --base-url, --model and the server"
-                ) from None
-        raise AssertionError("unreachable")
+    @property
+    def retries(self) -> int:
+        return self.transport.retries
 
-    def _retry_delay(self, err: Exception, attempt: int) -> float:
-        response = getattr(err, "response", None)
-        header = response.headers.get("retry-after") if response is not None else None
+    def _before_try(self) -> None:
+        self.limiter.acquire()
+        if self._failed.is_set():  # another request failed for good: do not keep hammering the server
+            raise _Abandoned()
+
+    def _request(self, messages: list[dict]) -> dict:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
+        label = f"model {self.model!r}"
         try:
-            if header is not None and 0 <= float(header) <= 120:
-                return float(header)
-        except ValueError:
-            pass
-        return self.retry_backoff * (2**attempt)
+            return self.transport.chat(body, label, self._before_try)
+        except OpenAIRequestError as err:
+            raise ServerError(*err.args) from None
+        except self.transport._openai.BadRequestError as err:  # the request itself is wrong: retrying cannot help
+            raise ServerError(self.transport.describe(err, label, "check --base-url, --model and the server")) from None
 
-    def _top_logprobs(self, reply: Any) -> dict[str, float]:
+    def _top_logprobs(self, reply: dict) -> dict[str, float]:
         """{token: logprob} of the first answer position, validated."""
-        where = f"{self.base_url} (model {self.model!r})"
-        choices = getattr(reply, "choices", None)
-        if not choices:
-            raise ServerError(f"{where}: reply holds no choices; is this an OpenAI-compatible chat endpoint?")
-        logprobs = getattr(choices[0], "logprobs", None)
-        content = getattr(logprobs, "content", None) if logprobs is not None else None
-        if not content:
+        where = f"{self.transport.host} (model {self.model!r})"
+        try:
+            choice = first_choice(reply, where)
+        except OpenAIRequestError as err:
+            raise ServerError(*err.args) from None
+        logprobs = choice.get("logprobs")
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if not isinstance(content, list) or not content or not isinstance(content[0], dict):
             raise ServerError(
                 f"{where}: reply holds no logprobs; the server must support logprobs with top_logprobs "
                 "(vLLM: --max-logprobs >= --top-logprobs)"
             )
         first = content[0]
-        entries = list(getattr(first, "top_logprobs", None) or [])
-        entries.append(first)  # the sampled token itself
+        entries = first.get("top_logprobs") or []
+        if not isinstance(entries, list):
+            raise ServerError(f"{where}: top_logprobs is a {type(entries).__name__}, not a list")
         top: dict[str, float] = {}
-        for entry in entries:
-            token, value = getattr(entry, "token", None), getattr(entry, "logprob", None)
+        for entry in [*entries, first]:  # the sampled token itself counts too
+            token = entry.get("token") if isinstance(entry, dict) else None
+            value = entry.get("logprob") if isinstance(entry, dict) else None
             if not isinstance(token, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ServerError(f"{where}: malformed top_logprobs entry {entry!r} (need a token and a logprob)")
+                raise ServerError(f"{where}: malformed top_logprobs entry {entry!r:.120} (need a token and a logprob)")
             if math.isnan(value) or value > 1e-6:
                 raise ServerError(f"{where}: logprob {value!r} of token {token!r} is not a log-probability")
             top[token] = max(float(value), top.get(token, -math.inf))
@@ -240,10 +234,4 @@ class OpenAICompatibleScorer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.client.close()
-
-
-def _describe_error(err: Exception) -> str:
-    status = getattr(err, "status_code", None)
-    message = str(getattr(err, "message", "") or err).splitlines()[0][:200]
-    return f"HTTP {status}: {message}" if status else f"{type(err).__name__}: {message}"
+        self.transport.close()

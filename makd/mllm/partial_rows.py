@@ -66,18 +66,33 @@ def read_partial(path: str | os.PathLike) -> PartialState:
     return state
 
 
-def settings_mismatch(saved: dict, current: dict) -> str | None:
-    """The first setting that differs between a partial file and this run, as "key: saved != current"."""
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
-            return f"{key}: {json.dumps(saved.get(key), ensure_ascii=False)[:120]} != " + json.dumps(
-                current.get(key), ensure_ascii=False
-            )[:120]
-    return None
+def settings_mismatch(saved: Any, current: Any, where: str = "") -> str | None:
+    """The first setting that differs between a partial file and this run, as "a.b.c: saved != current".
+
+    Nested settings are compared key by key, so the message names the leaf that changed (for example
+    "teacher.tiling.max_tiles: 12 != 2"), not two long, identical-looking prefixes of the parent.
+    """
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=str):
+            found = settings_mismatch(saved.get(key), current.get(key), f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    if saved == current:
+        return None
+
+    def shown(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)[:120]
+
+    return f"{where or 'settings'}: {shown(saved)} (partial file) != {shown(current)} (this run)"
 
 
 class PartialWriter:
-    """Appends rows to a partial file; `flush` pushes them to the OS so a killed process loses none."""
+    """Appends rows to a partial file; `flush` pushes them to the OS so a killed process loses none.
+
+    The file is append-only (not written through atomic_files): a kill leaves at most a cut last line,
+    which `read_partial` drops. `open` creates it with the user's umask, like every other output.
+    """
 
     def __init__(self, path: str | os.PathLike, settings: dict, state: PartialState | None = None) -> None:
         self.path = Path(path)
