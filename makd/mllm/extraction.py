@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 import makd
 from makd.artifacts import ArtifactError, questions_sha256, read_questions, sidecar_path, write_aspect_file
 from makd.atomic_files import check_output_location
+from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.data.image_ids import image_id, list_image_files
 from makd.errors import MakdError
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
@@ -205,12 +206,12 @@ def load_image(path: Path, root: Path, scorer: Scorer, views: Sequence[str] = ("
     """Decode one image and prepare each of `views`; a failure is recorded, not raised (the run goes on)."""
     key = image_id(path, root)
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
+        rgb = read_rgb(path)  # the trainer's decoder: both stages see the same pixels (16-bit PNGs included)
         if rgb.width < 1 or rgb.height < 1:
             raise ValueError("image has no pixels")
         return LoadedImage(key, path, prepared={v: scorer.prepare(VIEW_TRANSFORMS[v](rgb)) for v in views})
+    except ImageLoadError as err:
+        return LoadedImage(key, path, error=str(err)[:300])
     except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable image"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"[:300]
         return LoadedImage(key, path, error=reason)
