@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
 from makd.config import ConfigError, get_cfg, load_cfg
 from makd.config.defaults import uses_aspects, uses_teacher
 from makd.distillers import DISTILLERS, Distiller, build_distiller, distiller_class, distiller_classes
+from makd.distillers.kd import kd_loss
+from makd.distillers.logit_standardization import standardize_logits
 from makd.engine.optim import build_optimizer
+from makd.models.teacher import TeacherError, teacher_from_config
+
+OFFICIAL = Path("/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo")
 
 
 class TinyNet(torch.nn.Module):
@@ -95,3 +105,147 @@ def test_set_epoch_and_the_head_width_of_the_baselines():
     assert base.epoch == 7 and base.num_aspects == 0
     makd = build_distiller(load_cfg(None), TinyNet(5), 3, 2)
     assert makd.num_aspects == 2 and type(makd).head_outputs(3, 2) == 5
+
+
+# --- KD ------------------------------------------------------------------------------------------------
+
+
+def softmax(values: list[float]) -> list[float]:
+    exps = [math.exp(v) for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+def kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+
+
+STUDENT_LOGITS = [[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]
+TEACHER_LOGITS = [[2.0, 1.0, 0.0], [1.0, 0.0, -1.0]]
+
+
+def test_kd_loss_hand_value_with_temperature_scaling():
+    s, t = torch.tensor(STUDENT_LOGITS), torch.tensor(TEACHER_LOGITS)
+    for temperature in (1.0, 2.0, 4.0):
+        per_sample = [
+            kl(softmax([v / temperature for v in tr]), softmax([v / temperature for v in sr]))
+            for sr, tr in zip(STUDENT_LOGITS, TEACHER_LOGITS)
+        ]
+        expected = temperature**2 * sum(per_sample) / 2
+        assert kd_loss(s, t, temperature).item() == pytest.approx(expected, rel=1e-5)
+    assert kd_loss(t, t, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_logit_standardisation_hand_values_and_invariance():
+    z = standardize_logits(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    root = math.sqrt(1.5)  # (z - 2) / sqrt(2/3), the population std
+    assert z[0].tolist() == pytest.approx([-root, 0.0, root], rel=1e-5) and z[1].tolist() == [0.0, 0.0, 0.0]
+    s, t = torch.tensor(STUDENT_LOGITS), torch.tensor(TEACHER_LOGITS)
+
+    # KD on standardised logits, by hand: z-score each row, then T = 2.
+    def zscore(row):
+        mean = sum(row) / len(row)
+        std = math.sqrt(sum((v - mean) ** 2 for v in row) / len(row))
+        return [(v - mean) / std for v in row]
+
+    per_sample = [
+        kl(softmax([v / 2 for v in zscore(tr)]), softmax([v / 2 for v in zscore(sr)]))
+        for sr, tr in zip(STUDENT_LOGITS, TEACHER_LOGITS)
+    ]
+    assert kd_loss(s, t, 2.0, logit_stand=True).item() == pytest.approx(4 * sum(per_sample) / 2, rel=1e-5)
+    # Only the logits' shape matters: any shift and positive scale of the teacher gives the same loss.
+    assert kd_loss(s, 10 * t - 3, 2.0, True).item() == pytest.approx(kd_loss(s, t, 2.0, True).item(), rel=1e-5)
+    assert kd_loss(s, 10 * t - 3, 2.0).item() != pytest.approx(kd_loss(s, t, 2.0).item(), rel=1e-2)
+
+
+def test_kd_distiller_weights_its_terms_and_reads_its_config_group():
+    cfg = get_cfg()
+    assert (cfg.KD.TEMPERATURE, cfg.KD.LOSS.CE_WEIGHT, cfg.KD.LOSS.KD_WEIGHT, cfg.KD.LOGIT_STAND) == (
+        4,
+        0.1,
+        0.9,
+        False,
+    )
+    cfg = load_cfg(None, ["DISTILLER.TYPE", "KD", "KD.LOSS.CE_WEIGHT", "0.5", "KD.TEMPERATURE", "2"])
+    assert uses_teacher(cfg) and not uses_aspects(cfg)
+    torch.manual_seed(0)
+    student, teacher = TinyNet(3), TinyNet(3)
+    kd = build_distiller(cfg, student, 3, 0, teacher)
+    assert kd.name == "KD" and kd.temperature == 2.0
+    batch = {"image": torch.randn(6, 4), "label": torch.tensor([0, 1, 2, 0, 1, 2])}
+    kd.train()
+    torch.manual_seed(1)
+    logits, losses = kd(batch)
+    torch.manual_seed(1)
+    again = student(batch["image"])  # same dropout draw
+    with torch.no_grad():
+        target = teacher(batch["image"])
+    assert torch.equal(logits, again) and set(losses) == {"loss_ce", "loss_kd"}
+    ce = torch.nn.functional.cross_entropy(again, batch["label"])
+    assert losses["loss_ce"].item() == pytest.approx(0.5 * ce.item(), rel=1e-6)
+    assert losses["loss_kd"].item() == pytest.approx(0.9 * kd_loss(again, target, 2.0).item(), rel=1e-6)
+    stand = load_cfg(None, ["DISTILLER.TYPE", "KD", "KD.LOGIT_STAND", "True", "KD.BASE_TEMPERATURE", "3"])
+    assert build_distiller(stand, TinyNet(3), 3, 0, TinyNet(3)).temperature == 3.0
+    with pytest.raises(ConfigError, match="KD.TEMPERATURE must be > 0"):
+        load_cfg(None, ["DISTILLER.TYPE", "KD", "KD.TEMPERATURE", "0"])
+    with pytest.raises(TeacherError, match="DISTILLER.TYPE KD needs a CNN teacher: set DISTILLER.TEACHER"):
+        teacher_from_config(load_cfg(None, ["DISTILLER.TYPE", "KD"]), 3)
+
+
+@pytest.mark.skipif(not OFFICIAL.is_dir(), reason="official MaKD mirror not present")
+def test_official_kd_yaml_loads_with_its_teacher_named(tmp_path):
+    text = subprocess.run(
+        ["git", "-C", str(OFFICIAL), "show", "HEAD:configs/cifar100/kd.yaml"], capture_output=True, text=True
+    ).stdout
+    assert 'TYPE: "KD"' in text
+    file = tmp_path / "kd.yaml"
+    file.write_text(text)
+    cfg = load_cfg(str(file))
+    assert cfg.DISTILLER.TEACHER == "resnet32x4" and cfg.KD.TEMPERATURE == 4.0
+
+
+# --- end to end: a teacher trained by the same command, then KD, then exact resume ------------------------
+
+FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]
+METRIC_KEYS = ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last", "teacher_test_top1")
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
+    from makd.engine.cli import train_main
+
+    config, root = str(release_dataset["config"]), release_dataset["root"]
+    teacher_dir = root / "teacher"
+    common = [*FAST, "SOLVER.EPOCHS", "2"]
+    assert train_main([config, *common, "DISTILLER.TYPE", "NONE", "OUTPUT_DIR", str(teacher_dir)]) == 0
+    kd = [
+        *common,
+        "DISTILLER.TYPE", "KD",
+        "DISTILLER.TEACHER", "resnet8x4",
+        "DISTILLER.TEACHER_CHECKPOINT", str(teacher_dir / "student.pth"),
+        "DISTILLER.STUDENT", "resnet20",
+    ]  # fmt: skip
+    assert train_main([config, *kd, "OUTPUT_DIR", str(root / "unbroken")]) == 0
+    summary = _summary(root / "unbroken")
+    assert summary["distiller"] == "KD" and summary["num_aspects"] == 0
+    # Measured once, on the same test split and view: the teacher run's own last test top-1.
+    assert summary["teacher_test_top1"] == _summary(teacher_dir)["test_top1_last"]
+    rows = [json.loads(line) for line in (root / "unbroken" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_loss_kd"] > 0 and r["train_loss_ce"] > 0 for r in rows)
+    assert torch.load(root / "unbroken" / "student.pth", weights_only=False)["num_outputs"] == 3
+
+    broken = root / "broken"
+    assert train_main([config, *kd, "OUTPUT_DIR", str(broken), "--stop-after-epoch", "1"]) == 0
+    assert train_main([config, *kd, "OUTPUT_DIR", str(broken), "--resume"]) == 0
+    assert {k: _summary(broken)[k] for k in METRIC_KEYS} == {k: summary[k] for k in METRIC_KEYS}
+    a = torch.load(broken / "student.pth", weights_only=False)["model"]
+    b = torch.load(root / "unbroken" / "student.pth", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # Precomputed teacher logits (eval view, once): same teacher score, a different (augmentation-free) target.
+    pre = root / "precomputed"
+    assert train_main([config, *kd, "DISTILLER.TEACHER_PRECOMPUTE", "True", "OUTPUT_DIR", str(pre)]) == 0
+    assert _summary(pre)["teacher_test_top1"] == summary["teacher_test_top1"]
+    assert _summary(pre)["test_top1_last"] >= 0.0
