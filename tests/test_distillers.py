@@ -13,8 +13,10 @@ import torch
 from makd.config import ConfigError, get_cfg, load_cfg
 from makd.config.defaults import uses_aspects, uses_teacher
 from makd.distillers import DISTILLERS, Distiller, build_distiller, distiller_class, distiller_classes
+from makd.distillers.dkd import dkd_losses, dkd_terms, dkd_warmup_factor
 from makd.distillers.kd import kd_loss
 from makd.distillers.logit_standardization import standardize_logits
+from makd.distillers.losses import makd_losses
 from makd.engine.optim import build_optimizer
 from makd.models.teacher import TeacherError, teacher_from_config
 
@@ -203,6 +205,92 @@ def test_official_kd_yaml_loads_with_its_teacher_named(tmp_path):
     assert cfg.DISTILLER.TEACHER == "resnet32x4" and cfg.KD.TEMPERATURE == 4.0
 
 
+# --- DKD, MaKD_KD, MaKD_DKD ---------------------------------------------------------------------------
+
+LABELS = [1, 2]
+
+
+def hand_dkd(temperature: float) -> tuple[float, float]:
+    """TCKD and NCKD of STUDENT_LOGITS vs TEACHER_LOGITS with LABELS, from their definitions."""
+    tckd = nckd = 0.0
+    for srow, trow, y in zip(STUDENT_LOGITS, TEACHER_LOGITS, LABELS):
+        ps, pt = softmax([v / temperature for v in srow]), softmax([v / temperature for v in trow])
+        tckd += kl([pt[y], 1 - pt[y]], [ps[y], 1 - ps[y]])
+        others = [j for j in range(3) if j != y]
+        nckd += kl(softmax([trow[j] / temperature for j in others]), softmax([srow[j] / temperature for j in others]))
+    return temperature**2 * tckd / 2, temperature**2 * nckd / 2
+
+
+def test_dkd_terms_hand_values_and_the_decomposition_of_kd():
+    s, t, y = torch.tensor(STUDENT_LOGITS), torch.tensor(TEACHER_LOGITS), torch.tensor(LABELS)
+    for temperature in (1.0, 4.0):
+        tckd, nckd = dkd_terms(s, t, y, temperature)
+        expected_tckd, expected_nckd = hand_dkd(temperature)
+        assert tckd.item() == pytest.approx(expected_tckd, rel=1e-5)
+        assert nckd.item() == pytest.approx(expected_nckd, rel=1e-5)
+    # The paper's identity, per sample: KD = TCKD + (1 - p_target of the teacher) x NCKD.
+    for i in range(2):
+        tckd, nckd = dkd_terms(s[i : i + 1], t[i : i + 1], y[i : i + 1], 2.0)
+        p_target = softmax([v / 2 for v in TEACHER_LOGITS[i]])[LABELS[i]]
+        kd = kd_loss(s[i : i + 1], t[i : i + 1], 2.0)
+        assert kd.item() == pytest.approx((tckd + (1 - p_target) * nckd).item(), rel=1e-5)
+    losses = dkd_losses(s, t, y, alpha=1.0, beta=8.0, temperature=4.0, warmup_factor=0.25)
+    expected_tckd, expected_nckd = hand_dkd(4.0)
+    assert losses["loss_tckd"].item() == pytest.approx(0.25 * expected_tckd, rel=1e-5)
+    assert losses["loss_nckd"].item() == pytest.approx(0.25 * 8.0 * expected_nckd, rel=1e-5)
+    # A confident teacher (p_target ~ 1) keeps TCKD finite.
+    sure = torch.tensor([[0.0, 60.0, 0.0]])
+    assert torch.isfinite(torch.stack(dkd_terms(sure, sure * 0.9, torch.tensor([1]), 1.0))).all()
+
+
+def test_dkd_warm_up_follows_the_epoch():
+    assert [dkd_warmup_factor(e, 20) for e in (1, 10, 20, 21)] == [0.05, 0.5, 1.0, 1.0]
+    assert dkd_warmup_factor(1, 0) == 1.0
+    cfg = load_cfg(None, ["DISTILLER.TYPE", "DKD", "DKD.WARMUP", "4"])
+    assert (cfg.DKD.CE_WEIGHT, cfg.DKD.ALPHA, cfg.DKD.BETA, cfg.DKD.T) == (1.0, 1.0, 8.0, 4.0)
+    assert get_cfg().DKD.WARMUP == 20
+    torch.manual_seed(0)
+    dkd = build_distiller(cfg, TinyNet(3), 3, 0, TinyNet(3)).eval()
+    batch = {"image": torch.randn(4, 4), "label": torch.tensor([0, 1, 2, 1])}
+    full = {}
+    for epoch, factor in ((0, 0.25), (1, 0.5), (3, 1.0), (9, 1.0)):
+        dkd.set_epoch(epoch)  # the trainer's 0-based epoch: the first epoch counts as 1
+        _, losses = dkd(batch)
+        full = full or {k: v / factor for k, v in losses.items() if k != "loss_ce"}
+        for key in ("loss_tckd", "loss_nckd"):
+            assert losses[key].item() == pytest.approx(factor * full[key].item(), rel=1e-5)
+    with torch.no_grad():
+        logits = dkd.student(batch["image"])
+        tckd, nckd = dkd_terms(logits, dkd.teacher(batch["image"]), batch["label"], 4.0)
+    assert full["loss_tckd"].item() == pytest.approx(tckd.item(), rel=1e-5)
+    assert full["loss_nckd"].item() == pytest.approx(8.0 * nckd.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="DKD.WARMUP must be >= 0"):
+        load_cfg(None, ["DISTILLER.TYPE", "DKD", "DKD.WARMUP", "-1"])
+
+
+@pytest.mark.parametrize("method", ["MaKD_KD", "MaKD_DKD"])
+def test_makd_with_kd_or_dkd_adds_the_teacher_term_to_makd_terms(method):
+    cfg = load_cfg(None, ["DISTILLER.TYPE", method, "MaKD.ALPHA", "2.0", "KD.LOSS.KD_WEIGHT", "0.5", "DKD.BETA", "2"])
+    assert uses_aspects(cfg) and uses_teacher(cfg)
+    torch.manual_seed(0)
+    distiller = build_distiller(cfg, TinyNet(3 + 2), 3, 2, TinyNet(3)).eval()
+    assert distiller.head_outputs(3, 2) == 5
+    batch = {"image": torch.randn(4, 4), "label": torch.tensor([0, 1, 2, 1]), "aspects": torch.rand(4, 2)}
+    distiller.set_epoch(19)  # past DKD's 20-epoch warm-up
+    class_logits, losses = distiller(batch)
+    with torch.no_grad():
+        logits, teacher = distiller.student(batch["image"]), distiller.teacher(batch["image"])
+    assert torch.equal(class_logits, logits[:, :3])
+    expected = makd_losses(logits, batch["label"], batch["aspects"], 3, 1.0, 2.0)
+    if method == "MaKD_KD":
+        expected["loss_kd"] = 0.5 * kd_loss(logits[:, :3], teacher, 4.0)
+    else:
+        expected.update(dkd_losses(logits[:, :3], teacher, batch["label"], 1.0, 2.0, 4.0))
+    assert set(losses) == set(expected)
+    for key, value in expected.items():
+        assert losses[key].item() == pytest.approx(value.item(), rel=1e-5), key
+
+
 # --- end to end: a teacher trained by the same command, then KD, then exact resume ------------------------
 
 FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]
@@ -243,6 +331,15 @@ def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
     a = torch.load(broken / "student.pth", weights_only=False)["model"]
     b = torch.load(root / "unbroken" / "student.pth", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # MaKD_KD with the same teacher: C + Q head, all three terms logged, the same teacher score.
+    makd_kd = root / "makd_kd"
+    assert train_main([config, *kd, "DISTILLER.TYPE", "MaKD_KD", "OUTPUT_DIR", str(makd_kd)]) == 0
+    assert _summary(makd_kd)["teacher_test_top1"] == summary["teacher_test_top1"]
+    assert _summary(makd_kd)["num_aspects"] == 5
+    assert torch.load(makd_kd / "student.pth", weights_only=False)["num_outputs"] == 3 + 5
+    row = json.loads((makd_kd / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(row[f"train_loss_{k}"] > 0 for k in ("ce", "aspect", "kd"))
 
     # Precomputed teacher logits (eval view, once): same teacher score, a different (augmentation-free) target.
     pre = root / "precomputed"
