@@ -346,3 +346,19 @@ def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
     assert train_main([config, *kd, "DISTILLER.TEACHER_PRECOMPUTE", "True", "OUTPUT_DIR", str(pre)]) == 0
     assert _summary(pre)["teacher_test_top1"] == summary["teacher_test_top1"]
     assert _summary(pre)["test_top1_last"] >= 0.0
+
+
+def test_shipped_teacher_configs_point_at_the_run_that_trains_their_teacher():
+    from makd.engine.trainer import run_dir_of
+
+    repo = Path(__file__).resolve().parents[1]
+    configs = {p: load_cfg(str(p)) for p in sorted((repo / "configs").rglob("*.yaml")) if not p.name.startswith("_")}
+    trains = {
+        str(run_dir_of(cfg) / "student.pth"): cfg.DISTILLER.STUDENT
+        for cfg in configs.values()
+        if cfg.DISTILLER.TYPE == "NONE"
+    }
+    with_teacher = {p: cfg for p, cfg in configs.items() if uses_teacher(cfg)}
+    assert len(with_teacher) >= 6 + 3 * 8  # CIFAR-100: 2 pairs x (KD, DKD, MaKD_KD); fine-grained: 8 sets x 3
+    for path, cfg in with_teacher.items():
+        assert trains.get(str(Path(cfg.DISTILLER.TEACHER_CHECKPOINT))) == cfg.DISTILLER.TEACHER, path
