@@ -90,3 +90,36 @@ def test_teacher_only_for_methods_that_need_one_and_precomputed_rows(tmp_path, n
     dataset = [{"image": images[i], "label": 0} for i in range(5)]
     table = precompute_teacher_logits(teacher, dataset, batch_size=2, device=torch.device("cpu"))
     assert table.shape == (5, C) and torch.allclose(table, logits_of(teacher, images), atol=1e-5)
+
+
+def test_demo_trains_its_teacher_once_and_distills_from_it(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "demo.py"
+    spec = importlib.util.spec_from_file_location("tool_demo_methods", path)
+    demo_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_tool)
+    data, out = tmp_path / "data", tmp_path / "runs"
+    argv = ["--data", str(data), "--out", str(out), "--train-per-class", "2", "--test-per-class", "1",
+            "--epochs", "1", "DATASET.CACHE_IMAGES", "False", "SOLVER.BATCH_SIZE", "16"]  # fmt: skip
+    assert demo_tool.main([*argv, "--runs", "kd,makd_kd"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    assert [row["run"] for row in result["rows"]] == ["teacher", "kd", "makd_kd"]
+    teacher = json.loads((out / "teacher" / "summary.json").read_text())
+    assert teacher["distiller"] == "NONE" and teacher["student"] == "wrn_40_2"
+    for row in result["rows"][1:]:
+        summary = json.loads((out / row["run"] / "summary.json").read_text())
+        assert summary["teacher_test_top1"] == teacher["test_top1_last"]
+        assert summary["num_aspects"] == (16 if row["run"] == "makd_kd" else 0)
+        assert next(x for x in printed.splitlines() if x.startswith(f"| {row['run']} |"))
+    assert "| teacher | wrn_40_2 | NONE |" in printed
+    stamp = (out / "teacher" / "student.pth").stat().st_mtime_ns
+    # Reused while its config is unchanged; retrained when it changes.
+    assert demo_tool.main([*argv, "--runs", "kd"]) == 0
+    assert "already trained with this config: reused" in capsys.readouterr().out
+    assert (out / "teacher" / "student.pth").stat().st_mtime_ns == stamp
+    assert demo_tool.main([*argv, "--runs", "kd", "SOLVER.LR", "0.01"]) == 0
+    assert "trained with another config: training it again" in capsys.readouterr().out
