@@ -301,9 +301,20 @@ def _summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
-    from makd.engine.cli import train_main
+def load_train_tool():
+    """tools/our_train.py itself (what a user runs), imported from its path."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location(
+        "tool_our_train", Path(__file__).resolve().parents[1] / "tools/our_train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
+    train_main = load_train_tool()
     config, root = str(release_dataset["config"]), release_dataset["root"]
     teacher_dir = root / "teacher"
     common = [*FAST, "SOLVER.EPOCHS", "2"]
@@ -334,16 +345,26 @@ def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
 
     # MaKD_KD with the same teacher: C + Q head, all three terms logged, the same teacher score.
     makd_kd = root / "makd_kd"
-    assert train_main([config, *kd, "DISTILLER.TYPE", "MaKD_KD", "OUTPUT_DIR", str(makd_kd)]) == 0
+    assert train_main([config, *kd, "DISTILLER.TYPE", "MaKD_KD", "SOLVER.EPOCHS", "1", "OUTPUT_DIR", str(makd_kd)]) == 0
     assert _summary(makd_kd)["teacher_test_top1"] == summary["teacher_test_top1"]
     assert _summary(makd_kd)["num_aspects"] == 5
     assert torch.load(makd_kd / "student.pth", weights_only=False)["num_outputs"] == 3 + 5
     row = json.loads((makd_kd / "metrics.jsonl").read_text().splitlines()[-1])
     assert all(row[f"train_loss_{k}"] > 0 for k in ("ce", "aspect", "kd"))
 
+    # DKD and MaKD_DKD through the same command: their terms are logged.
+    for method, terms in (("DKD", ("ce", "tckd", "nckd")), ("MaKD_DKD", ("ce", "aspect", "tckd", "nckd"))):
+        out = root / method
+        assert train_main([config, *kd, "DISTILLER.TYPE", method, "SOLVER.EPOCHS", "1", "OUTPUT_DIR", str(out)]) == 0
+        row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        assert all(row[f"train_loss_{k}"] > 0 for k in terms), row
+
     # Precomputed teacher logits (eval view, once): same teacher score, a different (augmentation-free) target.
     pre = root / "precomputed"
-    assert train_main([config, *kd, "DISTILLER.TEACHER_PRECOMPUTE", "True", "OUTPUT_DIR", str(pre)]) == 0
+    assert (
+        train_main([config, *kd, "DISTILLER.TEACHER_PRECOMPUTE", "True", "SOLVER.EPOCHS", "1", "OUTPUT_DIR", str(pre)])
+        == 0
+    )
     assert _summary(pre)["teacher_test_top1"] == summary["teacher_test_top1"]
     assert _summary(pre)["test_top1_last"] >= 0.0
 
