@@ -16,7 +16,7 @@ from tqdm import tqdm
 import makd
 from makd.artifacts import atomic_write_json, atomic_write_text
 from makd.config import ConfigError, load_cfg
-from makd.config.defaults import uses_aspects
+from makd.config.defaults import distiller_of
 from makd.data.build import DataBundle, build_data
 from makd.distillers import build_distiller
 from makd.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -297,9 +297,12 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     run_dir = prepare_run_dir(cfg, resume, overwrite, info)
 
     data = build_data(cfg)
-    num_aspects = data.num_aspects if uses_aspects(cfg) else 0
+    method = distiller_of(cfg)  # the registered method declares what it needs and its head width
+    num_aspects = data.num_aspects if method.needs_aspects else 0
     student = build_student(
-        cfg.DISTILLER.STUDENT, data.num_classes + num_aspects, pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED
+        cfg.DISTILLER.STUDENT,
+        method.head_outputs(data.num_classes, num_aspects),
+        pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
     )
     teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
     distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher).to(device)
@@ -316,6 +319,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     if teacher is not None:  # measured once per process start (deterministic: frozen teacher, eval view)
         teacher_top1 = evaluate(distiller.teacher, eval_loaders["test"], data.num_classes, device, info)["top1"]
         if cfg.DISTILLER.TEACHER_PRECOMPUTE:
+            # the training images on the test-time view (no augmentation), in index order
             eval_view = type(data.train)(data.train.index, data.test.transform, None, 0)
             distiller.set_precomputed_teacher_logits(
                 precompute_teacher_logits(distiller.teacher, eval_view, cfg.DATASET.TEST.BATCH_SIZE, device)
