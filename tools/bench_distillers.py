@@ -25,13 +25,14 @@ from makd.models import build_student  # noqa: E402
 from makd.models.teacher import ClassLogitsTeacher  # noqa: E402
 
 
-def time_steps(distiller, batches: list[dict], device: torch.device) -> float:
-    """Seconds for one optimizer step per batch of `batches` (after they ran once as warm-up elsewhere)."""
+def time_steps(distiller, batches: list[dict], device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds per optimizer step over `batches`. CPU time is what a loaded machine
+    distorts least: other jobs stretch the wall clock, not this process's own compute."""
     optimizer = torch.optim.SGD(list(distiller.learnable_parameters()), lr=0.01, momentum=0.9)
     distiller.train()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for batch in batches:
         _, losses = distiller(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -39,7 +40,7 @@ def time_steps(distiller, batches: list[dict], device: torch.device) -> float:
         optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / len(batches)
+    return (time.perf_counter() - start) / len(batches), (time.process_time() - cpu_start) / len(batches)
 
 
 def main(argv=None) -> int:
@@ -81,22 +82,28 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         none_times.append(time_steps(baseline, batches, device))
         kd_times.append(time_steps(kd, batches, device))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for batch in batches:
                 kd.teacher_logits(batch)
-        teacher_times.append((time.perf_counter() - start) / len(batches))
-    none_ms, kd_ms = 1000 * statistics.median(none_times), 1000 * statistics.median(kd_times)
-    teacher_ms = 1000 * statistics.median(teacher_times)
+        n = len(batches)
+        teacher_times.append(((time.perf_counter() - start) / n, (time.process_time() - cpu_start) / n))
+
+    def median_ms(times: list[tuple[float, float]], which: int) -> float:
+        return 1000 * statistics.median(t[which] for t in times)
+
     params = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
     print(
         f"student {args.student} ({params(baseline.student):.2f} M params), teacher {args.teacher} "
         f"({params(teacher):.2f} M), batch {args.batch} x {args.size} px, {args.classes} classes, {device}, "
         f"{torch.get_num_threads()} threads, median of {args.rounds} rounds x {args.steps} steps"
     )
-    print(f"NONE  {none_ms:8.1f} ms/step")
-    print(f"KD    {kd_ms:8.1f} ms/step   (teacher forward alone {teacher_ms:.1f} ms/step)")
-    print(f"ratio KD / NONE = {kd_ms / none_ms:.2f}")
+    for which, clock in ((0, "wall"), (1, "process CPU")):
+        none_ms, kd_ms = median_ms(none_times, which), median_ms(kd_times, which)
+        print(
+            f"{clock:>11}: NONE {none_ms:8.1f} ms/step | KD {kd_ms:8.1f} ms/step | teacher forward alone "
+            f"{median_ms(teacher_times, which):7.1f} ms/step | ratio KD / NONE = {kd_ms / none_ms:.2f}"
+        )
     return 0
 
 
