@@ -16,7 +16,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 
 def distiller_classes() -> list[type[Distiller]]:
-    """Every registered method once (aliases collapsed), in registration order."""
+    """Every registered method once (aliases collapsed), ordered by registered name."""
     return list(dict.fromkeys(DISTILLERS.get(name) for name in DISTILLERS.names()))
 
 
