@@ -83,3 +83,31 @@ def test_distillers_return_class_logits_and_named_losses():
     assert class_logits.shape == (6, 3) and set(losses) == {"loss_ce"}
     expected = torch.nn.functional.cross_entropy(base.student(images), labels)
     assert losses["loss_ce"].item() == pytest.approx(expected.item())
+
+
+def test_aspect_bce_mask_averages_over_supervised_entries_only():
+    logits = torch.tensor([[2.0, 0.0], [1.0, -3.0]])
+    targets = torch.tensor([[1.0, 0.3], [0.7363, 0.0]])
+    # Unmasked: the plain mean over the 4 entries (the default keeps today's numbers).
+    assert aspect_bce(logits, targets, None).item() == pytest.approx(aspect_bce(logits, targets).item())
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    s, t = 1 / (1 + math.exp(-1)), 0.7363
+    expected = (math.log1p(math.exp(-2)) - (t * math.log(s) + (1 - t) * math.log(1 - s))) / 2
+    assert aspect_bce(logits, targets, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert aspect_bce(logits, targets, torch.zeros(2, 2)).item() == 0.0  # nothing supervised: no loss
+    losses = makd_losses(torch.cat([torch.zeros(2, 3), logits], 1), torch.tensor([0, 1]), targets, 3, mask=mask)
+    assert losses["loss_aspect"].item() == pytest.approx(4.0 * expected, rel=1e-6)
+
+
+def test_makd_distiller_ignores_masked_nan_targets():
+    cfg = load_cfg(None)
+    makd = build_distiller(cfg, LinearStudent(3 + 2), num_classes=3, num_aspects=2)
+    images, labels = torch.randn(2, 4), torch.tensor([0, 2])
+    aspects = torch.tensor([[0.9, float("nan")], [0.2, 0.4]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    _, losses = makd.forward_train({"image": images, "label": labels, "aspects": aspects, "aspect_mask": mask})
+    logits = makd.student(images)[:, 3:]
+    expected = aspect_bce(logits, torch.nan_to_num(aspects), mask) * 4.0
+    assert torch.isfinite(losses["loss_aspect"]) and losses["loss_aspect"].item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="NaN aspect targets"):
+        makd.forward_train({"image": images, "label": labels, "aspects": aspects, "aspect_mask": torch.ones(2, 2)})

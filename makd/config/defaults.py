@@ -61,8 +61,18 @@ _C.DATASET.TEST = CN()
 _C.DATASET.TEST.BATCH_SIZE = 64  # evaluation batch size (never drops the last batch)
 
 _C.DISTILLER = CN()
-_C.DISTILLER.TYPE = "MaKD"  # "MaKD" (CE + aspect BCE) or "NONE" (cross-entropy baseline)
-_C.DISTILLER.TEACHER = "InternVL2-8B"  # recorded only: the teacher's knowledge is in ASPECT_JSON
+# The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
+# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD". Each method adds its own
+# key group (KD.*, DKD.*) to this tree through its module's add_config.
+_C.DISTILLER.TYPE = "MaKD"
+# The teacher. For methods with a CNN teacher (KD, DKD, MaKD_KD, MaKD_DKD): its architecture, any student
+# name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
+_C.DISTILLER.TEACHER = "InternVL2-8B"
+# (new) the CNN teacher's local weights: a makd student.pth, a training checkpoint or a plain state_dict
+_C.DISTILLER.TEACHER_CHECKPOINT = ""
+# (new) run the teacher once per training image on the test-time view before training and reuse those
+# logits (for a large teacher); off = the online teacher on the same augmented view as the student
+_C.DISTILLER.TEACHER_PRECOMPUTE = False
 _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNetV1 or a CIFAR-style net
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
@@ -101,8 +111,13 @@ _C.LOG.EVAL_FREQ = 1  # (new) evaluate every this many epochs (and always on the
 
 
 def get_cfg() -> CN:
-    """A fresh copy of the defaults (never the shared global)."""
-    return _C.clone()
+    """A fresh copy of the defaults (never the shared global), with every registered method's key group."""
+    from makd.distillers import distiller_classes  # late: the distillers import this module's ConfigError
+
+    cfg = _C.clone()
+    for method in distiller_classes():
+        method.add_config(cfg)
+    return cfg
 
 
 def _read_yaml(path: str) -> dict:
@@ -211,12 +226,25 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
     return cfg
 
 
-DISTILLER_TYPES = ("MaKD", "NONE")
+def distiller_of(cfg: CN):
+    """The registered class of cfg.DISTILLER.TYPE; an unknown name is a one-line ConfigError listing the methods."""
+    from makd.distillers import distiller_class
+    from makd.registry import UnknownNameError
+
+    try:
+        return distiller_class(cfg.DISTILLER.TYPE)
+    except UnknownNameError as err:
+        raise ConfigError(str(err)) from None
 
 
 def uses_aspects(cfg: CN) -> bool:
-    """Whether the configured distiller trains on aspect targets (and so widens the head by Q)."""
-    return cfg.DISTILLER.TYPE.upper() == "MAKD"
+    """Whether the configured distiller trains on aspect targets (and so widens the head by Q); asks the registry."""
+    return distiller_of(cfg).needs_aspects
+
+
+def uses_teacher(cfg: CN) -> bool:
+    """Whether the configured distiller needs a CNN teacher (DISTILLER.TEACHER + TEACHER_CHECKPOINT)."""
+    return distiller_of(cfg).needs_teacher
 
 
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
@@ -224,8 +252,8 @@ TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
 
 def check_cfg(cfg: CN) -> None:
     """Checks that need no data; each failure is one line naming the key and the fix."""
-    if cfg.DISTILLER.TYPE.upper() not in {t.upper() for t in DISTILLER_TYPES}:
-        raise ConfigError(f"DISTILLER.TYPE {cfg.DISTILLER.TYPE!r} is unknown; use one of {', '.join(DISTILLER_TYPES)}")
+    method = distiller_of(cfg)
+    method.check_config(cfg)
     if cfg.MaKD.TARGETS not in TARGET_MODES:
         raise ConfigError(f"MaKD.TARGETS {cfg.MaKD.TARGETS!r} is unknown; use one of {', '.join(TARGET_MODES)}")
     if cfg.DATASET.MISSING_ASPECTS not in ("error", "drop"):
@@ -240,8 +268,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"DATASET.VAL_FRACTION must be in [0, 1), got {cfg.DATASET.VAL_FRACTION}")
     if cfg.SOLVER.EPOCHS < 1 or cfg.SOLVER.BATCH_SIZE < 1:
         raise ConfigError("SOLVER.EPOCHS and SOLVER.BATCH_SIZE must be >= 1")
-    if cfg.DISTILLER.TYPE.upper() == "MAKD" and cfg.MaKD.ASPECT_NUM < 1:
-        raise ConfigError("MaKD.ASPECT_NUM must be >= 1 for DISTILLER.TYPE MaKD")
+    if method.needs_aspects and cfg.MaKD.ASPECT_NUM < 1:
+        raise ConfigError(f"MaKD.ASPECT_NUM must be >= 1 for DISTILLER.TYPE {method.name}")
     train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
     if train and test and os.path.realpath(train) == os.path.realpath(test) and not cfg.DATASET.TEST_SPLIT_FILE:
         raise ConfigError(

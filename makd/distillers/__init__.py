@@ -1,29 +1,37 @@
-"""Distillers by name: each returns (class_logits, {loss_name: tensor}) from forward_train."""
+"""Distillers by name. Every module of this package is imported here, so each registers itself in DISTILLERS.
+
+Adding a method is one new module (a registered Distiller subclass) plus its tests; nothing else lists methods.
+"""
 
 from __future__ import annotations
 
-from makd.distillers.base import Distiller
-from makd.distillers.ce import CrossEntropyBaseline
-from makd.distillers.makd import MultiAspectDistiller
-from makd.registry import Registry
+import importlib
+import pkgutil
 
-DISTILLERS: Registry = Registry("distiller")
+from makd.distillers.base import DISTILLERS, Distiller
+from makd.registry import UnknownNameError
 
-
-@DISTILLERS.register("NONE", "CE")
-def _build_baseline(cfg, student, num_classes: int, num_aspects: int) -> Distiller:
-    return CrossEntropyBaseline(student, num_classes, ce_weight=cfg.MaKD.CE_WEIGHT)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
-@DISTILLERS.register("MaKD")
-def _build_makd(cfg, student, num_classes: int, num_aspects: int) -> Distiller:
-    return MultiAspectDistiller(
-        student, num_classes, num_aspects, cfg.MaKD.CE_WEIGHT, cfg.MaKD.ALPHA, cfg.MaKD.TEMPERATURE
-    )
+def distiller_classes() -> list[type[Distiller]]:
+    """Every registered method once (aliases collapsed), ordered by registered name."""
+    return list(dict.fromkeys(DISTILLERS.get(name) for name in DISTILLERS.names()))
 
 
-def build_distiller(cfg, student, num_classes: int, num_aspects: int) -> Distiller:
-    return DISTILLERS.get(cfg.DISTILLER.TYPE)(cfg, student, num_classes, num_aspects)
+def distiller_class(name: str) -> type[Distiller]:
+    """The registered class of DISTILLER.TYPE `name`; unknown -> UnknownNameError listing the methods."""
+    if name not in DISTILLERS:
+        raise UnknownNameError(
+            f"DISTILLER.TYPE {name!r} is unknown; use one of {', '.join(cls.name for cls in distiller_classes())}"
+        )
+    return DISTILLERS.get(name)
 
 
-__all__ = ["DISTILLERS", "Distiller", "build_distiller"]
+def build_distiller(cfg, student, num_classes: int, num_aspects: int, teacher=None) -> Distiller:
+    """The configured method around `student` (head already C or C + Q wide) and the optional frozen teacher."""
+    return distiller_class(cfg.DISTILLER.TYPE).from_config(cfg, student, num_classes, num_aspects, teacher)
+
+
+__all__ = ["DISTILLERS", "Distiller", "build_distiller", "distiller_class", "distiller_classes"]

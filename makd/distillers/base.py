@@ -1,25 +1,105 @@
-"""The distiller contract: training returns class logits and a dict of named losses the trainer sums."""
+"""The distiller contract: what a method declares, the optional frozen teacher, and forward_train(batch).
+
+A method is one module in this package: a Distiller subclass registered in DISTILLERS by name, whose
+class attributes say what it needs (aspect rows, class-level targets, a CNN teacher) and how wide the
+student head is, with its own config group (`add_config(cfg)`, detectron2's add_*_config style) and
+checks (`check_config(cfg)`). The package imports every module in it, so nothing else lists methods.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from makd.registry import Registry
+
+DISTILLERS: Registry = Registry("distiller")
+
 
 class Distiller(nn.Module):
-    """Wraps the student. Subclasses implement `forward_train(batch)`.
+    """Wraps the student (and an optional frozen teacher). Subclasses implement `forward_train(batch)`.
 
     `batch` is the collated dict of the training dataset: "image" [B, 3, H, W], "label" [B] int64,
     "aspects" [B, Q] float (NaN where an image has no row), "index" [B] (positions in the split),
-    plus any keys a view policy adds. `forward(batch)` is `forward_train` so that
-    DistributedDataParallel, which only hooks `forward`, sees the training pass.
+    plus any keys a view policy adds (e.g. "aspect_mask" [B, Q] in {0, 1}). `forward(batch)` is
+    `forward_train` so that DistributedDataParallel, which only hooks `forward`, sees the training pass.
     """
 
-    def __init__(self, student: nn.Module, num_classes: int, num_aspects: int) -> None:
+    # What the method declares (read by the config checks, the data builder and the trainer).
+    name: str = ""  # the canonical DISTILLER.TYPE, as shown in messages and summaries
+    needs_aspects: bool = False  # trains on the stage-2 aspect rows; the head has C + Q outputs
+    needs_class_targets: bool = False  # trains on per-class target rows (LaViD-style); none here yet
+    needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
+
+    def __init__(
+        self, student: nn.Module, num_classes: int, num_aspects: int = 0, teacher: nn.Module | None = None
+    ) -> None:
         super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"distiller {self.name or type(self).__name__} needs a teacher")
         self.student = student
         self.num_classes = num_classes
-        self.num_aspects = num_aspects
+        self.num_aspects = num_aspects if self.needs_aspects else 0
+        self.epoch = 0  # 0-based epoch being trained, set by the trainer through set_epoch
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+        # [N, C] teacher logits per training image (DISTILLER.TEACHER_PRECOMPUTE). A plain attribute, not a
+        # buffer: never in checkpoints (recomputed on resume) and never broadcast by DDP at every step.
+        self.precomputed_teacher_logits: torch.Tensor | None = None
+
+    # --- declarations -------------------------------------------------------------------------------
+    @classmethod
+    def head_outputs(cls, num_classes: int, num_aspects: int) -> int:
+        """Width of the student's final Linear: C, or C + Q for methods that train on aspects."""
+        return num_classes + num_aspects if cls.needs_aspects else num_classes
+
+    @staticmethod
+    def add_config(cfg) -> None:
+        """Add the method's own config group to `cfg` (idempotent); the base adds nothing."""
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """Raise ConfigError (one line) on a bad value of the method's keys; the base checks nothing."""
+
+    @classmethod
+    def from_config(cls, cfg, student: nn.Module, num_classes: int, num_aspects: int, teacher=None) -> Distiller:
+        raise NotImplementedError
+
+    # --- training -----------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Distiller:
+        """Switch the student's mode; the teacher stays in eval mode (frozen BatchNorm, no dropout) always."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def learnable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the optimizer gets: everything trainable outside the teacher."""
+        for name, param in self.named_parameters():
+            if param.requires_grad and not name.startswith("teacher."):
+                yield param
+
+    def set_epoch(self, epoch: int) -> None:
+        """The trainer calls this before each epoch with the 0-based epoch (DKD's warm-up reads it)."""
+        self.epoch = int(epoch)
+
+    def set_precomputed_teacher_logits(self, logits: torch.Tensor) -> None:
+        """Use these [N, C] logits (row = batch["index"]) instead of running the teacher on each batch."""
+        self.precomputed_teacher_logits = logits
+
+    @torch.no_grad()
+    def teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's class logits [B, C] for the batch: precomputed rows, or the teacher on batch["image"]."""
+        if self.precomputed_teacher_logits is not None:
+            index = batch["index"].to(self.precomputed_teacher_logits.device)
+            return self.precomputed_teacher_logits[index]
+        if self.teacher is None:
+            raise RuntimeError(f"distiller {type(self).__name__} has no teacher")
+        return self.teacher(batch["image"])[:, : self.num_classes]
 
     def forward_train(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(class logits [B, C], {loss_name: scalar tensor}); the trainer sums the losses."""

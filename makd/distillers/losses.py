@@ -23,9 +23,17 @@ def class_cross_entropy(class_logits: torch.Tensor, labels: torch.Tensor) -> tor
     return F.cross_entropy(class_logits, labels)
 
 
-def aspect_bce(aspect_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1]."""
-    return F.binary_cross_entropy_with_logits(aspect_logits, targets)
+def aspect_bce(aspect_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1].
+
+    mask [B, Q] in {0, 1} (1 = the target counts): the mean is over supervised entries only (0 when none
+    is); None = every entry counts, the plain mean.
+    """
+    if mask is None:
+        return F.binary_cross_entropy_with_logits(aspect_logits, targets)
+    mask = mask.to(aspect_logits.dtype)
+    per_entry = F.binary_cross_entropy_with_logits(aspect_logits, targets, reduction="none")
+    return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def makd_losses(
@@ -36,10 +44,12 @@ def makd_losses(
     ce_weight: float = 1.0,
     alpha: float = 4.0,
     temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """MaKD's two weighted terms for student logits [B, C + Q].
 
-    loss_ce = ce_weight * CE(logits[:, :C], labels); loss_aspect = alpha * BCE(logits[:, C:], soften(targets, T)).
+    loss_ce = ce_weight * CE(logits[:, :C], labels); loss_aspect = alpha * BCE(logits[:, C:], soften(targets, T)),
+    the BCE averaged over the entries where `mask` [B, Q] is 1 (None = all entries).
     """
     if logits.shape[1] != num_classes + aspect_targets.shape[1]:
         raise ValueError(
@@ -48,5 +58,6 @@ def makd_losses(
     class_logits, aspect_logits = logits[:, :num_classes], logits[:, num_classes:]
     return {
         "loss_ce": ce_weight * class_cross_entropy(class_logits, labels),
-        "loss_aspect": alpha * aspect_bce(aspect_logits.float(), soften_targets(aspect_targets.float(), temperature)),
+        "loss_aspect": alpha
+        * aspect_bce(aspect_logits.float(), soften_targets(aspect_targets.float(), temperature), mask),
     }

@@ -9,8 +9,10 @@ from torch import nn
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW over the distiller's `learnable_parameters()` (never a frozen teacher), or a plain module's."""
     # Weight decay on every parameter, as the official SGD setup; AdamW follows the same rule for comparability.
-    params = [p for p in model.parameters() if p.requires_grad]
+    learnable = getattr(model, "learnable_parameters", None)
+    params = list(learnable()) if callable(learnable) else [p for p in model.parameters() if p.requires_grad]
     kind = cfg.SOLVER.TYPE.lower()
     if kind == "sgd":
         return torch.optim.SGD(

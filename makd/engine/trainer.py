@@ -16,7 +16,7 @@ from tqdm import tqdm
 import makd
 from makd.artifacts import atomic_write_json, atomic_write_text
 from makd.config import ConfigError, load_cfg
-from makd.config.defaults import uses_aspects
+from makd.config.defaults import distiller_of
 from makd.data.build import DataBundle, build_data
 from makd.distillers import build_distiller
 from makd.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +27,7 @@ from makd.engine.reproducibility import epoch_seed, rng_states, seed_everything,
 from makd.engine.run_logger import RunLogger
 from makd.errors import MakdError
 from makd.models import build_student
+from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
@@ -296,11 +297,15 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     run_dir = prepare_run_dir(cfg, resume, overwrite, info)
 
     data = build_data(cfg)
-    num_aspects = data.num_aspects if uses_aspects(cfg) else 0
+    method = distiller_of(cfg)  # the registered method declares what it needs and its head width
+    num_aspects = data.num_aspects if method.needs_aspects else 0
     student = build_student(
-        cfg.DISTILLER.STUDENT, data.num_classes + num_aspects, pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED
+        cfg.DISTILLER.STUDENT,
+        method.head_outputs(data.num_classes, num_aspects),
+        pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
     )
-    distiller = build_distiller(cfg, student, data.num_classes, num_aspects).to(device)
+    teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
+    distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher).to(device)
     pin = device.type == "cuda"
     train_loader, loader_generator = make_train_loader(data.train, cfg, info, pin)
     eval_loaders = {
@@ -310,6 +315,15 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         eval_loaders["val"] = make_eval_loader(
             data.val, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, pin
         )
+    teacher_top1 = None
+    if teacher is not None:  # measured once per process start (deterministic: frozen teacher, eval view)
+        teacher_top1 = evaluate(distiller.teacher, eval_loaders["test"], data.num_classes, device, info)["top1"]
+        if cfg.DISTILLER.TEACHER_PRECOMPUTE:
+            # the training images on the test-time view (no augmentation), in index order
+            eval_view = type(data.train)(data.train.index, data.test.transform, None, 0)
+            distiller.set_precomputed_teacher_logits(
+                precompute_teacher_logits(distiller.teacher, eval_view, cfg.DATASET.TEST.BATCH_SIZE, device)
+            )
     optimizer = build_optimizer(cfg, distiller)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     amp = MixedPrecision(cfg, device)
@@ -351,6 +365,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             seed_everything(seed)
             loader_generator.manual_seed(seed)
             train_loader.sampler.set_epoch(epoch)
+            distiller.set_epoch(epoch)
             stats, global_step = train_one_epoch(
                 model, train_loader, optimizer, scheduler, device, epoch, cfg, logger, info, global_step, amp
             )
@@ -374,6 +389,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         logger.close()
 
     summary = _summary(cfg, data, history, info, train_seconds)
+    if teacher_top1 is not None:
+        summary["teacher_test_top1"] = teacher_top1
     if info.is_main:
         _export_student(run_dir / "student.pth", distiller.student, cfg, data)
         atomic_write_json(run_dir / "summary.json", summary)
