@@ -7,8 +7,11 @@ See docs/stage1.md; the work is done by makd.llm.
 """
 
 import sys
+from pathlib import Path
 
-from makd.llm.command import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from makd.llm.command import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
