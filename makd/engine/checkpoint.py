@@ -76,7 +76,7 @@ class ResumeCheck:
 
     latest: dict[str, Any]
     repairs: list[str] = field(default_factory=list)  # run files to rewrite as copies of latest.pth
-    warnings: list[str] = field(default_factory=list)  # one line each: what is lost
+    warnings: list[str] = field(default_factory=list)  # one line each: what is lost or repaired
 
     def apply(self, run_dir: Path) -> None:
         for name in self.repairs:
@@ -123,6 +123,7 @@ def check_resume_files(
         ok, why = holds_epoch(run_folder.BEST, best_epoch)
         if not ok and best_epoch == epoch:
             check.repairs.append(run_folder.BEST)
+            check.warnings.append(f"{run_folder.BEST} ({why}) rebuilt from {run_folder.LATEST} (both epoch {epoch})")
         elif not ok and why == "missing":
             check.warnings.append(
                 f"{run_folder.BEST} is missing: the weights of best epoch {best_epoch} are lost; it is written again "
@@ -136,6 +137,8 @@ def check_resume_files(
             )
     if snapshot_freq and epoch % snapshot_freq == 0:
         name = run_folder.epoch_snapshot(epoch)
-        if not holds_epoch(name, epoch)[0]:
+        ok, why = holds_epoch(name, epoch)
+        if not ok:
             check.repairs.append(name)
+            check.warnings.append(f"{name} ({why}) rebuilt from {run_folder.LATEST} (both epoch {epoch})")
     return check

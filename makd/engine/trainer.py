@@ -387,6 +387,11 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             flush=True,
         )
 
+    if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
+        if info.is_main:
+            print(f"[makd] epoch {state.epoch} is already done (--stop-after-epoch {stop_after_epoch})", flush=True)
+        logger.close()
+        return None
     try:
         for epoch in range(state.epoch, cfg.SOLVER.EPOCHS):
             seed = epoch_seed(cfg.SEED, epoch, info.rank)
