@@ -24,7 +24,7 @@ import torch
 
 import makd
 from makd.engine.reproducibility import rng_states, set_rng_states
-from makd.errors import MakdError
+from makd.errors import MakdError, one_line
 
 TEACHER_PREFIX = "teacher."  # a frozen teacher's weights come from DISTILLER.TEACHER_CHECKPOINT, not from here
 STUDENT_PREFIX = "student."
@@ -107,10 +107,16 @@ class TrainState:
                 f"{where} does not fit the configured distiller (missing or unexpected: {wrong}); resume with the "
                 "config it was trained with"
             )
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler"):  # empty when the loss scaler is off (CPU, bfloat16, no AMP)
-            self.scaler.load_state_dict(checkpoint["scaler"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            if checkpoint.get("scaler"):  # empty when the loss scaler is off (CPU, bfloat16, no AMP)
+                self.scaler.load_state_dict(checkpoint["scaler"])
+        except (ValueError, KeyError, RuntimeError) as err:  # parameter groups of another model
+            raise CheckpointError(
+                f"{where}: its optimizer state does not fit the configured distiller ({one_line(str(err))[:160]}); "
+                "resume with the config and makd version it was trained with"
+            ) from None
         self.epoch = int(checkpoint["epoch"])
         self.step = int(checkpoint.get("step", self.epoch * steps_per_epoch))
         self.history = list(checkpoint["history"])

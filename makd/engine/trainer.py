@@ -360,9 +360,10 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     resume_check = None
     if latest is not None:
         state.restore(latest, str(run_dir / run_folder.LATEST), len(train_loader))
-        resume_check = check_resume_files(
-            run_dir, latest, _best_epochs(state.history).get("best_epoch"), cfg.LOG.SAVE_CHECKPOINT_FREQ
-        )
+        if info.is_main:  # only the main process writes (and so repairs) run files
+            resume_check = check_resume_files(
+                run_dir, latest, _best_epochs(state.history).get("best_epoch"), cfg.LOG.SAVE_CHECKPOINT_FREQ
+            )
         del latest
     if info.is_main:
         plan.commit(cfg.dump())
