@@ -9,7 +9,7 @@ See docs/stage1.md; the work is done by makd.llm.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's makd, never another installed copy
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from makd.llm.command import main  # noqa: E402
 

@@ -2,8 +2,11 @@
 or make_split_files.py stratified ROOT --test-fraction 0.2 --seed 0 --out-dir DIR."""
 
 import sys
+from pathlib import Path
 
-from makd.data.splits import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from makd.data.splits import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

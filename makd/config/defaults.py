@@ -6,7 +6,9 @@ so its YAML files load unchanged; keys added here are marked (new).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -198,11 +200,16 @@ def _parse_opts(opts: Sequence[str]) -> dict:
         raise ConfigError(f"command-line overrides come in KEY VALUE pairs, got an odd list: {list(opts)}")
     tree: dict = {}
     for key, raw in zip(opts[0::2], opts[1::2]):
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"command line: {key} {raw!r} is not a valid value (YAML); quote it or fix it") from None
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"command line: {key} sets a key inside {part}, which is given a value too")
         node[parts[-1]] = value
     return tree
 
@@ -276,3 +283,38 @@ def check_cfg(cfg: CN) -> None:
             f"DATASET.TRAIN_IMAGE_PATH and DATASET.TEST_IMAGE_PATH are the same folder ({train}); "
             "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
         )
+    check_value_ranges(cfg)
+
+
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_value_ranges(cfg: CN) -> None:
+    """Numbers outside their meaningful range (a negative loss weight would train toward a worse model)."""
+    if not _DEVICE_PATTERN.fullmatch(cfg.DEVICE):
+        raise ConfigError(f"DEVICE {cfg.DEVICE!r} is unknown; use auto, cpu, cuda or cuda:N")
+    s = cfg.SOLVER
+    checks = [
+        ("SOLVER.LR", s.LR, s.LR > 0, "> 0"),
+        ("SOLVER.WEIGHT_DECAY", s.WEIGHT_DECAY, s.WEIGHT_DECAY >= 0, ">= 0"),
+        ("SOLVER.MOMENTUM", s.MOMENTUM, 0 <= s.MOMENTUM < 1, "in [0, 1)"),
+        ("SOLVER.LR_DECAY_RATE", s.LR_DECAY_RATE, s.LR_DECAY_RATE > 0, "> 0"),
+        ("SOLVER.WARMUP_EPOCHS", s.WARMUP_EPOCHS, s.WARMUP_EPOCHS >= 0, ">= 0"),
+        ("SOLVER.MIN_LR", s.MIN_LR, s.MIN_LR >= 0, ">= 0"),
+        ("SOLVER.GRAD_CLIP", s.GRAD_CLIP, s.GRAD_CLIP >= 0, ">= 0 (0 = off)"),
+        ("MaKD.ALPHA", cfg.MaKD.ALPHA, cfg.MaKD.ALPHA >= 0, ">= 0"),
+        ("MaKD.CE_WEIGHT", cfg.MaKD.CE_WEIGHT, cfg.MaKD.CE_WEIGHT >= 0, ">= 0"),
+        ("DATASET.NUM_WORKERS", cfg.DATASET.NUM_WORKERS, cfg.DATASET.NUM_WORKERS >= 0, ">= 0"),
+        ("DATASET.TEST.BATCH_SIZE", cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.TEST.BATCH_SIZE >= 1, ">= 1"),
+        ("DATASET.IMAGE_SIZE", cfg.DATASET.IMAGE_SIZE, cfg.DATASET.IMAGE_SIZE >= 1, ">= 1"),
+        ("DATASET.RESIZE_RATIO", cfg.DATASET.RESIZE_RATIO, cfg.DATASET.RESIZE_RATIO >= 1, ">= 1"),
+        ("LOG.TENSORBOARD_FREQ", cfg.LOG.TENSORBOARD_FREQ, cfg.LOG.TENSORBOARD_FREQ >= 0, ">= 0"),
+        ("LOG.SAVE_CHECKPOINT_FREQ", cfg.LOG.SAVE_CHECKPOINT_FREQ, cfg.LOG.SAVE_CHECKPOINT_FREQ >= 0, ">= 0"),
+        ("LOG.EVAL_FREQ", cfg.LOG.EVAL_FREQ, cfg.LOG.EVAL_FREQ >= 1, ">= 1"),
+    ]
+    for key, value, ok, rule in checks:
+        if not ok or not math.isfinite(value):  # NaN fails every comparison; infinity passes some
+            raise ConfigError(f"{key} must be {rule}, got {value}")
+    stages = s.LR_DECAY_STAGES
+    if not all(isinstance(stage, int) and not isinstance(stage, bool) and stage >= 1 for stage in stages):
+        raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be epochs >= 1 (like [150, 180, 210]), got {list(stages)}")

@@ -10,6 +10,7 @@ variant (any aspect file, MISSING_ASPECTS policy or MaKD.TARGETS) are selected o
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -215,3 +216,15 @@ def build_data(cfg) -> DataBundle:
         test_aspect_path=test_table.path if test_table else "",
         test_aspect_sha256=test_table.sha256 if test_table else "",
     )
+
+
+def evaluation_view(dataset: AspectDataset, cfg) -> AspectDataset:
+    """`dataset` (e.g. the training split) with the evaluation transform instead of its own.
+
+    Scoring a training split with its random crop + flip gives a different number on every call.
+    The view shares the images (and a cache), labels and targets; only the transform differs.
+    """
+    d = cfg.DATASET
+    view = copy.copy(dataset)
+    view.transform = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
+    return view

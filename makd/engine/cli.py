@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from makd.artifacts import ArtifactError
 from makd.config import ConfigError, load_cfg
-from makd.engine.trainer import NonFiniteLossError, evaluate_checkpoint, train
-
-USER_ERRORS = (ConfigError, ArtifactError, FileNotFoundError, FileExistsError, NonFiniteLossError, ValueError, KeyError)
-
-
-def run_command(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
-    """Run a command body; an expected user error becomes one line on stderr and exit code 2."""
-    try:
-        return body(argv)
-    except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+from makd.engine.run_folder import LATEST
+from makd.engine.trainer import evaluate_checkpoint, run_dir_of, train
+from makd.errors import MakdError, run_command
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -33,7 +23,11 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("config", nargs="?", help="YAML config (deltas over makd/config/defaults.py)")
     parser.add_argument("--cfg", dest="cfg_flag", metavar="CONFIG", help="the config, as a flag (same as positional)")
     parser.add_argument("--resume", action="store_true", help="continue the run folder's latest.pth")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing run in the run folder first")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run in the run folder (only its own files, once the new run's checks passed)",
+    )
     parser.add_argument(
         "--stop-after-epoch",
         type=int,
@@ -44,8 +38,7 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_body(argv: Sequence[str] | None) -> int:
-    args = _train_parser().parse_intermixed_args(argv)
+def _config_and_opts(args: argparse.Namespace) -> tuple[str, list[str]]:
     config, opts = args.config, list(args.opts)
     if args.cfg_flag:
         if config:  # with --cfg, the first bare word is an override key, not the config
@@ -53,13 +46,35 @@ def _train_body(argv: Sequence[str] | None) -> int:
         config = args.cfg_flag
     if not config:
         raise ConfigError("no config given; usage: python tools/our_train.py CONFIG.yaml [KEY VALUE ...]")
-    cfg = load_cfg(config, opts)
+    return config, opts
+
+
+def _train_body(argv: Sequence[str] | None) -> int:
+    args = _train_parser().parse_intermixed_args(argv)
+    cfg = load_cfg(*_config_and_opts(args))
     train(cfg, resume=args.resume, overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch)
     return 0
 
 
+def resume_hint(argv: Sequence[str] | None) -> str:
+    """After Ctrl-C: the exact command that continues the run (or reruns it when no epoch had finished)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    program = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "tools/our_train.py"
+    try:
+        cfg = load_cfg(*_config_and_opts(_train_parser().parse_intermixed_args(args)))
+        has_checkpoint = (run_dir_of(cfg) / LATEST).is_file()
+    except (MakdError, SystemExit):  # cannot tell: suggest resuming, which says so if there is nothing yet
+        has_checkpoint = True
+    if not has_checkpoint:
+        return f"no epoch had finished; start again with: python {shlex.join([program, *args])}"
+    args = [a for a in args if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return f"continue with: python {shlex.join([program, *args])}"
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
-    return run_command(_train_body, argv)
+    return run_command(_train_body, argv, resume_hint)
 
 
 def _eval_body(argv: Sequence[str] | None) -> int:

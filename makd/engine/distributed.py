@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from makd.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,12 +42,19 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     """ "auto" -> this process's CUDA device when there is one, else CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"DEVICE {name!r} is unknown; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"DEVICE {name!r} asks for CUDA but no CUDA device is visible; set DEVICE cpu")
+            raise ConfigError(f"DEVICE {name!r} asks for CUDA but no CUDA device is visible; set DEVICE cpu or auto")
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"DEVICE {name!r}: there is no CUDA device {device.index} ({torch.cuda.device_count()} visible)"
+            )
         torch.cuda.set_device(device)
     return device
 

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from makd.config import ConfigError
+
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW over the distiller's `learnable_parameters()` (never a frozen teacher), or a plain module's."""
@@ -20,7 +22,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         )
     if kind == "adamw":
         return torch.optim.AdamW(params, lr=cfg.SOLVER.LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-    raise ValueError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
+    raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
 
 
 def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:

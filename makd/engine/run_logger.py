@@ -1,4 +1,7 @@
-"""Run logging: one line per epoch on stdout, metrics.jsonl, TensorBoard, and wandb when asked."""
+"""Run logging: metrics.jsonl (strict JSON, NaN written as null), TensorBoard, and wandb when asked.
+
+The file names are makd.engine.run_folder's: that module keeps the one list of what a run writes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from makd.atomic_files import atomic_write_text
 from makd.config import ConfigError
+from makd.engine import run_folder
+
+
+def metrics_line(row: dict[str, Any]) -> str:
+    """One metrics.jsonl line: strict JSON, so NaN / infinity (e.g. an AUC with one class) become null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 class RunLogger:
@@ -21,14 +32,14 @@ class RunLogger:
         self.wandb_run = None
         if not enabled:
             return
-        # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run never repeats epochs.
-        self.metrics_path = run_dir / "metrics.jsonl"
-        with open(self.metrics_path, "w", encoding="utf-8") as fh:
-            for row in history or []:
-                fh.write(json.dumps(row) + "\n")
+        # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run never repeats epochs;
+        # whole and atomically every epoch (a few kB), so a kill never leaves a half line.
+        self.metrics_path = run_dir / run_folder.METRICS
+        self.lines = [metrics_line(row) for row in history or []]
+        self._write_metrics()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.tensorboard = SummaryWriter(log_dir=str(run_dir / run_folder.TENSORBOARD))
         if cfg.LOG.WANDB:
             try:
                 import wandb
@@ -57,14 +68,17 @@ class RunLogger:
     def epoch(self, row: dict[str, Any], step: int) -> None:
         if not self.enabled:
             return
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        self.lines.append(metrics_line(row))
+        self._write_metrics()
         for key, value in row.items():
             if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
                 self.tensorboard.add_scalar(f"epoch/{key}", value, row["epoch"])
         self.tensorboard.flush()
         if self.wandb_run is not None:
             self.wandb_run.log({f"epoch/{k}": v for k, v in row.items()}, step=step)
+
+    def _write_metrics(self) -> None:
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in self.lines))
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -81,9 +95,9 @@ def _cfg_to_dict(cfg) -> dict:
 
 def _wandb_id(run_dir: Path) -> str:
     """A stable wandb run id kept in the run folder, so --resume continues the same wandb run."""
-    path = run_dir / "wandb_id.txt"
+    path = run_dir / run_folder.WANDB_ID
     if path.exists():
         return path.read_text().strip()
     run_id = os.urandom(6).hex()
-    path.write_text(run_id + "\n")
+    atomic_write_text(path, run_id + "\n")
     return run_id

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +15,33 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 import makd
-from makd.artifacts import atomic_write_json, atomic_write_text
+from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import ConfigError, load_cfg
 from makd.config.defaults import distiller_of
-from makd.data.build import DataBundle, build_data
+from makd.data.build import DataBundle, build_data, evaluation_view
 from makd.distillers import build_distiller
-from makd.engine.checkpoint import load_checkpoint, save_checkpoint
+from makd.engine import run_folder
+from makd.engine.checkpoint import (
+    check_resume_files,
+    load_checkpoint,
+    read_latest,
+    save_checkpoint,
+    save_train_state,
+    student_state_dict,
+)
 from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
 from makd.engine.optim import build_optimizer, build_scheduler
-from makd.engine.reproducibility import epoch_seed, rng_states, seed_everything, set_rng_states
+from makd.engine.reproducibility import epoch_seed, seed_everything
+from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
-from makd.errors import MakdError
+from makd.engine.train_state import CheckpointError, TrainState, finite_number
+from makd.errors import MakdError, one_line
 from makd.models import build_student
 from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 
 # Keys that may differ between a run and its resumption without changing the result.
+SUMMARY_LINE_KEYS = ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last")
 RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
 
 
@@ -80,26 +92,6 @@ def _config_differences(saved_yaml: str, cfg) -> list[str]:
     return [k for k in keys if saved.get(k) != current.get(k) and not k.startswith(RESUME_SAFE_KEYS)]
 
 
-def prepare_run_dir(cfg, resume: bool, overwrite: bool, info: DistInfo) -> Path:
-    run_dir = run_dir_of(cfg)
-    latest = run_dir / "latest.pth"
-    if resume and not latest.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint {latest} to continue from; drop --resume to start")
-    if not resume and (latest.exists() or (run_dir / "summary.json").exists()):
-        if not overwrite:
-            raise FileExistsError(
-                f"run folder {run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
-                "over, or set OUTPUT_DIR / EXPERIMENT.NAME"
-            )
-        if info.is_main:
-            shutil.rmtree(run_dir)
-    barrier(info)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", cfg.dump())
-    return run_dir
-
-
 def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[DataLoader, torch.Generator]:
     sampler = EpochShuffleSampler(len(dataset), cfg.SEED, info)
     generator = torch.Generator()  # reseeded every epoch: sets each epoch's worker seeds
@@ -134,43 +126,43 @@ class MixedPrecision:
         return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
 
 
-def train_one_epoch(
-    model,
-    loader,
-    optimizer,
-    scheduler,
-    device,
-    epoch: int,
-    cfg,
-    logger: RunLogger,
-    info: DistInfo,
-    global_step: int,
-    amp: MixedPrecision,
-) -> tuple[dict[str, float], int]:
-    """One pass over the training split; returns mean losses, train top-1 and throughput, and the new step."""
+@dataclass
+class EpochContext:
+    """What an epoch needs besides the TrainState: the model to call (the distiller, or its DDP wrapper), ..."""
+
+    model: torch.nn.Module
+    device: torch.device
+    cfg: Any
+    logger: RunLogger
+    info: DistInfo
+    amp: MixedPrecision
+
+
+def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) -> dict[str, float]:
+    """One pass over the training split (advances `state.step`); returns mean losses, train top-1, throughput."""
+    model, cfg, optimizer, scheduler, scaler = ctx.model, ctx.cfg, state.optimizer, state.scheduler, state.scaler
     model.train()
-    scaler = amp.scaler
     sums: dict[str, float] = {}
     correct = seen = 0
     start = time.perf_counter()
     bar = tqdm(
         loader,
-        desc=f"epoch {epoch + 1}/{cfg.SOLVER.EPOCHS}",
+        desc=f"epoch {state.epoch + 1}/{cfg.SOLVER.EPOCHS}",
         leave=False,
-        disable=not info.is_main,
+        disable=not ctx.info.is_main,
         mininterval=1.0,
         dynamic_ncols=True,
     )
     for batch in bar:
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         labels = batch["label"]
-        with amp.autocast():
+        with ctx.amp.autocast():
             class_logits, losses = model(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             values = {k: float(v.detach()) for k, v in losses.items()}
             raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch + 1}, step {global_step}: {values}; the last good checkpoint is kept "
+                f"non-finite loss at epoch {state.epoch + 1}, step {state.step}: {values}; {_kept(state)} "
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -187,16 +179,16 @@ def train_one_epoch(
         else:
             optimizer.step()
         scheduler.step()
-        global_step += 1
-        batch = labels.numel()
-        seen += batch
+        state.step += 1
+        size = labels.numel()
+        seen += size
         correct += int((class_logits.argmax(dim=1) == labels).sum())
         for key, value in losses.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach()) * batch
-        sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * batch
-        if global_step % max(1, cfg.LOG.TENSORBOARD_FREQ) == 0:
-            logger.step(
-                global_step,
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
+        sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * size
+        if state.step % max(1, cfg.LOG.TENSORBOARD_FREQ) == 0:
+            ctx.logger.step(
+                state.step,
                 {
                     "loss": float(total.detach()),
                     "lr": optimizer.param_groups[0]["lr"],
@@ -207,21 +199,42 @@ def train_one_epoch(
     elapsed = time.perf_counter() - start
     stats = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
     stats["train_top1"] = 100.0 * correct / max(seen, 1)
-    stats["train_images_per_s"] = seen * info.world_size / max(elapsed, 1e-9)
+    stats["train_images_per_s"] = seen * ctx.info.world_size / max(elapsed, 1e-9)
     stats["epoch_seconds"] = elapsed
-    return stats, global_step
+    return stats
+
+
+def _kept(state: TrainState) -> str:
+    """What a run stopped by divergence still has, for its one-line error."""
+    if state.epoch == 0:
+        return "no checkpoint was written (no epoch finished)"
+    return f"the last good {run_folder.LATEST} (epoch {state.epoch}) is kept"
+
+
+# An evaluation is good when these are finite; aspect AUC may be NaN legitimately (an aspect with one answer).
+EVALUATION_KEYS = ("top1", "top5", "loss")
+
+
+def _is_good_row(row: dict, split: str) -> bool:
+    return all(finite_number(row.get(f"{split}_{key}")) for key in EVALUATION_KEYS)
 
 
 def _best_epochs(history: list[dict]) -> dict[str, Any]:
-    """Best test top-1 over evaluated epochs and, when a validation split exists, the val-selected epoch."""
-    evaluated = [row for row in history if "test_top1" in row]
+    """Best test top-1 over evaluated epochs and, when a validation split exists, the val-selected epoch.
+
+    Only epochs whose evaluation is finite (top-1, top-5 and loss) can be best.
+    """
+    evaluated = [row for row in history if "test_top1" in row and _is_good_row(row, "test")]
     out: dict[str, Any] = {}
     if not evaluated:
         return out
     by_test = max(evaluated, key=lambda row: (row["test_top1"], -row["epoch"]))
     out.update(test_top1_best=by_test["test_top1"], test_top1_best_epoch=by_test["epoch"])
     if "val_top1" in evaluated[0]:
-        by_val = max(evaluated, key=lambda row: (row["val_top1"], -row["epoch"]))
+        validated = [row for row in evaluated if _is_good_row(row, "val")]
+        if not validated:
+            return out
+        by_val = max(validated, key=lambda row: (row["val_top1"], -row["epoch"]))
         out.update(
             val_top1_best=by_val["val_top1"],
             test_top1_at_best_val=by_val["test_top1"],
@@ -258,7 +271,7 @@ def _summary(cfg, data: DataBundle, history: list[dict], info: DistInfo, train_s
     }
     for key in ("test_aspect_mae", "test_aspect_auc"):
         if key in last:
-            summary[f"{key}_last"] = last[key]
+            summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None
     return summary
 
 
@@ -289,12 +302,29 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, stop_after_epoc
         cleanup(info)
 
 
+def _read_resume_checkpoint(cfg, run_dir: Path) -> dict[str, Any]:
+    """latest.pth, refused (before anything is built or changed) when it is unreadable or the config differs."""
+    latest = read_latest(run_dir)
+    differences = _config_differences(latest["config"], cfg)
+    if differences:
+        raise ConfigError(
+            f"--resume: the config differs from the saved run in {', '.join(differences[:6])}; "
+            "resume with the same config or start a new run folder"
+        )
+    return latest
+
+
 def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict | None:
     device = resolve_device(cfg.DEVICE, info)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
         torch.use_deterministic_algorithms(True)
-    run_dir = prepare_run_dir(cfg, resume, overwrite, info)
+    run_dir = run_dir_of(cfg)
+    # Nothing in the run folder changes until every check below passed (plan.commit).
+    plan = inspect_run_folder(run_dir, resume, overwrite)
+    if not resume:
+        check_output_location(run_dir / run_folder.CONFIG, "run folder (OUTPUT_DIR)")
+    latest = _read_resume_checkpoint(cfg, run_dir) if resume else None
 
     data = build_data(cfg)
     method = distiller_of(cfg)  # the registered method declares what it needs and its head width
@@ -320,36 +350,51 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         teacher_top1 = evaluate(distiller.teacher, eval_loaders["test"], data.num_classes, device, info)["top1"]
         if cfg.DISTILLER.TEACHER_PRECOMPUTE:
             # the training images on the test-time view (no augmentation), in index order
-            eval_view = type(data.train)(data.train.index, data.test.transform, None, 0)
             distiller.set_precomputed_teacher_logits(
-                precompute_teacher_logits(distiller.teacher, eval_view, cfg.DATASET.TEST.BATCH_SIZE, device)
+                precompute_teacher_logits(
+                    distiller.teacher, evaluation_view(data.train, cfg), cfg.DATASET.TEST.BATCH_SIZE, device
+                )
             )
     optimizer = build_optimizer(cfg, distiller)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     amp = MixedPrecision(cfg, device)
-
-    start_epoch, history, train_seconds = 0, [], 0.0
-    if resume:
-        state = load_checkpoint(run_dir / "latest.pth", map_location="cpu")
-        differences = _config_differences(state["config"], cfg)
-        if differences:
-            raise ConfigError(
-                f"--resume: the config differs from the saved run in {', '.join(differences[:6])}; "
-                "resume with the same config or start a new run folder"
+    state = TrainState(
+        distiller,
+        optimizer,
+        scheduler,
+        amp.scaler,
+        config=cfg.dump(),
+        metadata={
+            "num_classes": data.num_classes,
+            "num_aspects": num_aspects,
+            "student": cfg.DISTILLER.STUDENT,
+            "distiller": cfg.DISTILLER.TYPE,
+            "class_names": data.class_names,
+        },
+    )
+    resume_check = None
+    if latest is not None:
+        state.restore(latest, str(run_dir / run_folder.LATEST), len(train_loader))
+        if info.is_main:  # only the main process writes (and so repairs) run files
+            resume_check = check_resume_files(
+                run_dir, latest, _best_epochs(state.history).get("best_epoch"), cfg.LOG.SAVE_CHECKPOINT_FREQ
             )
-        distiller.student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):  # empty when the loss scaler is off (CPU, bfloat16, no AMP)
-            amp.scaler.load_state_dict(state["scaler"])
-        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
-        set_rng_states(state["rng"])
-    logger = RunLogger(cfg, run_dir, info.is_main, history)
+        del latest
+    if info.is_main:
+        plan.commit(cfg.dump())
+        if resume_check is not None:
+            resume_check.apply(run_dir)
+            for line in resume_check.warnings:
+                print(f"[makd] warning: {line}", file=sys.stderr, flush=True)
+    barrier(info)
+
+    logger = RunLogger(cfg, run_dir, info.is_main, state.history)
     model = distiller
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             distiller, device_ids=[device.index] if device.type == "cuda" else None
         )
+    ctx = EpochContext(model, device, cfg, logger, info, amp)
     if info.is_main:
         print(
             f"[makd] run {run_dir} | {data.num_classes} classes, {num_aspects} aspects | train {len(data.train)} "
@@ -358,29 +403,35 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             flush=True,
         )
 
-    global_step = start_epoch * len(train_loader)
+    if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
+        if info.is_main:
+            print(f"[makd] epoch {state.epoch} is already done (--stop-after-epoch {stop_after_epoch})", flush=True)
+        logger.close()
+        return None
     try:
-        for epoch in range(start_epoch, cfg.SOLVER.EPOCHS):
+        for epoch in range(state.epoch, cfg.SOLVER.EPOCHS):
             seed = epoch_seed(cfg.SEED, epoch, info.rank)
             seed_everything(seed)
             loader_generator.manual_seed(seed)
             train_loader.sampler.set_epoch(epoch)
             distiller.set_epoch(epoch)
-            stats, global_step = train_one_epoch(
-                model, train_loader, optimizer, scheduler, device, epoch, cfg, logger, info, global_step, amp
-            )
-            train_seconds += stats["epoch_seconds"]
+            stats = train_one_epoch(state, train_loader, ctx)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+            _check_finite_state(state, row["epoch"])
             is_last = epoch + 1 == cfg.SOLVER.EPOCHS
             if (epoch + 1) % max(1, cfg.LOG.EVAL_FREQ) == 0 or is_last:
                 for split, loader in eval_loaders.items():
                     for key, value in evaluate(distiller.student, loader, data.num_classes, device, info).items():
                         row[f"{split}_{key}"] = value
-            history.append(row)
-            _end_of_epoch(cfg, run_dir, info, distiller, optimizer, scheduler, amp, history, train_seconds, data)
-            logger.epoch(row, global_step)
+                _check_finite_evaluation(state, row, eval_loaders)
+            state.epoch = epoch + 1
+            state.train_seconds += stats["epoch_seconds"]
+            state.history.append(row)
             if info.is_main:
-                print(_epoch_line(cfg, row, history), flush=True)
+                _save_epoch(cfg, run_dir, state)
+            logger.epoch(row, state.step)
+            if info.is_main:
+                print(_epoch_line(cfg, row, state.history), flush=True)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not is_last:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
@@ -388,48 +439,54 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     finally:
         logger.close()
 
-    summary = _summary(cfg, data, history, info, train_seconds)
+    summary = _summary(cfg, data, state.history, info, state.train_seconds)
     if teacher_top1 is not None:
         summary["teacher_test_top1"] = teacher_top1
     if info.is_main:
-        _export_student(run_dir / "student.pth", distiller.student, cfg, data)
-        atomic_write_json(run_dir / "summary.json", summary)
+        _export_student(run_dir / run_folder.STUDENT, distiller.student, cfg, data)
+        atomic_write_json(run_dir / run_folder.SUMMARY, summary)
         print(
-            "[makd] summary "
-            + json.dumps({k: summary[k] for k in ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last")}),
+            "[makd] summary " + json.dumps({k: summary.get(k) for k in SUMMARY_LINE_KEYS}),
             flush=True,
         )
     barrier(info)
     return summary
 
 
-def _end_of_epoch(
-    cfg, run_dir: Path, info: DistInfo, distiller, optimizer, scheduler, amp, history, train_seconds, data
-):
-    """Save latest (every epoch), best (when the selection metric improves), epoch_<n> (every SAVE_CHECKPOINT_FREQ)."""
-    if not info.is_main:
-        return
-    epoch = history[-1]["epoch"]
-    state = {
-        "model": distiller.student.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "history": history,
-        "scaler": amp.scaler.state_dict(),
-        "rng": rng_states(),
-        "config": cfg.dump(),
-        "train_seconds": train_seconds,
-        "num_classes": data.num_classes,
-        "num_aspects": distiller.num_aspects,
-        "student": cfg.DISTILLER.STUDENT,
-        "class_names": data.class_names,
-    }
-    save_checkpoint(run_dir / "latest.pth", state)
-    if _best_epochs(history).get("best_epoch") == epoch:
-        shutil.copyfile(run_dir / "latest.pth", run_dir / "best.pth")
-    if cfg.LOG.SAVE_CHECKPOINT_FREQ and epoch % cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
-        shutil.copyfile(run_dir / "latest.pth", run_dir / f"epoch_{epoch}.pth")
+def _check_finite_state(state: TrainState, epoch: int) -> None:
+    """Weights and buffers (BatchNorm running statistics) must be finite before the epoch may be saved."""
+    bad = state.nonfinite_entries()
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite weights or buffers after epoch {epoch} ({', '.join(bad[:3])}"
+            f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}); {_kept(state)} "
+            "(lower SOLVER.LR or enable SOLVER.GRAD_CLIP)"
+        )
+
+
+def _check_finite_evaluation(state: TrainState, row: dict, eval_loaders: dict) -> None:
+    """A NaN/infinite evaluation means the model diverged: such an epoch is neither saved nor ever "best"."""
+    for split in eval_loaders:
+        if not _is_good_row(row, split):
+            values = {key: row.get(f"{split}_{key}") for key in EVALUATION_KEYS}
+            raise NonFiniteLossError(
+                f"non-finite {split} evaluation after epoch {row['epoch']} ({values}); {_kept(state)} "
+                "(lower SOLVER.LR or enable SOLVER.GRAD_CLIP)"
+            )
+
+
+def _save_epoch(cfg, run_dir: Path, state: TrainState) -> None:
+    """latest (every epoch), best (when the selection metric improves), epoch_<n> (every SAVE_CHECKPOINT_FREQ).
+
+    Each is written atomically, latest first: a kill between the writes leaves best/epoch_<n> one epoch
+    behind, which --resume repairs from latest.pth (makd.engine.checkpoint.check_resume_files).
+    """
+    latest = run_dir / run_folder.LATEST
+    save_train_state(latest, state)
+    if _best_epochs(state.history).get("best_epoch") == state.epoch:
+        atomic_copy(latest, run_dir / run_folder.BEST)
+    if cfg.LOG.SAVE_CHECKPOINT_FREQ and state.epoch % cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
+        atomic_copy(latest, run_dir / run_folder.epoch_snapshot(state.epoch))
 
 
 def _epoch_line(cfg, row: dict, history: list[dict]) -> str:
@@ -444,16 +501,18 @@ def _epoch_line(cfg, row: dict, history: list[dict]) -> str:
     if "test_aspect_mae" in row:
         parts.append(f"aspect mae {row['test_aspect_mae']:.3f} auc {row['test_aspect_auc']:.3f}")
     best = _best_epochs(history)
-    if best:
+    if "best_epoch" in best:
         parts.append(f"best@{best['best_epoch']}")
     parts.append(f"{row['epoch_seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s)")
     return " | ".join(parts)
 
 
 def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: str = "test") -> dict[str, Any]:
-    """Score a saved student (training checkpoint or student export) on the configured split."""
-    from makd.engine.checkpoint import student_state_dict
+    """Score a saved student (training checkpoint or student export) on the configured split.
 
+    Every split is scored with the evaluation transform (resize + centre crop), the training split too,
+    so two calls on one checkpoint give the same numbers.
+    """
     cfg = load_cfg(config_path, opts)
     info = DistInfo()
     device = resolve_device(cfg.DEVICE, info)
@@ -467,8 +526,17 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
             f"has {data.num_classes}; use the matching config"
         )
     student = build_student(state.get("student", cfg.DISTILLER.STUDENT), num_outputs).to(device)
-    student.load_state_dict(weights)
-    dataset = {"test": data.test, "val": data.val, "train": data.train}[split]
+    try:
+        student.load_state_dict(weights)
+    except RuntimeError as err:  # shapes or keys of another architecture
+        raise CheckpointError(
+            f"{checkpoint_path} does not fit student {state.get('student', cfg.DISTILLER.STUDENT)} "
+            f"({one_line(str(err))[:200]}); use the config it was trained with"
+        ) from None
+    if split == "train":
+        dataset = evaluation_view(data.train, cfg)
+    else:
+        dataset = {"test": data.test, "val": data.val}[split]
     if dataset is None:
         raise ConfigError(f"split {split!r} does not exist (set DATASET.VAL_FRACTION for a validation split)")
     loader = make_eval_loader(
