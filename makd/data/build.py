@@ -74,7 +74,7 @@ def read_training_aspects(cfg) -> AspectTable:
     path = cfg.DATASET.ASPECT_JSON
     if not path:
         raise ConfigError(
-            "DATASET.ASPECT_JSON is empty; DISTILLER.TYPE MaKD needs the stage-2 aspect file "
+            f"DATASET.ASPECT_JSON is empty; DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs the stage-2 aspect file "
             "(set it, or use DISTILLER.TYPE NONE for the baseline)"
         )
     table = read_aspect_file(path)

@@ -149,7 +149,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         loader,
         desc=f"epoch {state.epoch + 1}/{cfg.SOLVER.EPOCHS}",
         leave=False,
-        disable=not ctx.info.is_main,
+        disable=None if ctx.info.is_main else True,  # None: a bar on a terminal only, never in a log file
         mininterval=1.0,
         dynamic_ncols=True,
     )
