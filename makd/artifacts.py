@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json, atomic_write_text
+from makd.class_mentions import class_name_leak
 from makd.errors import MakdError
 
 # Words a closed (yes/no) English question starts with.
@@ -30,6 +32,9 @@ YES_NO_STARTERS = frozenset(
 )
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
 MAX_QUESTION_CHARS = 300
+# Abbreviations whose period ends no sentence ("(e.g. glass)", "i.e.", "vs.", "etc."), matched case-blind.
+_ABBREVIATIONS = re.compile(r"\b(?:e\.\s?g|i\.\s?e|vs|etc|approx|cf|incl|esp|ca|resp|mr|mrs|ms|dr|st)\.", re.IGNORECASE)
+log = logging.getLogger("makd.artifacts")
 
 
 class ArtifactError(MakdError, ValueError):
@@ -70,18 +75,28 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- questions files
-def question_problem(text: str, class_names: Iterable[str] = (), allow_class_names: bool = False) -> str | None:
+def question_problem(
+    text: str,
+    class_names: Iterable[str] = (),
+    allow_class_names: bool = False,
+    *,
+    leak_rule: str = "names_object",
+    allowed_names: Iterable[str] = (),
+) -> str | None:
     """Why `text` is not an acceptable yes/no aspect question, or None when it is.
 
-    Acceptable: one line, one sentence ending in a single "?", first word a yes/no starter
-    ("Is", "Does", "Can", ...), at most 300 characters, and (unless allowed) no class name,
-    since a question that names a class leaks the label instead of describing an aspect.
+    Acceptable: one line, one sentence ending in a single "?" (abbreviations such as "e.g." and "vs."
+    end no sentence), first word a yes/no starter ("Is", "Does", "Can", ...), at most 300 characters,
+    and (unless allowed) no class name where it names the object (makd.class_mentions, rule
+    `leak_rule`; `allowed_names` never count), since such a question leaks the label instead of
+    describing an aspect. Surrounding and repeated whitespace is ignored.
     """
     stripped = text.strip()
     if not stripped:
         return "empty question"
     if "\n" in stripped or "\r" in stripped:
         return "spans more than one line"
+    stripped = " ".join(stripped.split())
     if len(stripped) > MAX_QUESTION_CHARS:
         return f"longer than {MAX_QUESTION_CHARS} characters"
     if _NUMBERING.match(stripped):
@@ -90,17 +105,15 @@ def question_problem(text: str, class_names: Iterable[str] = (), allow_class_nam
         return "does not end with '?'"
     if stripped.count("?") > 1:
         return "holds more than one question mark"
-    if re.search(r"[.!;]\s+\w", stripped[:-1]):
+    if re.search(r"[.!;]\s+\w", _ABBREVIATIONS.sub("abbr", stripped[:-1])):
         return "holds more than one sentence"
     first = re.split(r"[\s,]+", stripped, maxsplit=1)[0].lower()
     if first not in YES_NO_STARTERS:
         return f"does not start like a yes/no question ({first!r})"
     if not allow_class_names:
-        lowered = f" {normalize_text(stripped)} "
-        for name in class_names:
-            key = normalize_text(name)
-            if key and f" {key} " in lowered:
-                return f"names the class {name!r}"
+        leaked = class_name_leak(stripped, class_names, leak_rule, allowed_names)
+        if leaked is not None:
+            return f"names the class {leaked!r}"
     return None
 
 
@@ -110,7 +123,11 @@ def normalize_text(text: str) -> str:
 
 
 def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
-    """Questions of a questions file's text; raises ArtifactError on the first malformed line."""
+    """Questions of a questions file's text; raises ArtifactError on the first malformed line.
+
+    Leading, trailing and repeated spaces or tabs (as LLM output often has) are normalised to single
+    spaces, with one warning naming the first such line; the normalised questions are returned.
+    """
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
@@ -118,12 +135,15 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
         raise ArtifactError(f"{source}: the questions file is empty (expected one question per line)")
     questions: list[str] = []
     seen: dict[str, int] = {}
+    respaced: list[int] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r")
         if not line.strip():
             raise ArtifactError(f"{source}:{number}: blank line (one question per line, no blank lines)")
-        if line != line.strip():
-            raise ArtifactError(f"{source}:{number}: leading or trailing spaces in {line!r}")
+        normalised = " ".join(line.split())
+        if normalised != line:
+            respaced.append(number)
+            line = normalised
         if _NUMBERING.match(line):
             raise ArtifactError(f"{source}:{number}: numbering or bullet in {line!r} (write the bare question)")
         if not line.endswith("?"):
@@ -133,6 +153,14 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
             raise ArtifactError(f"{source}:{number}: repeats the question of line {seen[key]}: {line!r}")
         seen[key] = number
         questions.append(line)
+    if respaced:
+        log.warning(
+            "%s: normalised leading, trailing or repeated whitespace on %d line(s) (first: line %d); "
+            "the questions are used without it",
+            source,
+            len(respaced),
+            respaced[0],
+        )
     return questions
 
 
