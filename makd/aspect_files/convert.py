@@ -286,11 +286,14 @@ def convert_class_level(
     return Conversion(rows, "class", mapping, notes)
 
 
-def choose_level(merged: Mapping[str, Any], images: FolderImages | None) -> str:
-    """ "class" when every folder class has a key of that name, else "image"."""
+def choose_level(
+    merged: Mapping[str, Any], images: FolderImages | None, class_map: Mapping[str, str] | None = None
+) -> str:
+    """Level "class" when every folder class has a key of that name (after --class-map), else "image"."""
     if images is None:
         return "image"
-    keys = {class_key(k) for k in merged}
+    class_map = class_map or {}
+    keys = {class_key(class_map.get(k, k)) for k in merged}
     return "class" if all(class_key(c) in keys for c in set(images.classes)) else "image"
 
 
@@ -310,7 +313,7 @@ def convert(
         raise ArtifactError(f"{raw.path}: holds no rows")
     shape = check_values(raw, merged)
     if level == "auto":
-        level = choose_level(merged, images)
+        level = choose_level(merged, images, class_map)
     if level == "class":
         if images is None:
             raise ArtifactError("--level class needs --images (the folder whose classes the rows are spread to)")
