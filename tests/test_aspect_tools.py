@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from makd.artifacts import read_aspect_file, read_sidecar, sha256_file
-from makd.data.demo import generate_demo
+from makd.data.demo import UNRELIABLE_QUESTIONS, generate_demo
 
 REPO = Path(__file__).resolve().parents[1]
 LAVID = Path("/work/.mirror/lliangthomas+lavid/repo")
@@ -223,12 +223,16 @@ def test_audit_scores_agreement_and_auc_per_question(tmp_path, capsys):
 
 
 def test_audit_of_the_demo_teacher_against_its_truth_files(tmp_path, capsys):
-    generate_demo(tmp_path / "demo", seed=0, image_size=16, train_per_class=4, test_per_class=1)
+    generate_demo(tmp_path / "demo", seed=0, image_size=16, train_per_class=10, test_per_class=1)
     demo = tmp_path / "demo"
     clean = run_json(capsys, "audit", str(demo / "aspects_train.json"), "--truth", str(demo / "truth_train.json"))
-    assert clean["images_joined"] == 64 and clean["questions_scored"] == 16
-    assert clean["mean_agreement"] > 0.8 and clean["mean_auc"] > 0.85
-    generate_demo(tmp_path / "noisy", seed=0, image_size=16, train_per_class=4, test_per_class=1, teacher_noise=4.0)
+    assert clean["images_joined"] == 160 and clean["questions_scored"] == 16
+    assert clean["mean_agreement"] > 0.9 and clean["mean_auc"] > 0.95
+    # The two questions the simulated teacher answers with 3x the noise are the two it agrees with least.
+    questions = (demo / "questions.txt").read_text().splitlines()
+    worst = sorted(clean["questions"], key=lambda q: q["agreement"])[:2]
+    assert {questions[q["index"] - 1] for q in worst} == set(UNRELIABLE_QUESTIONS)
+    generate_demo(tmp_path / "noisy", seed=0, image_size=16, train_per_class=10, test_per_class=1, teacher_noise=4.0)
     noisy = run_json(
         capsys, "audit", str(tmp_path / "noisy" / "aspects_train.json"), "--truth", str(demo / "truth_train.json")
     )

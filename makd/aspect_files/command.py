@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from makd.artifacts import ArtifactError, read_aspect_file
-from makd.aspect_files.audit import audit, audit_lines, read_cub_truth, read_question_map, read_truth_file
 from makd.aspect_files.convert import (
     DUPLICATE_POLICIES,
     LEVELS,
@@ -111,6 +110,9 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    # Imported here: the AUC lives with the training metrics, which import torch (4 s) that inspect/convert skip.
+    from makd.aspect_files.audit import audit, audit_lines, read_cub_truth, read_question_map, read_truth_file
+
     table = read_aspect_file(args.file)
     cub = (args.cub_attributes, args.cub_images, args.question_map)
     if bool(args.truth) == any(cub):
