@@ -358,3 +358,27 @@ def test_lavid_per_image_and_per_class_files_convert_and_train(tmp_path):
     assert meta["level"] == "class" and meta["mapping"]["multiple_choice"]["options_per_question"] == [5] * 50
     summary = train_one_epoch(tmp_path / "b", pets_train, pets_test, out, num_classes=3, q=250)
     assert summary["num_aspects"] == 250
+
+
+def test_a_damaged_one_row_per_line_file_is_still_inspected_row_by_row(tmp_path, capsys):
+    from makd.artifacts import write_aspect_file
+
+    path = tmp_path / "aspects.json"
+    write_aspect_file(path, {f"img_{i}": [0.1 * i, 0.5] for i in range(5)})
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:12]  # a row cut short, as an editor or a copy might leave it
+    path.write_text("\n".join(lines[:-1]) + "\n")  # and the closing brace lost
+    report = run_json(capsys, "inspect", str(path))
+    assert report["rows"] == 4 and report["problems"]["count"] == 2
+    assert "line 4: not a" in report["problems"]["examples"][1]
+    assert aspects.main(["convert", str(path), "--out", str(tmp_path / "out.json")]) == 2  # convert refuses it
+    assert "2 problems" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
+
+
+def test_convert_refuses_nan_and_out_of_range_values_naming_them(tmp_path, capsys):
+    source = tmp_path / "bad.json"
+    source.write_text('{"a.jpg": [0.5, NaN], "b.jpg": [0.5, 1.2], "c.jpg": [0.5, 0.5]}')
+    assert aspects.main(["convert", str(source), "--out", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "'a.jpg': value 1 is nan" in err and "outside [0, 1]" in err
+    assert "tools/aspects.py inspect" in err and not (tmp_path / "out.json").exists()

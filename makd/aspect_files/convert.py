@@ -151,7 +151,7 @@ def check_values(raw: RawAspectFile, merged: Mapping[str, Any]) -> tuple[int, ..
     if problems:
         more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
         raise ArtifactError(
-            f"{raw.path}: {len(problems)} bad values ({'; '.join(problems[:2])}{more}); "
+            f"{raw.path}: {len(problems)} problems ({'; '.join(problems[:2])}{more}); "
             f"run `tools/aspects.py inspect {raw.path}`"
         )
     if len(shapes) != 1:

@@ -61,6 +61,9 @@ def read_raw(path: str | os.PathLike) -> RawAspectFile:
         except json.JSONDecodeError as err:
             if err.msg != "Extra data":  # "Extra data" after the first object: JSON lines without the suffix
                 where = f"line {err.lineno} column {err.colno}"
+                rows = _read_row_lines(path, text, digest, f"not valid JSON ({err.msg} at {where})")
+                if rows is not None:
+                    return rows
                 raise ArtifactError(f"{path}: not valid JSON ({err.msg} at {where})") from None
         else:
             if not isinstance(value, _Pairs):
@@ -87,6 +90,29 @@ def _read_lines(path: Path, text: str, digest: str) -> RawAspectFile:
     if not pairs and problems:
         raise ArtifactError(f"{path}: no line is a JSON object ({problems[0]})")
     return RawAspectFile(str(path), "jsonl", pairs, digest, problems)
+
+
+def _read_row_lines(path: Path, text: str, digest: str, whole_file_error: str) -> RawAspectFile | None:
+    """A broken JSON object written one row per line (`"key": [...],`, as write_aspect_file does): the
+    rows that parse, and a problem per line that does not; None when the file is not in that shape."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "{":
+        return None
+    pairs: list[tuple[str, Any]] = []
+    problems = [f"the file as a whole is {whole_file_error}"]
+    for number, line in enumerate(lines[1:], start=2):
+        body = line.strip().rstrip(",")
+        if body in ("", "}"):
+            continue
+        try:
+            value = json.loads("{" + body + "}", object_pairs_hook=_Pairs)
+        except json.JSONDecodeError as err:
+            problems.append(f'line {number}: not a `"key": [values]` row ({err.msg})')
+            continue
+        pairs.extend((k, _plain(v)) for k, v in value)
+    if not pairs:
+        return None
+    return RawAspectFile(str(path), "json (one row per line, damaged)", pairs, digest, problems)
 
 
 def _plain(value: Any) -> Any:
