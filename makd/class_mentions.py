@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from makd.errors import MakdError
+
 LEAK_RULES = ("names_object", "any_mention")
 
 COPULAS = frozenset("is are was were".split())
@@ -69,6 +71,12 @@ CLOSED_WORDS = (
     | LOOK_VERBS
     | frozenset("like as does do did can could would should will may might must has have s".split())
 )
+
+
+class LeakRuleError(MakdError, ValueError):
+    """An unknown class-name rule was asked for."""
+
+
 MAX_MODIFIERS = 2  # adjectives skipped between a determiner and the name ("a small digital watch")
 
 
@@ -164,7 +172,7 @@ def class_name_leak(
     `allowed` names (compared in the same normalised form) never count: a per-run allow-list.
     """
     if rule not in LEAK_RULES:
-        raise ValueError(f"class-name rule {rule!r}: choose one of {', '.join(LEAK_RULES)}")
+        raise LeakRuleError(f"class-name rule {rule!r}: choose one of {', '.join(LEAK_RULES)}")
     tokens = words(question)
     exempt = {" ".join(words(a)) for a in allowed}
     for name in class_names:

@@ -47,6 +47,7 @@ def write_images(root: Path, names_by_class: dict[str, list[str]], ext: str = ".
 
 
 def run_json(capsys, *argv: str) -> dict:
+    capsys.readouterr()  # drop what earlier commands printed
     assert aspects.main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -191,7 +192,7 @@ def test_per_class_rows_are_spread_to_images_by_normalised_class_name(tmp_path, 
     assert meta["mapping"]["images_per_class"] == {"001.Black_footed_Albatross": 2, "American_Crow": 1, "Faces": 1}
 
 
-def test_multiple_choice_blocks_flatten_row_major_to_targets_in_0_1(tmp_path):
+def test_multiple_choice_blocks_flatten_row_major_to_targets_in_0_1(tmp_path, capsys):
     images = tmp_path / "images"
     write_images(images, {"abyssinian": ["a"], "beagle": ["b"]})
     blocks = {  # 2 questions, 3 and 2 options
@@ -205,6 +206,25 @@ def test_multiple_choice_blocks_flatten_row_major_to_targets_in_0_1(tmp_path):
     table = read_aspect_file(out)
     np.testing.assert_allclose(table.values, [[0.7, 0.2, 0.1, 0.4, 0.6], [0.1, 0.1, 0.8, 1.0, 0.0]], rtol=1e-6)
     assert read_sidecar(out)["mapping"]["multiple_choice"]["options_per_question"] == [3, 2]
+
+    blocks_report = run_json(capsys, "inspect", str(source))["multiple_choice_questions"]
+    assert [q["options"] for q in blocks_report] == [3, 2]
+    assert blocks_report[0]["mean_row_sum"] == pytest.approx(1.0)
+    assert blocks_report[1]["top_option_share"] == 0.5  # option 2 for Abyssinian, option 1 for beagle
+    h = -(0.7 * math.log2(0.7) + 0.2 * math.log2(0.2) + 0.1 * math.log2(0.1))
+    h2 = -(2 * 0.1 * math.log2(0.1) + 0.8 * math.log2(0.8))
+    assert blocks_report[0]["mean_entropy_bits"] == pytest.approx((h + h2) / 2)
+    assert blocks_report[1]["mean_entropy_bits"] == pytest.approx((-(0.4 * math.log2(0.4) + 0.6 * math.log2(0.6))) / 2)
+
+    # The flat release layout names the class in the file name: `<class>_<label>_<index>.png`.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for stem in ("abyssinian_0_0", "abyssinian_0_1", "beagle_1_0"):
+        Image.new("RGB", (8, 8)).save(flat / f"{stem}.png")
+    assert aspects.main(["convert", str(source), "--out", str(tmp_path / "release.json"), "--images", str(flat)]) == 0
+    flat_table = read_aspect_file(tmp_path / "release.json")
+    assert flat_table.ids == ["abyssinian_0_0", "abyssinian_0_1", "beagle_1_0"]
+    assert flat_table.values[1].tolist() == pytest.approx([0.7, 0.2, 0.1, 0.4, 0.6])
 
 
 # ----------------------------------------------------------------------------- audit

@@ -74,6 +74,16 @@ class Inspection:
                 )
                 + f"; exact bf16 numbers {quant['bf16_share']:.2%}, exact fp16 numbers {quant['fp16_share']:.2%}"
             )
+        blocks = r.get("multiple_choice_questions")
+        if blocks:
+            out.append("question  options  mean_row_sum  mean_entropy_bits  top_option_share")
+            for q in blocks:
+                out.append(
+                    f"{q['index']:>8}  {q['options']:>7}  {q['mean_row_sum']:.4f}  {q['mean_entropy_bits']:.4f}  "
+                    f"{q['top_option_share']:.4f}"
+                )
+            same = sum(q["top_option_share"] == 1.0 for q in blocks)
+            out.append(f"{same} of {len(blocks)} questions have the same top option in every row")
         questions = r.get("questions")
         if questions:
             out.append("question  mean_p  yes_rate  entropy_bits")
@@ -195,7 +205,33 @@ def inspect_file(raw: RawAspectFile) -> Inspection:
             ]
         else:
             report["options_per_question"] = list(good_shape[1:])
+            report["multiple_choice_questions"] = multiple_choice_stats(matrix, list(good_shape[1:]))
     return Inspection(report)
+
+
+def multiple_choice_stats(matrix: np.ndarray, options: list[int]) -> list[dict[str, float]]:
+    """Per question of flattened blocks [rows, sum(options)]: mean row sum (1 for a distribution), mean
+    entropy of the option distribution in bits, and the share of rows whose top option is the most common
+    top option (1.0 = every class gets the same answer, so the question tells nothing apart)."""
+    out, start = [], 0
+    for q, m in enumerate(options):
+        block = matrix[:, start : start + m]
+        start += m
+        sums = block.sum(axis=1)
+        probs = block / np.where(sums > 0, sums, 1.0)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.nansum(np.where(probs > 0, probs * np.log2(probs), 0.0), axis=1)
+        top = np.bincount(block.argmax(axis=1), minlength=m)
+        out.append(
+            {
+                "index": q + 1,
+                "options": m,
+                "mean_row_sum": float(sums.mean()),
+                "mean_entropy_bits": float(entropy.mean()),
+                "top_option_share": float(top.max() / len(block)),
+            }
+        )
+    return out
 
 
 def _shape_name(shape: tuple[int, ...]) -> str:
