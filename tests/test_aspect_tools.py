@@ -328,7 +328,10 @@ def test_a_converted_file_trains(tmp_path):
     source = tmp_path / "rows.jsonl"
     source.write_text("".join(json.dumps({f"jpg/image_{i:05d}.jpg": [i / 8, 1 - i / 8, 0.5]}) + "\n" for i in range(8)))
     out = tmp_path / "aspects.json"
-    assert aspects.main(["convert", str(source), "--out", str(out), "--images", str(train)]) == 0
+    # --config matches the keys against the images exactly as training will list them.
+    config = write_config(tmp_path / "run_cfg", train, test, out, num_classes=2, q=3)
+    assert aspects.main(["convert", str(source), "--out", str(out), "--config", str(config)]) == 0
+    assert read_sidecar(out)["mapping"]["images"] == str(train)
     summary = train_one_epoch(tmp_path, train, test, out, num_classes=2, q=3)
     assert (summary["num_aspects"], summary["num_train_images"], summary["epochs"]) == (3, 8, 1)
     assert summary["aspect_sha256"] == sha256_file(out)

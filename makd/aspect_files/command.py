@@ -21,6 +21,7 @@ from makd.artifacts import ArtifactError, read_aspect_file
 from makd.aspect_files.convert import (
     DUPLICATE_POLICIES,
     LEVELS,
+    config_images,
     convert,
     folder_images,
     read_class_map,
@@ -45,7 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="map another project's aspect file to this project's image ids")
     p.add_argument("source", help="JSON object or JSON-lines file keyed by image paths or class names")
     p.add_argument("--out", required=True, help="aspect file to write ({image_id: [p_1..p_Q]}, plus .meta.json)")
-    p.add_argument("--images", help="image folder whose ids (and classes) the keys are matched to")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--images", help="image folder whose ids (and classes) the keys are matched to")
+    where.add_argument(
+        "--config",
+        help="training config: match against its images as stage 3 lists them (any DATASET.TYPE, split files included)",
+    )
+    p.add_argument("--split", choices=("train", "test"), default="train", help="with --config: which split")
     p.add_argument(
         "--level",
         choices=LEVELS,
@@ -98,7 +105,10 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise ArtifactError(f"--out {out} already exists; pass --overwrite to replace it")
     check_output_location(out, "--out")
     raw = read_raw(args.source)
-    images = folder_images(args.images) if args.images else None
+    if args.config:
+        images = config_images(args.config, args.split)
+    else:
+        images = folder_images(args.images) if args.images else None
     class_map = read_class_map(args.class_map) if args.class_map else None
     result = convert(raw, images, args.level, class_map, args.on_duplicate, args.drop_unmatched)
     write_conversion(out, raw, result, command=shlex.join([PROG, *argv]))

@@ -63,6 +63,19 @@ def folder_images(root: str | os.PathLike) -> FolderImages:
     return FolderImages(root, ids, classes, layout)
 
 
+def config_images(config: str | os.PathLike, split: str = "train") -> FolderImages:
+    """The images of a training config's split, as stage 3 lists them (any DATASET.TYPE: class folders,
+    release PNGs, split files, torchvision datasets): ids and class names from makd.data."""
+    from makd.config import load_cfg
+    from makd.data.image_index import build_image_indexes  # imported late: pulls in torchvision
+
+    cfg = load_cfg(str(config), check=False)
+    train, test = build_image_indexes(cfg)
+    index = train if split == "train" else test
+    classes = [index.class_names[label] for label in index.labels]
+    return FolderImages(index.root or index.source, list(index.ids), classes, f"config {config} ({index.source})")
+
+
 def class_key(name: str) -> str:
     """The form class names are compared in: "001.Black_footed_Albatross" and "black footed  albatross" agree."""
     text = unicodedata.normalize("NFKC", name).strip()
