@@ -109,6 +109,8 @@ def test_pickles_and_non_json_are_refused_in_one_line(tmp_path, capsys):
     text.write_text("[1, 2")
     assert aspects.main(["inspect", str(text)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+    text.write_text("{}")
+    assert run_json(capsys, "inspect", str(text))["problems"] == {"count": 1, "examples": ["the file holds no rows"]}
 
 
 # ----------------------------------------------------------------------------- convert: image level

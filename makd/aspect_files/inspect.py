@@ -40,7 +40,7 @@ class Inspection:
         keys = r["keys"]
         out.append(
             f"keys: {keys['with_image_extension']} with an image extension, {keys['with_folder']} with a folder "
-            f"prefix; e.g. {', '.join(repr(k) for k in keys['examples'])}"
+            f"prefix; e.g. {', '.join(repr(k) for k in keys['examples']) or '(none)'}"
         )
         dup = r["duplicates"]
         if dup["keys"]:
@@ -154,6 +154,8 @@ def inspect_file(raw: RawAspectFile) -> Inspection:
             good_rows.append(flatten_values(value))
     if len(shapes) > 1:
         problems.append(f"rows have different shapes: {', '.join(shapes)}")
+    if not raw.pairs:
+        problems.append("the file holds no rows")
     keys = list(by_key)
     report: dict[str, Any] = {
         "path": raw.path,
