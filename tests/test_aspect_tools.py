@@ -171,27 +171,42 @@ def test_convert_refuses_ambiguous_names_and_conflicting_repeats(tmp_path, capsy
 # ----------------------------------------------------------------------------- convert: class level
 def test_per_class_rows_are_spread_to_images_by_normalised_class_name(tmp_path, capsys):
     images = tmp_path / "images"
-    write_images(images, {"001.Black_footed_Albatross": ["x1", "x2"], "Faces": ["f1"], "American_Crow": ["c1"]})
+    folders = {
+        "001.Black_footed_Albatross": ["x1", "x2"],
+        "Faces": ["f1"],
+        "Faces_easy": ["e1"],
+        "American_Crow": ["c1"],
+    }
+    write_images(images, folders)
     source = tmp_path / "per_class.json"
     rows = {"black footed albatross": [0.1, 0.2], "face": [0.3, 0.4], "American  crow": [0.5, 0.6], "Cardinal": [0, 1]}
     source.write_text(json.dumps(rows))
     out = tmp_path / "spread.json"
     assert aspects.main(["convert", str(source), "--out", str(out), "--images", str(images), "--level", "class"]) == 2
     err = capsys.readouterr().err
-    assert "1 classes of" in err and "'Faces' (file has 'face'?)" in err and "--class-map" in err
+    assert "1 classes of" in err and "'Faces_easy' (file has 'face'?)" in err and "--class-map" in err
 
+    # LaViD's Caltech-101 file has one `face` row for the two face folders: several folder classes may share it.
     class_map = tmp_path / "map.tsv"
-    class_map.write_text("# file name\tfolder class\nface\tFaces\n")
+    class_map.write_text("# folder class\tname in the file\nFaces_easy\tface\n")
     argv = ["convert", str(source), "--out", str(out), "--images", str(images), "--class-map", str(class_map)]
     assert aspects.main(argv) == 0  # --level auto finds every folder class among the keys
     assert "1 file classes are not folder classes" in capsys.readouterr().err  # Cardinal
     table = read_aspect_file(out)
     by_id = dict(zip(table.ids, table.values.tolist()))
     assert by_id["001.Black_footed_Albatross/x1"] == by_id["001.Black_footed_Albatross/x2"] == pytest.approx([0.1, 0.2])
-    assert by_id["Faces/f1"] == pytest.approx([0.3, 0.4]) and by_id["American_Crow/c1"] == pytest.approx([0.5, 0.6])
+    assert by_id["Faces/f1"] == by_id["Faces_easy/e1"] == pytest.approx([0.3, 0.4])  # "Faces" ~ "face": final s
+    assert by_id["American_Crow/c1"] == pytest.approx([0.5, 0.6])
     meta = read_sidecar(out)
     assert meta["level"] == "class" and meta["mapping"]["classes"]["Faces"] == "face"
-    assert meta["mapping"]["images_per_class"] == {"001.Black_footed_Albatross": 2, "American_Crow": 1, "Faces": 1}
+    assert meta["mapping"]["classes"]["Faces_easy"] == "face" and meta["mapping"]["unused_file_classes"] == ["Cardinal"]
+    assert meta["mapping"]["images_per_class"]["001.Black_footed_Albatross"] == 2
+
+    bad_map = tmp_path / "bad.tsv"
+    bad_map.write_text("Faces_easy\tfaces easy\n")
+    argv[-1] = str(bad_map)
+    assert aspects.main([*argv, "--overwrite"]) == 2
+    assert "'faces easy', which is not a key of the file" in capsys.readouterr().err
 
 
 def test_multiple_choice_blocks_flatten_row_major_to_targets_in_0_1(tmp_path, capsys):
@@ -407,3 +422,26 @@ def test_convert_refuses_nan_and_out_of_range_values_naming_them(tmp_path, capsy
     err = capsys.readouterr().err
     assert "2 problems" in err and "'a.jpg': value 1 is nan" in err and "outside [0, 1]" in err
     assert "tools/aspects.py inspect" in err and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.skipif(not LAVID.is_dir(), reason="LaViD mirror not present")
+def test_lavid_caltech_per_class_file_pairs_with_the_101_caltech_folders(tmp_path, capsys):
+    per_class = _lavid_file("questions/caltech101/logits/qwen2.5-72B_chat_50-5.json", tmp_path)  # 100 class rows
+    folders = [c for c in (REPO / "questions" / "classes" / "caltech101.txt").read_text().splitlines() if c]
+    images = tmp_path / "caltech"
+    write_images(images, {name: ["image_0001"] for name in folders})
+    out = tmp_path / "caltech.json"
+    argv = ["convert", str(per_class), "--out", str(out), "--images", str(images), "--level", "class"]
+    assert aspects.main(argv) == 2  # LaViD merged the two face folders into one "face" row
+    err = capsys.readouterr().err
+    assert "1 classes of" in err and "'Faces_easy' (file has 'face'?)" in err
+    (tmp_path / "map.tsv").write_text("Faces_easy\tface\n")
+    assert aspects.main([*argv, "--class-map", str(tmp_path / "map.tsv")]) == 0
+    meta = read_sidecar(out)
+    assert len(meta["mapping"]["classes"]) == 101 and meta["mapping"]["unused_file_classes"] == []
+    assert {meta["mapping"]["classes"][c] for c in ("airplanes", "Leopards", "Motorbikes")} == {
+        "airplane",
+        "leopard",
+        "motorbike",
+    }
+    assert read_aspect_file(out).num_aspects == 250

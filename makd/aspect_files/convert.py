@@ -6,7 +6,8 @@ the key's extension is dropped, `\\` becomes `/`, and the longest tail of its pa
 exactly one image id wins (`jpg/image_05656` -> `image_05656` -> id `daisy/image_05656`).
 Class level: each key is a class name; every image of `--images` gets its class's row. Names are
 matched by `class_key`: case folded, `_` and runs of spaces made one space, a leading `001.` index
-(CUB folders) dropped; `--class-map` pairs names that differ otherwise (`face` / `Faces`).
+(CUB folders) dropped, then a final "s" ignored (`airplanes` / `airplane`); `--class-map` pairs folder
+classes with file names that differ otherwise (`Faces_easy` -> `face`; several may share one row).
 Multiple-choice blocks (Q questions x M_q options, LaViD's per-class distributions) are flattened
 row-major to sum(M_q) targets in [0, 1]: each option's probability becomes one BCE target, which is
 defined for any p in [0, 1] (the student then predicts each option independently; the sum-to-one
@@ -174,7 +175,10 @@ def check_values(raw: RawAspectFile, merged: Mapping[str, Any]) -> tuple[int, ..
 
 
 def read_class_map(path: str | os.PathLike) -> dict[str, str]:
-    """{name in the file: class of the image folder} from JSON, or from lines `file name<TAB>folder class`."""
+    """{folder class: name in the file} from JSON, or from lines `folder class<TAB>name in the file`.
+
+    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -191,7 +195,7 @@ def read_class_map(path: str | os.PathLike) -> dict[str, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if "\t" not in line:
-            raise ArtifactError(f"--class-map {path}:{number}: expected `name in the file<TAB>folder class`")
+            raise ArtifactError(f"--class-map {path}:{number}: expected `folder class<TAB>name in the file`")
         source, target = line.split("\t", 1)
         mapping[source.strip()] = target.strip()
     return mapping
@@ -248,53 +252,76 @@ def convert_image_level(merged: Mapping[str, Any], images: FolderImages | None, 
     return Conversion(rows, "image", mapping, notes)
 
 
+def _singular(key: str) -> str:
+    return key[:-1] if len(key) > 3 and key.endswith("s") and not key.endswith("ss") else key
+
+
+def match_classes(
+    folder_classes: Sequence[str], file_keys: Sequence[str], class_map: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """({folder class: file key}, folder classes without a key).
+
+    Order of rules: --class-map (folder class -> file name), then equal `class_key`, then equal after a
+    final "s" is dropped on both sides ("airplanes" / "airplane") when that pairs the two names uniquely.
+    """
+    class_map = dict(class_map or {})
+    by_key: dict[str, list[str]] = {}
+    by_singular: dict[str, list[str]] = {}
+    for key in file_keys:
+        by_key.setdefault(class_key(key), []).append(key)
+        by_singular.setdefault(_singular(class_key(key)), []).append(key)
+    pairs, missing = {}, []
+    for name in folder_classes:
+        if name in class_map:
+            target = class_map[name]
+            if target not in file_keys:
+                raise ArtifactError(f"--class-map pairs {name!r} with {target!r}, which is not a key of the file")
+            pairs[name] = target
+            continue
+        found = by_key.get(class_key(name)) or by_singular.get(_singular(class_key(name))) or []
+        if len(found) > 1:
+            raise ArtifactError(f"file classes {found[0]!r} and {found[1]!r} both match the folder class {name!r}")
+        if found:
+            pairs[name] = found[0]
+        else:
+            missing.append(name)
+    return pairs, missing
+
+
 def convert_class_level(
     merged: Mapping[str, Any], images: FolderImages, class_map: Mapping[str, str] | None = None
 ) -> Conversion:
     """Keys are class names: each image of `images` gets its class's row; a folder class without a row is an error."""
-    class_map = dict(class_map or {})
-    folder_by_key: dict[str, str] = {}
-    for name in sorted(set(images.classes)):
-        other = folder_by_key.setdefault(class_key(name), name)
-        if other != name:
-            raise ArtifactError(f"folder classes {other!r} and {name!r} are the same name after normalisation")
-    row_of_class: dict[str, tuple[str, Any]] = {}  # folder class -> (file key, value)
-    unknown = []
-    for key, value in merged.items():
-        target = class_map.get(key, key)
-        folder_class = folder_by_key.get(class_key(target))
-        if folder_class is None:
-            unknown.append(key)
-            continue
-        if folder_class in row_of_class:
-            raise ArtifactError(
-                f"file classes {row_of_class[folder_class][0]!r} and {key!r} both name the folder class "
-                f"{folder_class!r}; fix one (or --class-map)"
-            )
-        row_of_class[folder_class] = (key, value)
-    missing = sorted(c for c in folder_by_key.values() if c not in row_of_class)
+    folder_classes = sorted(set(images.classes))
+    file_keys = list(merged)
+    pairs, missing = match_classes(folder_classes, file_keys, class_map)
     if missing:
         hints = []
+        original = {class_key(k): k for k in file_keys}
         for name in missing[:MAX_LISTED]:
-            close = difflib.get_close_matches(class_key(name), [class_key(u) for u in unknown], n=1, cutoff=0.6)
-            hints.append(f"{name!r}" + (f" (file has {close[0]!r}?)" if close else ""))
+            close = difflib.get_close_matches(class_key(name), list(original), n=1, cutoff=0.5)
+            hints.append(f"{name!r}" + (f" (file has {original[close[0]]!r}?)" if close else ""))
         more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise ArtifactError(
             f"{len(missing)} classes of {images.root} have no row in the file: {', '.join(hints)}{more}; names are "
-            "compared case-folded with '_' as space and a leading 'NNN.' dropped; pair others with --class-map"
+            "compared case-folded with '_' as space, a leading 'NNN.' and a final 's' dropped; "
+            "pair others with --class-map (folder class<TAB>file name)"
         )
-    rows = {image: flatten_values(row_of_class[cls][1]) for image, cls in zip(images.ids, images.classes)}
+    rows = {image: flatten_values(merged[pairs[cls]]) for image, cls in zip(images.ids, images.classes)}
+    used = set(pairs.values())
+    unused = [k for k in file_keys if k not in used]
     notes = []
-    if unknown:
-        notes.append(f"{len(unknown)} file classes are not folder classes and were not used (first: {unknown[0]!r})")
+    if unused:
+        notes.append(f"{len(unused)} file classes are not folder classes and were not used (first: {unused[0]!r})")
     mapping = {
-        "rule": "class_key: case-folded, '_' as space, spaces collapsed, leading 'NNN.' dropped; then --class-map",
+        "rule": "--class-map, then class_key (case-folded, '_' as space, spaces collapsed, leading 'NNN.' dropped), "
+        "then the same without a final 's'",
         "images": images.root,
         "layout": images.layout,
-        "classes": {cls: row_of_class[cls][0] for cls in sorted(row_of_class)},
-        "unused_file_classes": unknown,
-        "class_map": class_map,
-        "images_per_class": {cls: images.classes.count(cls) for cls in sorted(row_of_class)},
+        "classes": pairs,
+        "unused_file_classes": unused,
+        "class_map": dict(class_map or {}),
+        "images_per_class": {cls: images.classes.count(cls) for cls in folder_classes},
     }
     return Conversion(rows, "class", mapping, notes)
 
@@ -302,12 +329,14 @@ def convert_class_level(
 def choose_level(
     merged: Mapping[str, Any], images: FolderImages | None, class_map: Mapping[str, str] | None = None
 ) -> str:
-    """Level "class" when every folder class has a key of that name (after --class-map), else "image"."""
+    """Level "class" when every folder class has a key of that name (see match_classes), else "image"."""
     if images is None:
         return "image"
-    class_map = class_map or {}
-    keys = {class_key(class_map.get(k, k)) for k in merged}
-    return "class" if all(class_key(c) in keys for c in set(images.classes)) else "image"
+    try:
+        _, missing = match_classes(sorted(set(images.classes)), list(merged), class_map)
+    except ArtifactError:
+        return "class"  # ambiguous class names: the class-level conversion explains it
+    return "image" if missing else "class"
 
 
 def convert(
