@@ -1,7 +1,7 @@
 """`python tools/aspects.py {inspect,convert,audit}`: look into, convert and check aspect files.
 
 inspect FILE                       rows, Q, histogram, quantisation, duplicates, bad values, per-question rates
-convert SRC --out OUT [--images DIR] [--level auto|image|class] [--class-map FILE] [--drop-unmatched]
+convert SRC --out OUT [--images DIR | --config CFG] [--level auto|image|class] [--class-map FILE] [--drop-unmatched]
                                    another project's file -> {image_id: [p_1..p_Q]} + sidecar
 audit FILE --truth TRUTH.json      per-question agreement / AUC against 0/1 ground truth
 audit FILE --cub-attributes image_attribute_labels.txt --cub-images images.txt --question-map MAP
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--class-map",
-        help="JSON {file name: folder class} or `name<TAB>class` lines for names that normalisation does not pair",
+        help="JSON {folder class: name in the file} or `folder class<TAB>name` lines, for names the rules do not pair",
     )
     p.add_argument(
         "--on-duplicate",
