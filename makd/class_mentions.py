@@ -73,11 +73,11 @@ CLOSED_WORDS = (
 )
 
 
+MAX_MODIFIERS = 2  # adjectives skipped between a determiner and the name ("a small digital watch")
+
+
 class LeakRuleError(MakdError, ValueError):
     """An unknown class-name rule was asked for."""
-
-
-MAX_MODIFIERS = 2  # adjectives skipped between a determiner and the name ("a small digital watch")
 
 
 def words(text: str) -> list[str]:
@@ -86,7 +86,7 @@ def words(text: str) -> list[str]:
 
 
 def _forms(word: str) -> set[str]:
-    """Singular and plural spellings of `word` ("faces" -> face/faces/facess.., "watch" -> watches)."""
+    """Spellings of `word` in either number: "faces" -> faces, face, ...; "watch" -> watch, watches; "fly" -> flies."""
     forms = {word, word + "s", word + "es"}
     if len(word) > 3 and word.endswith("es"):
         forms.add(word[:-2])
