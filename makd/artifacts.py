@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json, atomic_write_text
+from makd.class_mentions import class_name_leak
 from makd.errors import MakdError
-
-log = logging.getLogger(__name__)
 
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
@@ -34,6 +33,9 @@ YES_NO_STARTERS = frozenset(
 BYTE_ORDER_MARK = "\ufeff"
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
 MAX_QUESTION_CHARS = 300
+# Abbreviations whose period ends no sentence ("(e.g. glass)", "i.e.", "vs.", "etc."), matched case-blind.
+_ABBREVIATIONS = re.compile(r"\b(?:e\.\s?g|i\.\s?e|vs|etc|approx|cf|incl|esp|ca|resp|mr|mrs|ms|dr|st)\.", re.IGNORECASE)
+log = logging.getLogger("makd.artifacts")
 
 
 class ArtifactError(MakdError, ValueError):
@@ -74,18 +76,28 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- questions files
-def question_problem(text: str, class_names: Iterable[str] = (), allow_class_names: bool = False) -> str | None:
+def question_problem(
+    text: str,
+    class_names: Iterable[str] = (),
+    allow_class_names: bool = False,
+    *,
+    leak_rule: str = "names_object",
+    allowed_names: Iterable[str] = (),
+) -> str | None:
     """Why `text` is not an acceptable yes/no aspect question, or None when it is.
 
-    Acceptable: one line, one sentence ending in a single "?", first word a yes/no starter
-    ("Is", "Does", "Can", ...), at most 300 characters, and (unless allowed) no class name,
-    since a question that names a class leaks the label instead of describing an aspect.
+    Acceptable: one line, one sentence ending in a single "?" (abbreviations such as "e.g." and "vs."
+    end no sentence), first word a yes/no starter ("Is", "Does", "Can", ...), at most 300 characters,
+    and (unless allowed) no class name where it names the object (makd.class_mentions, rule
+    `leak_rule`; `allowed_names` never count), since such a question leaks the label instead of
+    describing an aspect. Surrounding and repeated whitespace is ignored.
     """
     stripped = text.strip()
     if not stripped:
         return "empty question"
     if "\n" in stripped or "\r" in stripped:
         return "spans more than one line"
+    stripped = " ".join(stripped.split())
     if len(stripped) > MAX_QUESTION_CHARS:
         return f"longer than {MAX_QUESTION_CHARS} characters"
     if _NUMBERING.match(stripped):
@@ -94,17 +106,15 @@ def question_problem(text: str, class_names: Iterable[str] = (), allow_class_nam
         return "does not end with '?'"
     if stripped.count("?") > 1:
         return "holds more than one question mark"
-    if re.search(r"[.!;]\s+\w", stripped[:-1]):
+    if re.search(r"[.!;]\s+\w", _ABBREVIATIONS.sub("abbr", stripped[:-1])):
         return "holds more than one sentence"
     first = re.split(r"[\s,]+", stripped, maxsplit=1)[0].lower()
     if first not in YES_NO_STARTERS:
         return f"does not start like a yes/no question ({first!r})"
     if not allow_class_names:
-        lowered = f" {normalize_text(stripped)} "
-        for name in class_names:
-            key = normalize_text(name)
-            if key and f" {key} " in lowered:
-                return f"names the class {name!r}"
+        leaked = class_name_leak(stripped, class_names, leak_rule, allowed_names)
+        if leaked is not None:
+            return f"names the class {leaked!r}"
     return None
 
 
@@ -118,6 +128,8 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
 
     A UTF-8 byte-order mark (Windows editors add one) is removed with a warning: left in, it would become
     part of the first question and change the teacher's answers (seen: P(yes) 0.92 -> 0.82).
+    Leading, trailing and repeated spaces or tabs (as LLM output often has) are normalised to single
+    spaces, with one warning naming the first such line; the normalised questions are returned.
     """
     if text.startswith(BYTE_ORDER_MARK):
         log.warning("%s: removed the UTF-8 byte-order mark at the start of the file (it is not part of a question)",
@@ -130,14 +142,17 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
         raise ArtifactError(f"{source}: the questions file is empty (expected one question per line)")
     questions: list[str] = []
     seen: dict[str, int] = {}
+    respaced: list[int] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip("\r")
         if not line.strip():
             raise ArtifactError(f"{source}:{number}: blank line (one question per line, no blank lines)")
         if BYTE_ORDER_MARK in line:
             raise ArtifactError(f"{source}:{number}: holds a byte-order mark (U+FEFF) inside the text; remove it")
-        if line != line.strip():
-            raise ArtifactError(f"{source}:{number}: leading or trailing spaces in {line!r}")
+        normalised = " ".join(line.split())
+        if normalised != line:
+            respaced.append(number)
+            line = normalised
         if _NUMBERING.match(line):
             raise ArtifactError(f"{source}:{number}: numbering or bullet in {line!r} (write the bare question)")
         if not line.endswith("?"):
@@ -147,6 +162,14 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
             raise ArtifactError(f"{source}:{number}: repeats the question of line {seen[key]}: {line!r}")
         seen[key] = number
         questions.append(line)
+    if respaced:
+        log.warning(
+            "%s: normalised leading, trailing or repeated whitespace on %d line(s) (first: line %d); "
+            "the questions are used without it",
+            source,
+            len(respaced),
+            respaced[0],
+        )
     return questions
 
 

@@ -1,0 +1,393 @@
+"""`aspects convert`: another project's aspect file -> this project's `{image_id: [p_1..p_Q]}` file.
+
+Image level: each key (an image path of the other project: `jpg/image_05656.jpg`, `image_05656.jpg`,
+`C:\\data\\img.png`) is matched to an image of `--images` by the one id rule (makd.data.image_ids):
+the key's extension is dropped, `\\` becomes `/`, and the longest tail of its path that is the tail of
+exactly one image id wins (`jpg/image_05656` -> `image_05656` -> id `daisy/image_05656`).
+Class level: each key is a class name; every image of `--images` gets its class's row. Names are
+matched by `class_key`: case folded, `_` and runs of spaces made one space, a leading `001.` index
+(CUB folders) dropped, then a final "s" ignored (`airplanes` / `airplane`); `--class-map` pairs folder
+classes with file names that differ otherwise (`Faces_easy` -> `face`; several may share one row).
+Multiple-choice blocks (Q questions x M_q options, LaViD's per-class distributions) are flattened
+row-major to sum(M_q) targets in [0, 1]: each option's probability becomes one BCE target, which is
+defined for any p in [0, 1] (the student then predicts each option independently; the sum-to-one
+of a question's options is not enforced). The sidecar records the source, its sha256 and the mapping.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import makd
+from makd.artifacts import ArtifactError, utc_now, write_aspect_file
+from makd.aspect_files.reading import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
+from makd.data.folder_layouts import detect_layout, parse_release_name
+from makd.data.image_ids import IMAGE_EXTENSIONS, image_id, list_image_files
+
+DUPLICATE_POLICIES = ("error", "first", "last")
+LEVELS = ("auto", "image", "class")
+
+
+@dataclass
+class FolderImages:
+    """Images of one folder: `ids[i]` has class `classes[i]` (top folder, or a release file's class field)."""
+
+    root: str
+    ids: list[str]
+    classes: list[str]
+    layout: str
+
+
+def folder_images(root: str | os.PathLike) -> FolderImages:
+    """The images of `root` with their ids and class names (class folders or the flat release layout)."""
+    root = str(root)
+    try:
+        files = list_image_files(root)
+    except (FileNotFoundError, ValueError) as err:
+        raise ArtifactError(f"--images: {err}") from None
+    if not files:
+        raise ArtifactError(f"--images {root} holds no images (.png, .jpg, ...)")
+    layout = detect_layout(root)
+    ids = [image_id(f, root) for f in files]
+    if layout == "release_png":
+        classes = [parse_release_name(f)[0] for f in files]
+    else:
+        classes = [i.split("/", 1)[0] for i in ids]
+    return FolderImages(root, ids, classes, layout)
+
+
+def config_images(config: str | os.PathLike, split: str = "train") -> FolderImages:
+    """The images of a training config's split, as stage 3 lists them (any DATASET.TYPE: class folders,
+    release PNGs, split files, torchvision datasets): ids and class names from makd.data."""
+    from makd.config import load_cfg
+    from makd.data.image_index import build_image_indexes  # imported late: pulls in torchvision
+
+    cfg = load_cfg(str(config), check=False)
+    train, test = build_image_indexes(cfg)
+    index = train if split == "train" else test
+    classes = [index.class_names[label] for label in index.labels]
+    return FolderImages(index.root or index.source, list(index.ids), classes, f"config {config} ({index.source})")
+
+
+def class_key(name: str) -> str:
+    """The form class names are compared in: "001.Black_footed_Albatross" and "black footed  albatross" agree."""
+    text = unicodedata.normalize("NFKC", name).strip()
+    text = re.sub(r"^\d+\.", "", text)  # CUB-200 folders: "001.Black_footed_Albatross"
+    return " ".join(text.replace("_", " ").casefold().split())
+
+
+def key_path(key: str) -> str:
+    """A key as an id-like path: POSIX separators, no leading "./" or "/", no image extension."""
+    path = key.strip().replace("\\", "/").lstrip("/")
+    while path.startswith("./"):
+        path = path[2:]
+    for ext in IMAGE_EXTENSIONS:
+        if path.lower().endswith(ext):
+            return path[: -len(ext)]
+    return path
+
+
+class ImageKeyMatcher:
+    """Maps keys to ids of `ids` by the longest unique path tail (see the module docstring)."""
+
+    def __init__(self, ids: Sequence[str]):
+        self._by_tail: dict[str, str | None] = {}  # None = the tail is shared by several ids
+        for image in ids:
+            parts = image.split("/")
+            for start in range(len(parts)):
+                tail = "/".join(parts[start:])
+                self._by_tail[tail] = None if tail in self._by_tail and self._by_tail[tail] != image else image
+
+    def match(self, key: str) -> tuple[str | None, str]:
+        """(image id, "") or (None, why not)."""
+        parts = key_path(key).split("/")
+        for start in range(len(parts)):
+            tail = "/".join(parts[start:])
+            if tail in self._by_tail:
+                found = self._by_tail[tail]
+                if found is None:
+                    return None, f"{tail!r} is the name of several images"
+                return found, ""
+        return None, "no image has this name"
+
+
+@dataclass
+class Conversion:
+    """Rows by image id, ready for write_aspect_file, and what the sidecar records about the mapping."""
+
+    rows: dict[str, list[float]]
+    level: str
+    mapping: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def merge_duplicates(raw: RawAspectFile, policy: str = "error") -> tuple[dict[str, Any], dict[str, int]]:
+    """One value per key. Repeats with identical values merge; conflicting ones follow `policy`."""
+    if policy not in DUPLICATE_POLICIES:
+        raise ArtifactError(f"--on-duplicate {policy!r}: choose one of {', '.join(DUPLICATE_POLICIES)}")
+    merged: dict[str, Any] = {}
+    identical = conflicting = 0
+    for key, value in raw.pairs:
+        if key not in merged:
+            merged[key] = value
+            continue
+        if merged[key] == value:
+            identical += 1
+            continue
+        conflicting += 1
+        if policy == "error":
+            raise ArtifactError(
+                f"{raw.path}: key {key!r} appears again with other values; choose --on-duplicate first or last"
+            )
+        if policy == "last":
+            merged[key] = value
+    return merged, {"identical_repeats": identical, "conflicting_repeats": conflicting}
+
+
+def check_values(raw: RawAspectFile, merged: Mapping[str, Any]) -> tuple[int, ...]:
+    """The common value shape of `merged`; ArtifactError with the first problems when values are bad."""
+    problems = list(raw.problems)
+    shapes: dict[tuple[int, ...], str] = {}
+    for key, value in merged.items():
+        issues = value_problems(key, value)
+        problems.extend(issues)
+        shape = value_shape(value)
+        if not issues and not isinstance(shape, str):
+            shapes.setdefault(shape, key)
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise ArtifactError(
+            f"{raw.path}: {len(problems)} problems ({'; '.join(problems[:2])}{more}); "
+            f"run `tools/aspects.py inspect {raw.path}`"
+        )
+    if len(shapes) != 1:
+        listed = ", ".join(f"{s} (e.g. {k!r})" for s, k in list(shapes.items())[:3])
+        raise ArtifactError(f"{raw.path}: rows have different shapes: {listed}")
+    return next(iter(shapes))
+
+
+def read_class_map(path: str | os.PathLike) -> dict[str, str]:
+    """{folder class: name in the file} from JSON, or from lines `folder class<TAB>name in the file`.
+
+    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"--class-map {path}: cannot read it ({err})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ArtifactError(f"--class-map {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        return {str(k): str(v) for k, v in mapping.items()}
+    mapping = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "\t" not in line:
+            raise ArtifactError(f"--class-map {path}:{number}: expected `folder class<TAB>name in the file`")
+        source, target = line.split("\t", 1)
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def convert_image_level(merged: Mapping[str, Any], images: FolderImages | None, drop_unmatched: bool) -> Conversion:
+    """Keys are images: matched to `images` ids, or (no folder) only cleaned by key_path."""
+    if images is None:
+        rows: dict[str, list[float]] = {}
+        for key, value in merged.items():
+            cleaned = key_path(key)
+            if cleaned in rows:
+                raise ArtifactError(f"keys {key!r} and another both become the id {cleaned!r}; pass --images")
+            rows[cleaned] = flatten_values(value)
+        rule = "key without image extension, POSIX separators (no --images given)"
+        return Conversion(rows, "image", {"rule": rule, "rows": len(rows)})
+    matcher = ImageKeyMatcher(images.ids)
+    rows, source_of, unmatched = {}, {}, []
+    for key, value in merged.items():
+        found, why = matcher.match(key)
+        if found is None:
+            unmatched.append((key, why))
+            continue
+        if found in rows:
+            raise ArtifactError(f"keys {source_of[found]!r} and {key!r} both name the image {found!r}; keep one")
+        rows[found], source_of[found] = flatten_values(value), key
+    if not rows:
+        raise ArtifactError(
+            f"no key matches an image of {images.root} (first key {next(iter(merged))!r}: {unmatched[0][1]}); "
+            "check --images, or use --level class for a file keyed by class names"
+        )
+    if unmatched and not drop_unmatched:
+        shown = "; ".join(f"{k!r}: {why}" for k, why in unmatched[:3])
+        raise ArtifactError(
+            f"{len(unmatched)} of {len(merged)} keys match no image of {images.root} ({shown}); "
+            "pass --drop-unmatched to leave them out"
+        )
+    without = [i for i in images.ids if i not in rows]
+    examples = {source_of[i]: i for i in sorted(rows)[:MAX_LISTED]}
+    notes = []
+    if unmatched:
+        notes.append(f"left out {len(unmatched)} keys that match no image (--drop-unmatched)")
+    if without:
+        notes.append(f"{len(without)} of {len(images.ids)} images have no row (first: {without[0]})")
+    mapping = {
+        "rule": "longest path tail of the key (extension dropped) that is the tail of exactly one image id",
+        "images": images.root,
+        "matched": len(rows),
+        "dropped_keys": len(unmatched),
+        "dropped_examples": [k for k, _ in unmatched[:MAX_LISTED]],
+        "images_without_row": len(without),
+        "examples": examples,
+    }
+    return Conversion(rows, "image", mapping, notes)
+
+
+def _singular(key: str) -> str:
+    return key[:-1] if len(key) > 3 and key.endswith("s") and not key.endswith("ss") else key
+
+
+def match_classes(
+    folder_classes: Sequence[str], file_keys: Sequence[str], class_map: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """({folder class: file key}, folder classes without a key).
+
+    Order of rules: --class-map (folder class -> file name), then equal `class_key`, then equal after a
+    final "s" is dropped on both sides ("airplanes" / "airplane") when that pairs the two names uniquely.
+    """
+    class_map = dict(class_map or {})
+    by_key: dict[str, list[str]] = {}
+    by_singular: dict[str, list[str]] = {}
+    for key in file_keys:
+        by_key.setdefault(class_key(key), []).append(key)
+        by_singular.setdefault(_singular(class_key(key)), []).append(key)
+    pairs, missing = {}, []
+    for name in folder_classes:
+        if name in class_map:
+            target = class_map[name]
+            if target not in file_keys:
+                raise ArtifactError(f"--class-map pairs {name!r} with {target!r}, which is not a key of the file")
+            pairs[name] = target
+            continue
+        found = by_key.get(class_key(name)) or by_singular.get(_singular(class_key(name))) or []
+        if len(found) > 1:
+            raise ArtifactError(f"file classes {found[0]!r} and {found[1]!r} both match the folder class {name!r}")
+        if found:
+            pairs[name] = found[0]
+        else:
+            missing.append(name)
+    return pairs, missing
+
+
+def convert_class_level(
+    merged: Mapping[str, Any], images: FolderImages, class_map: Mapping[str, str] | None = None
+) -> Conversion:
+    """Keys are class names: each image of `images` gets its class's row; a folder class without a row is an error."""
+    folder_classes = sorted(set(images.classes))
+    file_keys = list(merged)
+    pairs, missing = match_classes(folder_classes, file_keys, class_map)
+    if missing:
+        hints = []
+        original = {class_key(k): k for k in file_keys}
+        for name in missing[:MAX_LISTED]:
+            close = difflib.get_close_matches(class_key(name), list(original), n=1, cutoff=0.5)
+            hints.append(f"{name!r}" + (f" (file has {original[close[0]]!r}?)" if close else ""))
+        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise ArtifactError(
+            f"{len(missing)} classes of {images.root} have no row in the file: {', '.join(hints)}{more}; names are "
+            "compared case-folded with '_' as space, a leading 'NNN.' and a final 's' dropped; "
+            "pair others with --class-map (folder class<TAB>file name)"
+        )
+    rows = {image: flatten_values(merged[pairs[cls]]) for image, cls in zip(images.ids, images.classes)}
+    used = set(pairs.values())
+    unused = [k for k in file_keys if k not in used]
+    notes = []
+    if unused:
+        notes.append(f"{len(unused)} file classes are not folder classes and were not used (first: {unused[0]!r})")
+    mapping = {
+        "rule": "--class-map, then class_key (case-folded, '_' as space, spaces collapsed, leading 'NNN.' dropped), "
+        "then the same without a final 's'",
+        "images": images.root,
+        "layout": images.layout,
+        "classes": pairs,
+        "unused_file_classes": unused,
+        "class_map": dict(class_map or {}),
+        "images_per_class": {cls: images.classes.count(cls) for cls in folder_classes},
+    }
+    return Conversion(rows, "class", mapping, notes)
+
+
+def choose_level(
+    merged: Mapping[str, Any], images: FolderImages | None, class_map: Mapping[str, str] | None = None
+) -> str:
+    """Level "class" when every folder class has a key of that name (see match_classes), else "image"."""
+    if images is None:
+        return "image"
+    try:
+        _, missing = match_classes(sorted(set(images.classes)), list(merged), class_map)
+    except ArtifactError:
+        return "class"  # ambiguous class names: the class-level conversion explains it
+    return "image" if missing else "class"
+
+
+def convert(
+    raw: RawAspectFile,
+    images: FolderImages | None = None,
+    level: str = "auto",
+    class_map: Mapping[str, str] | None = None,
+    on_duplicate: str = "error",
+    drop_unmatched: bool = False,
+) -> Conversion:
+    """Rows of `raw` keyed by this project's image ids (see the module docstring)."""
+    if level not in LEVELS:
+        raise ArtifactError(f"--level {level!r}: choose one of {', '.join(LEVELS)}")
+    merged, repeats = merge_duplicates(raw, on_duplicate)
+    if not merged:
+        raise ArtifactError(f"{raw.path}: holds no rows")
+    shape = check_values(raw, merged)
+    if level == "auto":
+        level = choose_level(merged, images, class_map)
+    if level == "class":
+        if images is None:
+            raise ArtifactError("--level class needs --images (the folder whose classes the rows are spread to)")
+        result = convert_class_level(merged, images, class_map)
+    else:
+        result = convert_image_level(merged, images, drop_unmatched)
+    result.mapping["repeats"] = repeats
+    if repeats["identical_repeats"]:
+        result.notes.append(f"merged {repeats['identical_repeats']} repeated keys with identical values")
+    if len(shape) > 1:
+        result.mapping["multiple_choice"] = {
+            "questions": shape[0],
+            "options_per_question": list(shape[1:]),
+            "columns": "row-major: question 1's options, then question 2's, ...",
+        }
+        result.notes.append(f"flattened {shape[0]} multiple-choice questions to {sum(shape[1:])} targets")
+    return result
+
+
+def write_conversion(out: str | os.PathLike, raw: RawAspectFile, result: Conversion, command: str = "") -> None:
+    """The converted file (validated, atomic) and its sidecar: source, source sha256, level, mapping."""
+    meta = {
+        "written_by": "makd aspects convert",
+        "tool_version": makd.__version__,
+        "source": os.path.abspath(raw.path),
+        "source_sha256": raw.sha256,
+        "source_format": raw.format,
+        "level": result.level,
+        "num_aspects": len(next(iter(result.rows.values()))),
+        "mapping": result.mapping,
+        "notes": result.notes,
+        "command": command,
+        "converted": utc_now(),
+    }
+    write_aspect_file(out, result.rows, meta=meta)
