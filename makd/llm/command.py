@@ -19,6 +19,7 @@ from typing import Any
 import makd
 from makd.artifacts import read_questions, sidecar_path, write_questions
 from makd.atomic_files import check_output_location
+from makd.class_mentions import LEAK_RULES
 from makd.errors import MakdError, one_line, run_command
 from makd.llm.chat_client import JSON_MODES, ChatClient
 from makd.llm.class_source import ClassList, read_classes
@@ -26,6 +27,7 @@ from makd.llm.openai_client import DEFAULT_BASE_URL, RetryPolicy, resolve_api_ke
 from makd.llm.prompts import PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
 from makd.llm.response_cache import ResponseCache
+from makd.llm.screening import read_allow_list
 
 log = logging.getLogger("makd.llm")
 PROG = "make_questions"
@@ -77,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the exact prompts and exit (no request)")
     parser.add_argument("--allow-class-names", action="store_true", help="keep questions that name a class")
     parser.add_argument(
+        "--allow-class-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a class name questions may use in this run (repeatable)",
+    )
+    parser.add_argument("--allow-list", metavar="FILE", help="file of class names questions may use, one per line")
+    parser.add_argument(
+        "--class-name-rule",
+        choices=LEAK_RULES,
+        default="names_object",
+        help="names_object: a class name leaks only where it names the object (default); "
+        "any_mention: every mention leaks (for adjective classes such as DTD's)",
+    )
+    parser.add_argument(
         "--max-rounds",
         type=int,
         default=3,
@@ -124,6 +141,8 @@ def _task(args: argparse.Namespace, classes: ClassList, prompts: PromptSet) -> Q
         prompts=prompts,
         allow_class_names=args.allow_class_names,
         max_rounds=args.max_rounds,
+        allowed_names=(*args.allow_class_name, *(read_allow_list(args.allow_list) if args.allow_list else ())),
+        leak_rule=args.class_name_rule,
     )
 
 
@@ -170,6 +189,8 @@ def sidecar_meta(
         "json_mode": {"requested": json_mode, "used": any(e.json_mode for e in result.exchanges)},
         "max_rounds": task.max_rounds,
         "allow_class_names": task.allow_class_names,
+        "allowed_class_names": list(task.allowed_names),
+        "class_name_rule": task.leak_rule,
         "prompts": task.prompts.as_dict(),
         "exchanges": [dataclasses.asdict(e) for e in result.exchanges],
         "candidates": result.candidates,

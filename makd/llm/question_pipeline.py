@@ -36,6 +36,8 @@ class QuestionTask:
     prompts: PromptSet = PromptSet()
     allow_class_names: bool = False
     max_rounds: int = 3
+    allowed_names: tuple[str, ...] = ()  # class names questions may use in this run (the allow-list)
+    leak_rule: str = "names_object"  # makd.class_mentions.LEAK_RULES
 
     def values(self) -> dict[str, object]:
         """Placeholder values shared by every template."""
@@ -134,7 +136,16 @@ def generate_candidates(
     while True:
         reply = chat.ask(prompt)
         items = [str(i) for i in parse_reply(reply.text)]  # a bare number is no question: rejected below
-        screening = screen_questions(items, task.classes, task.allow_class_names, already_kept=kept)
+        screening = screen_questions(
+            items,
+            task.classes,
+            task.allow_class_names,
+            already_kept=kept,
+            allowed_names=task.allowed_names,
+            leak_rule=task.leak_rule,
+        )
+        if screening.suffix_note():
+            log.info("generate round %d: %s", len(chat.exchanges), screening.suffix_note())
         kept += screening.kept
         rejected += screening.rejected
         log.info(
