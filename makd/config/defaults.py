@@ -35,7 +35,10 @@ _C.DATASET = CN()
 # Layout of the images: "auto" (release flat PNGs when names look like <class>_<label>_<idx>,
 # else class folders), "image_folder" (root/<class>/<image>), "release_png" (the official flat
 # folders), or a torchvision dataset: caltech101, oxford_pets, flowers102, dtd, fgvc_aircraft,
-# stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders).
+# stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders). The official configs'
+# dataset names (oxfordpets, caltech101, cub200, flowers, dtd, stanfordcars, aircraft, miniimagenet, cifar100,
+# imagenet, tiny_imagenet, ...; makd.data.folder_layouts.OFFICIAL_DATASET_TYPES) read TRAIN/TEST_IMAGE_PATH
+# with "auto" when TRAIN_IMAGE_PATH is set (the release's flat PNGs); without it, torchvision's names stay theirs.
 _C.DATASET.TYPE = "auto"
 _C.DATASET.NUM_CLASS = 0  # C; 0 = take it from the data; otherwise checked against the data
 _C.DATASET.ASPECT_JSON = ""  # stage-2 aspect file {image_id: [p_1..p_Q]}; required by MaKD
@@ -66,7 +69,7 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # trainer kind ("base" is the only one; kept for official configs)
+_C.SOLVER.TRAINER = "base"  # "base" or "makd" (the same trainer; kept for official configs); see TRAINERS
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -198,16 +201,59 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
     (names, ranges, train/test folders being different); data-dependent checks happen on load.
     """
     cfg = get_cfg()
+    data = _read_yaml(path) if path else {}
+    overrides = _parse_opts(opts) if opts else {}
+    # Before any key is merged: a file for a method makd lacks (mdistiller's AT, CRD, ...) carries that method's
+    # config group (AT.*, CRD.*), which would otherwise fail as an unknown key instead of naming the method.
+    check_method_implemented(data, overrides, path or "command line")
     if path:
-        _merge(cfg, _read_yaml(path), path)
-    if opts:
-        _merge(cfg, _parse_opts(opts), "command line")
+        _merge(cfg, data, path)
+    if overrides:
+        _merge(cfg, overrides, "command line")
     if not cfg.EXPERIMENT.NAME and path:
         cfg.EXPERIMENT.NAME = Path(path).stem
     if check:
         check_cfg(cfg)
     cfg.freeze()
     return cfg
+
+
+# SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
+# repository's fine-grained config; "base": mdistiller's default). mdistiller's "dot" (DOT's optimizer) and
+# "crd" (CRD's sampled loader) are methods of their own.
+TRAINERS = ("base", "makd")
+
+
+def _named(data: dict, overrides: dict, group: str, key: str) -> str | None:
+    """The value of group.key the command line (first) or the file sets, when it is a non-empty string."""
+    for source in (overrides, data):
+        node = source.get(group)
+        if isinstance(node, dict) and key in node:
+            value = node[key]
+            return value if isinstance(value, str) and value else None
+    return None
+
+
+def check_method_implemented(data: dict, overrides: dict, where: str) -> None:
+    """One-line ConfigError when the file (or the command line, which wins) names a method makd lacks: a
+    DISTILLER.TYPE not in the registry `makd.distillers.DISTILLERS`, or a SOLVER.TRAINER not in TRAINERS.
+
+    Runs before the keys are merged, so such a file stops on the method's name, not on its config group."""
+    distiller = _named(data, overrides, "DISTILLER", "TYPE")
+    if distiller is not None:
+        from makd.distillers import DISTILLERS  # imported late: the distillers import this module
+
+        if distiller not in DISTILLERS:
+            raise ConfigError(
+                f"{where}: DISTILLER.TYPE {distiller!r} is a method makd does not implement; "
+                f"implemented: {', '.join(DISTILLERS.names())}"
+            )
+    trainer = _named(data, overrides, "SOLVER", "TRAINER")
+    if trainer is not None and trainer.lower() not in TRAINERS:
+        raise ConfigError(
+            f"{where}: SOLVER.TRAINER {trainer!r} is a method makd does not implement "
+            f"({trainer.upper()}); implemented trainers: {', '.join(TRAINERS)}"
+        )
 
 
 DISTILLER_TYPES = ("MaKD", "NONE")
