@@ -20,6 +20,10 @@ class ConfigError(MakdError, ValueError):
     """A configuration value is unknown, of the wrong type or inconsistent with the data."""
 
 
+class MethodNotImplementedError(ConfigError):
+    """The config names a distillation method (DISTILLER.TYPE) or trainer (SOLVER.TRAINER) makd does not have."""
+
+
 _C = CN()
 _C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summary.json
 _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
@@ -205,7 +209,7 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
     overrides = _parse_opts(opts) if opts else {}
     # Before any key is merged: a file for a method makd lacks (mdistiller's AT, CRD, ...) carries that method's
     # config group (AT.*, CRD.*), which would otherwise fail as an unknown key instead of naming the method.
-    check_method_implemented(data, overrides, path or "command line")
+    check_method_implemented(data, overrides, path or "")
     if path:
         _merge(cfg, data, path)
     if overrides:
@@ -224,34 +228,34 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
 TRAINERS = ("base", "makd")
 
 
-def _named(data: dict, overrides: dict, group: str, key: str) -> str | None:
-    """The value of group.key the command line (first) or the file sets, when it is a non-empty string."""
-    for source in (overrides, data):
+def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
+    """(value of group.key, who set it): the command line wins over the file; None unless a non-empty string."""
+    for source, origin in ((overrides, "command line"), (data, where)):
         node = source.get(group)
         if isinstance(node, dict) and key in node:
             value = node[key]
-            return value if isinstance(value, str) and value else None
-    return None
+            return (value if isinstance(value, str) and value else None), origin
+    return None, where
 
 
 def check_method_implemented(data: dict, overrides: dict, where: str) -> None:
-    """One-line ConfigError when the file (or the command line, which wins) names a method makd lacks: a
+    """One-line ConfigError when the file `where` (or the command line, which wins) names a method makd lacks: a
     DISTILLER.TYPE not in the registry `makd.distillers.DISTILLERS`, or a SOLVER.TRAINER not in TRAINERS.
 
     Runs before the keys are merged, so such a file stops on the method's name, not on its config group."""
-    distiller = _named(data, overrides, "DISTILLER", "TYPE")
+    distiller, origin = _named(data, overrides, "DISTILLER", "TYPE", where)
     if distiller is not None:
         from makd.distillers import DISTILLERS  # imported late: the distillers import this module
 
         if distiller not in DISTILLERS:
-            raise ConfigError(
-                f"{where}: DISTILLER.TYPE {distiller!r} is a method makd does not implement; "
+            raise MethodNotImplementedError(
+                f"{origin}: DISTILLER.TYPE {distiller!r} is a method makd does not implement; "
                 f"implemented: {', '.join(DISTILLERS.names())}"
             )
-    trainer = _named(data, overrides, "SOLVER", "TRAINER")
+    trainer, origin = _named(data, overrides, "SOLVER", "TRAINER", where)
     if trainer is not None and trainer.lower() not in TRAINERS:
-        raise ConfigError(
-            f"{where}: SOLVER.TRAINER {trainer!r} is a method makd does not implement "
+        raise MethodNotImplementedError(
+            f"{origin}: SOLVER.TRAINER {trainer!r} is a method makd does not implement "
             f"({trainer.upper()}); implemented trainers: {', '.join(TRAINERS)}"
         )
 

@@ -26,7 +26,7 @@ from makd.engine.optim import build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, rng_states, seed_everything, set_rng_states
 from makd.engine.run_logger import RunLogger
 from makd.errors import MakdError
-from makd.models import build_student
+from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.
 RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
@@ -298,7 +298,10 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     data = build_data(cfg)
     num_aspects = data.num_aspects if uses_aspects(cfg) else 0
     student = build_student(
-        cfg.DISTILLER.STUDENT, data.num_classes + num_aspects, pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED
+        cfg.DISTILLER.STUDENT,
+        data.num_classes + num_aspects,
+        pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
+        input_family=input_family_of(cfg),  # mdistiller's CIFAR or ImageNet table, as the data
     )
     distiller = build_distiller(cfg, student, data.num_classes, num_aspects).to(device)
     pin = device.type == "cuda"
