@@ -249,14 +249,14 @@ def check_method_implemented(data: dict, overrides: dict, where: str) -> None:
 
         if distiller not in DISTILLERS:
             raise MethodNotImplementedError(
-                f"{origin}: DISTILLER.TYPE {distiller!r} is a method makd does not implement; "
+                f"{origin}: DISTILLER.TYPE {distiller!r} is unknown (a method makd does not implement); "
                 f"implemented: {', '.join(DISTILLERS.names())}"
             )
     trainer, origin = _named(data, overrides, "SOLVER", "TRAINER", where)
     if trainer is not None and trainer.lower() not in TRAINERS:
         raise MethodNotImplementedError(
-            f"{origin}: SOLVER.TRAINER {trainer!r} is a method makd does not implement "
-            f"({trainer.upper()}); implemented trainers: {', '.join(TRAINERS)}"
+            f"{origin}: SOLVER.TRAINER {trainer!r} is unknown (a method makd does not implement: "
+            f"{trainer.upper()}); implemented trainers: {', '.join(TRAINERS)}"
         )
 
 
