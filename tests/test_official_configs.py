@@ -62,7 +62,7 @@ def test_a_trainer_makd_lacks_stops_by_name_and_the_official_makd_trainer_loads(
     dot = {"DISTILLER": {"TYPE": "NONE"}, "SOLVER": {"TRAINER": "dot", "DOT": {"DELTA": 0.075}}}
     with pytest.raises(
         MethodNotImplementedError,
-        match=r"SOLVER.TRAINER 'dot' is unknown \(a method makd does not implement: DOT\); implemented trainers: base, ",
+        match=r"SOLVER.TRAINER 'dot' is unknown \(a method makd does not implement: DOT\); implemented trainers: base",
     ):
         load_cfg(write_yaml(tmp_path / "dot.yaml", dot))
     assert load_cfg(write_yaml(tmp_path / "m.yaml", {"SOLVER": {"TRAINER": "makd"}})).SOLVER.TRAINER == "makd"
