@@ -39,6 +39,8 @@ CIFAR_MAX_IMAGE_SIZE = 64  # Tiny-ImageNet's 64 px is the largest input mdistill
 
 # mdistiller's CIFAR model table, in its spelling -> the local builder. Its `ResNet50` is the 32-px CIFAR
 # ResNet50 (teacher of MobileNetV2) and its `vgg13` is VGG-13 with BN, not torchvision's ImageNet nets.
+# ResNet34 / ResNet101 (not in its table) are added at 32 px too, so no ImageNet-table name means an
+# ImageNet net on CIFAR inputs.
 CIFAR_TABLE: dict[str, str] = {
     **{name: name for name in ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")},
     "resnet8x4": "resnet8x4",
