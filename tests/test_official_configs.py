@@ -157,7 +157,7 @@ def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, 
     write_yaml(configs / "cifar100" / "crd.yaml", CRD_SHAPED)
     write_yaml(configs / "cifar100" / "typo.yaml", {"DISTILLER": {"TYPE": "NONE"}, "SOLVR": {"LR": 0.1}})
 
-    code = load_tool().main([str(configs), "--work", str(tmp_path / "work")])
+    code = load_tool().main([str(configs), "--work", str(tmp_path / "work"), "--max-batch", "16"])
     out = capsys.readouterr().out
     rows = {
         line.split()[0]: line.split(None, 2)[1:]
@@ -180,6 +180,13 @@ def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, 
     assert not run.exists()  # refused files never start a run
     saved = yaml.safe_load((tmp_path / "work" / "runs" / "002_vanilla_mv2" / "config.yaml").read_text())
     assert (saved["DATASET"]["TYPE"], saved["DATASET"]["IMAGE_SIZE"]) == ("cifar100", 32)
+    assert (saved["SOLVER"]["BATCH_SIZE"], saved["SOLVER"]["EPOCHS"], saved["DATASET"]["TEST"]["BATCH_SIZE"]) == (
+        16,
+        1,
+        16,
+    )
+    fine = yaml.safe_load((tmp_path / "work" / "runs" / "003_makd" / "config.yaml").read_text())
+    assert fine["SOLVER"]["BATCH_SIZE"] == 4 and fine["DATASET"]["TYPE"] == "oxfordpets"  # below the cap: kept
 
 
 def test_the_official_repository_files_are_all_accounted_for_when_its_mirror_is_here(tmp_path, capsys):

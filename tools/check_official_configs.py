@@ -1,6 +1,6 @@
 """Account for every YAML of a config folder: does it load, train one epoch on tiny data, or refuse clearly?
 
-    python tools/check_official_configs.py CONFIG_DIR [--load-only] [--max-classes N] [--work DIR]
+    python tools/check_official_configs.py CONFIG_DIR [--load-only] [--max-classes N] [--max-batch N] [--work DIR]
 
 For each `*.yaml` under CONFIG_DIR (sorted), three outcomes, one line each:
   train   it loads and trains 1 epoch on generated data of its dataset's shape (class count, image size),
@@ -11,6 +11,8 @@ For each `*.yaml` under CONFIG_DIR (sorted), three outcomes, one line each:
   refuse  it names a method makd does not implement and stops with one line naming it (MethodNotImplementedError)
   fail    any other error (a user error's one line; a bug's exception type and first line)
 then a table and the totals. Exit code 0 when every file trained or refused, 1 otherwise.
+On a CPU machine, mdistiller's ImageNet files (1000 classes, batch 512 at 224 px: ~20 GB for MobileNetV1)
+want `--max-classes 10 --max-batch 64`; both are reported as overrides, not as the file's shape.
 The official MaKD repository's files: git -C <mirror> archive HEAD configs | tar -x -C /tmp/official
 """
 
@@ -156,14 +158,19 @@ def teacher_checkpoint(cfg, shape: DataShape, work: Path) -> Path:
     return path
 
 
-def data_overrides(path: Path, root: Path, cache: DataCache, max_classes: int, index: int) -> list[str]:
+def data_overrides(path: Path, root: Path, cache: DataCache, max_classes: int, max_batch: int, index: int) -> list[str]:
     """The KEY VALUE list that points `path` at generated data of its shape (see the module docstring)."""
     data = _yaml(path)
     dataset, named = dataset_of(path, root, data)
     opts = [] if named or not dataset else ["DATASET.TYPE", dataset]
     cfg = load_cfg(str(path), opts, check=False)
     shape = shape_of(cfg, cfg.DATASET.TYPE, max_classes)
-    train_dir, test_dir, train_ids = cache.folders_for(shape, cfg.SOLVER.BATCH_SIZE)
+    batch_size = min(cfg.SOLVER.BATCH_SIZE, max_batch) if max_batch else cfg.SOLVER.BATCH_SIZE
+    if batch_size != cfg.SOLVER.BATCH_SIZE:  # memory of the machine, not the file's shape (--max-batch)
+        opts += ["SOLVER.BATCH_SIZE", str(batch_size)]
+    if max_batch and cfg.DATASET.TEST.BATCH_SIZE > max_batch:
+        opts += ["DATASET.TEST.BATCH_SIZE", str(max_batch)]
+    train_dir, test_dir, train_ids = cache.folders_for(shape, batch_size)
     opts += ["DATASET.TRAIN_IMAGE_PATH", str(train_dir), "DATASET.TEST_IMAGE_PATH", str(test_dir)]
     if "IMAGE_SIZE" not in (data.get("DATASET") or {}) and shape.size != cfg.DATASET.IMAGE_SIZE:
         opts += ["DATASET.IMAGE_SIZE", str(shape.size)]
@@ -186,7 +193,9 @@ def _failure(err: BaseException) -> str:
     return f"BUG {type(err).__name__}: {one_line(str(err))}"  # not a user error: a defect to fix
 
 
-def check_one(path: Path, root: Path, cache: DataCache, max_classes: int, load_only: bool, index: int) -> Outcome:
+def check_one(
+    path: Path, root: Path, cache: DataCache, max_classes: int, max_batch: int, load_only: bool, index: int
+) -> Outcome:
     from makd.engine.trainer import train
 
     name = str(path.relative_to(root))
@@ -199,7 +208,7 @@ def check_one(path: Path, root: Path, cache: DataCache, max_classes: int, load_o
     if load_only:
         return Outcome(name, "load", "load", "loaded (--load-only: not trained)")
     try:
-        opts = data_overrides(path, root, cache, max_classes, index)
+        opts = data_overrides(path, root, cache, max_classes, max_batch, index)
         cfg = load_cfg(str(path), opts)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             summary = train(cfg, overwrite=True)
@@ -234,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-classes", type=int, default=0, metavar="N", help="cap the generated classes (files without NUM_CLASS)"
     )
+    parser.add_argument(
+        "--max-batch", type=int, default=0, metavar="N", help="cap SOLVER.BATCH_SIZE and DATASET.TEST.BATCH_SIZE"
+    )
     parser.add_argument("--work", metavar="DIR", help="keep generated data and runs here (default: a temp folder)")
     args = parser.parse_args(argv)
     root = Path(args.config_dir)
@@ -247,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         cache.work.mkdir(parents=True, exist_ok=True)
         outcomes = []
         for index, path in enumerate(files):
-            outcomes.append(check_one(path, root, cache, args.max_classes, args.load_only, index))
+            outcomes.append(check_one(path, root, cache, args.max_classes, args.max_batch, args.load_only, index))
             print(f"[{index + 1}/{len(files)}] {outcomes[-1].status:<6} {outcomes[-1].config}", file=sys.stderr)
     print(format_table(outcomes))
     count = totals(outcomes)
