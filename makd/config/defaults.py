@@ -22,6 +22,10 @@ class ConfigError(MakdError, ValueError):
     """A configuration value is unknown, of the wrong type or inconsistent with the data."""
 
 
+class MethodNotImplementedError(ConfigError):
+    """The config names a distillation method (DISTILLER.TYPE) or trainer (SOLVER.TRAINER) makd does not have."""
+
+
 _C = CN()
 _C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summary.json
 _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
@@ -37,7 +41,10 @@ _C.DATASET = CN()
 # Layout of the images: "auto" (release flat PNGs when names look like <class>_<label>_<idx>,
 # else class folders), "image_folder" (root/<class>/<image>), "release_png" (the official flat
 # folders), or a torchvision dataset: caltech101, oxford_pets, flowers102, dtd, fgvc_aircraft,
-# stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders).
+# stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders). The official configs'
+# dataset names (oxfordpets, caltech101, cub200, flowers, dtd, stanfordcars, aircraft, miniimagenet, cifar100,
+# imagenet, tiny_imagenet, ...; makd.data.folder_layouts.OFFICIAL_DATASET_TYPES) read TRAIN/TEST_IMAGE_PATH
+# with "auto" when TRAIN_IMAGE_PATH is set (the release's flat PNGs); without it, torchvision's names stay theirs.
 _C.DATASET.TYPE = "auto"
 _C.DATASET.NUM_CLASS = 0  # C; 0 = take it from the data; otherwise checked against the data
 _C.DATASET.ASPECT_JSON = ""  # stage-2 aspect file {image_id: [p_1..p_Q]}; required by MaKD
@@ -79,7 +86,7 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # trainer kind ("base" is the only one; kept for official configs)
+_C.SOLVER.TRAINER = "base"  # "base" or "makd" (the same trainer; kept for official configs); see TRAINERS
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -221,10 +228,15 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
     (names, ranges, train/test folders being different); data-dependent checks happen on load.
     """
     cfg = get_cfg()
+    data = _read_yaml(path) if path else {}
+    overrides = _parse_opts(opts) if opts else {}
+    # Before any key is merged: a file for a method makd lacks (mdistiller's AT, CRD, ...) carries that method's
+    # config group (AT.*, CRD.*), which would otherwise fail as an unknown key instead of naming the method.
+    check_method_implemented(data, overrides, path or "")
     if path:
-        _merge(cfg, _read_yaml(path), path)
-    if opts:
-        _merge(cfg, _parse_opts(opts), "command line")
+        _merge(cfg, data, path)
+    if overrides:
+        _merge(cfg, overrides, "command line")
     if not cfg.EXPERIMENT.NAME and path:
         cfg.EXPERIMENT.NAME = Path(path).stem
     if check:
@@ -242,6 +254,44 @@ def distiller_of(cfg: CN):
         return distiller_class(cfg.DISTILLER.TYPE)
     except UnknownNameError as err:
         raise ConfigError(str(err)) from None
+
+
+# SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
+# repository's fine-grained config; "base": mdistiller's default). mdistiller's "dot" (DOT's optimizer) and
+# "crd" (CRD's sampled loader) are methods of their own.
+TRAINERS = ("base", "makd")
+
+
+def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
+    """(value of group.key, who set it): the command line wins over the file; None unless a non-empty string."""
+    for source, origin in ((overrides, "command line"), (data, where)):
+        node = source.get(group)
+        if isinstance(node, dict) and key in node:
+            value = node[key]
+            return (value if isinstance(value, str) and value else None), origin
+    return None, where
+
+
+def check_method_implemented(data: dict, overrides: dict, where: str) -> None:
+    """One-line ConfigError when the file `where` (or the command line, which wins) names a method makd lacks: a
+    DISTILLER.TYPE not in the registry `makd.distillers.DISTILLERS`, or a SOLVER.TRAINER not in TRAINERS.
+
+    Runs before the keys are merged, so such a file stops on the method's name, not on its config group."""
+    distiller, origin = _named(data, overrides, "DISTILLER", "TYPE", where)
+    if distiller is not None:
+        from makd.distillers import DISTILLERS, distiller_classes  # imported late: the distillers import this module
+
+        if distiller not in DISTILLERS:
+            raise MethodNotImplementedError(
+                f"{origin}: DISTILLER.TYPE {distiller!r} is unknown (a method makd does not implement); "
+                f"implemented: {', '.join(cls.name for cls in distiller_classes())}"
+            )
+    trainer, origin = _named(data, overrides, "SOLVER", "TRAINER", where)
+    if trainer is not None and trainer.lower() not in TRAINERS:
+        raise MethodNotImplementedError(
+            f"{origin}: SOLVER.TRAINER {trainer!r} is unknown (a method makd does not implement: "
+            f"{trainer.upper()}); implemented trainers: {', '.join(TRAINERS)}"
+        )
 
 
 def uses_aspects(cfg: CN) -> bool:

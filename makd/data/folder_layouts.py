@@ -190,3 +190,50 @@ def build_auto(cfg) -> tuple[ImageIndex, ImageIndex]:
     if not cfg.DATASET.TRAIN_IMAGE_PATH:
         raise ConfigError("DATASET.TRAIN_IMAGE_PATH is empty; set it to the training image folder")
     return DATASET_TYPES.get(detect_layout(cfg.DATASET.TRAIN_IMAGE_PATH))(cfg)
+
+
+# DATASET.TYPE values of the official configs and of the MaKD release (its fine-grained sets, mdistiller's
+# cifar100 / imagenet / tiny_imagenet) in their usual spellings. With DATASET.TRAIN_IMAGE_PATH set they name
+# image folders, read by the "auto" layout: the release's flat <class>_<label>_<idx>.png folders -> release_png,
+# class folders -> image_folder. Without a path, the names torchvision also knows stay its datasets (ROOT).
+OFFICIAL_DATASET_TYPES = (
+    "oxfordpets",
+    "oxford_pets",
+    "caltech101",
+    "cub200",
+    "cub",
+    "cub_200_2011",
+    "flowers",
+    "flowers102",
+    "dtd",
+    "stanfordcars",
+    "stanford_cars",
+    "cars",
+    "aircraft",
+    "fgvc_aircraft",
+    "fgvcaircraft",
+    "miniimagenet",
+    "mini_imagenet",
+    "cifar100",
+    "imagenet",
+    "tiny_imagenet",
+    "tinyimagenet",
+)
+
+
+def layout_type(cfg) -> str:
+    """The DATASET_TYPES entry that reads `cfg`'s data: "auto" for an official dataset name given image folders."""
+    kind = cfg.DATASET.TYPE
+    if kind.lower() in OFFICIAL_DATASET_TYPES and cfg.DATASET.TRAIN_IMAGE_PATH:
+        return "auto"
+    return kind
+
+
+# Official names torchvision has no class for: they only ever mean image folders.
+@DATASET_TYPES.register("oxfordpets", "cub200", "cub", "cub_200_2011", "miniimagenet", "mini_imagenet", "imagenet")
+@DATASET_TYPES.register("tiny_imagenet", "tinyimagenet")
+def build_official_folders(cfg) -> tuple[ImageIndex, ImageIndex]:
+    raise ConfigError(
+        f"DATASET.TYPE {cfg.DATASET.TYPE} reads image folders: set DATASET.TRAIN_IMAGE_PATH and TEST_IMAGE_PATH "
+        "(the release's flat <class>_<label>_<idx>.png folders, or root/<class>/<image>)"
+    )

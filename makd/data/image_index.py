@@ -109,7 +109,7 @@ def build_image_indexes(cfg) -> tuple[ImageIndex, ImageIndex]:
     from makd.data import folder_layouts, torchvision_layouts  # noqa: F401  (they register the layouts)
 
     try:
-        builder = DATASET_TYPES.get(cfg.DATASET.TYPE)
+        builder = DATASET_TYPES.get(folder_layouts.layout_type(cfg))  # official names + image paths -> folders
     except KeyError as err:
         raise ConfigError(err.args[0]) from None
     return builder(cfg)

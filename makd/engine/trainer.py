@@ -37,7 +37,7 @@ from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
 from makd.engine.train_state import CheckpointError, TrainState, finite_number
 from makd.errors import MakdError, one_line
-from makd.models import build_student
+from makd.models import build_student, input_family_of
 from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 
 # Keys that may differ between a run and its resumption without changing the result.
@@ -333,6 +333,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         cfg.DISTILLER.STUDENT,
         method.head_outputs(data.num_classes, num_aspects),
         pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
+        input_family=input_family_of(cfg),  # mdistiller's CIFAR or ImageNet table, as the data
     )
     teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
     distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher).to(device)
@@ -525,7 +526,9 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
             f"{checkpoint_path} was trained on {state['num_classes']} classes but the config's data "
             f"has {data.num_classes}; use the matching config"
         )
-    student = build_student(state.get("student", cfg.DISTILLER.STUDENT), num_outputs).to(device)
+    student = build_student(
+        state.get("student", cfg.DISTILLER.STUDENT), num_outputs, input_family=input_family_of(cfg)
+    ).to(device)
     try:
         student.load_state_dict(weights)
     except RuntimeError as err:  # shapes or keys of another architecture

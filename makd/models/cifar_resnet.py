@@ -1,6 +1,7 @@
 """CIFAR-style ResNets for 32-px inputs (He et al., 2016, Sec. 4.2), the sizes common in the KD literature.
 
-resnet20/56/110: a 16-channel 3x3 stem, three stages of 16-32-64 channels with n = (depth - 2) / 6 basic blocks each.
+resnet8/14/20/32/44/56/110: a 16-channel 3x3 stem, three stages of 16-32-64 channels with n = (depth - 2) / 6
+basic blocks each.
 resnet8x4/32x4: the same layout four times wider (32-channel stem, stages 64-128-256), as in CRD and mdistiller.
 Shortcuts are 1x1 conv + BN wherever the shape changes. Adaptive pooling lets any input size through.
 """
@@ -75,31 +76,26 @@ NARROW = (16, 16, 32, 64)
 WIDE_X4 = (32, 64, 128, 256)
 
 
-@LOCAL_STUDENTS.register("resnet20")
-def resnet20(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """About 0.28M parameters for 100 classes."""
-    return CifarResNet(20, NARROW, num_classes, in_chans)
+def _register(name: str, depth: int, widths: tuple[int, int, int, int], params: str) -> None:
+    def build(num_classes: int, in_chans: int = 3) -> CifarResNet:
+        return CifarResNet(depth, widths, num_classes, in_chans)
+
+    build.__name__ = name
+    build.__doc__ = f"CIFAR ResNet-{depth} (stage widths {widths[1:]}): about {params} parameters for 100 classes."
+    LOCAL_STUDENTS.register(name)(build)
 
 
-@LOCAL_STUDENTS.register("resnet56")
-def resnet56(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """About 0.86M parameters for 100 classes."""
-    return CifarResNet(56, NARROW, num_classes, in_chans)
-
-
-@LOCAL_STUDENTS.register("resnet110")
-def resnet110(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """About 1.7M parameters for 100 classes."""
-    return CifarResNet(110, NARROW, num_classes, in_chans)
-
-
-@LOCAL_STUDENTS.register("resnet8x4")
-def resnet8x4(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """About 1.2M parameters for 100 classes."""
-    return CifarResNet(8, WIDE_X4, num_classes, in_chans)
-
-
-@LOCAL_STUDENTS.register("resnet32x4")
-def resnet32x4(num_classes: int, in_chans: int = 3) -> CifarResNet:
-    """About 7.4M parameters for 100 classes."""
-    return CifarResNet(32, WIDE_X4, num_classes, in_chans)
+# name -> (depth, widths, parameters for 100 classes as published by CRD / mdistiller); the counts are tested.
+CIFAR_RESNETS: dict[str, tuple[int, tuple[int, int, int, int], str]] = {
+    "resnet8": (8, NARROW, "0.08M"),
+    "resnet14": (14, NARROW, "0.18M"),
+    "resnet20": (20, NARROW, "0.28M"),
+    "resnet32": (32, NARROW, "0.47M"),
+    "resnet44": (44, NARROW, "0.67M"),
+    "resnet56": (56, NARROW, "0.86M"),
+    "resnet110": (110, NARROW, "1.74M"),
+    "resnet8x4": (8, WIDE_X4, "1.23M"),
+    "resnet32x4": (32, WIDE_X4, "7.43M"),
+}
+for _name, (_depth, _widths, _params) in CIFAR_RESNETS.items():
+    _register(_name, _depth, _widths, _params)

@@ -49,8 +49,14 @@ def _check_size(spec: StudentSpec, model: nn.Module) -> tuple[int, int]:
     return DEFAULT_CHECK_SIZE
 
 
-def build_student(name: str, num_outputs: int, *, pretrained_path: str = "", in_chans: int = 3) -> nn.Module:
+def build_student(
+    name: str, num_outputs: int, *, pretrained_path: str = "", in_chans: int = 3, input_family: str = "imagenet"
+) -> nn.Module:
     """Build the student `name` with a final Linear of `num_outputs` (= C + Q) outputs, in train mode on the CPU.
+
+    input_family ("cifar" | "imagenet"; from a config: `input_family_of(cfg)`) decides which of mdistiller's
+    model tables a bare name means: "ResNet50" is the 32-px CIFAR ResNet50 for "cifar", torchvision's for
+    "imagenet" (see makd.models.names).
 
     forward(x [B, in_chans, H, W]) -> logits [B, num_outputs]. Random initialisation (never downloads);
     with `pretrained_path`, every weight but the classifier comes from that local checkpoint. The head width is
@@ -62,7 +68,7 @@ def build_student(name: str, num_outputs: int, *, pretrained_path: str = "", in_
             hint = " (C + Q)" if what == "num_outputs" else ""
             raise StudentError(f"student {name!r}: {what} must be a positive int{hint}, got {value!r}")
     num_outputs, in_chans = int(num_outputs), int(in_chans)
-    spec = resolve_student_name(name)
+    spec = resolve_student_name(name, input_family)
     # Read the checkpoint first: a bad path fails before any time is spent building the model.
     weights = read_state_dict(pretrained_path) if pretrained_path else None
     try:

@@ -23,7 +23,7 @@ from makd.errors import MakdError
 from makd.models.errors import first_line
 from makd.models.factory import build_student
 from makd.models.heads import classifier_name
-from makd.models.names import resolve_student_name
+from makd.models.names import input_family_of, resolve_student_name
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
@@ -115,7 +115,12 @@ def _head_outputs(state: dict[str, torch.Tensor], head: str, path: str) -> int:
 
 
 def load_teacher(
-    name: str, path: str, num_classes: int, image_size: int, class_names: list[str] | None = None
+    name: str,
+    path: str,
+    num_classes: int,
+    image_size: int,
+    class_names: list[str] | None = None,
+    input_family: str = "imagenet",
 ) -> ClassLogitsTeacher:
     """The teacher `name` with the weights of `path`, checked to give C class logits at `image_size` px.
 
@@ -123,7 +128,7 @@ def load_teacher(
     C + Q when the file records num_classes C (a makd MaKD student); any other width is refused.
     """
     try:
-        spec = resolve_student_name(name)
+        spec = resolve_student_name(name, input_family)
     except MakdError as err:
         raise TeacherError(
             f"DISTILLER.TEACHER {name!r} is not an architecture makd can build ({err}); name the CNN teacher's "
@@ -131,7 +136,7 @@ def load_teacher(
         ) from None
     state, meta = read_teacher_weights(path)
     saved_as = meta.get("student")
-    if saved_as and resolve_student_name(saved_as) != spec:
+    if saved_as and resolve_student_name(saved_as, input_family) != spec:
         raise TeacherError(
             f"DISTILLER.TEACHER_CHECKPOINT {path} holds a {saved_as!r} but DISTILLER.TEACHER is {name!r}; "
             f"set DISTILLER.TEACHER {saved_as}"
@@ -148,7 +153,7 @@ def load_teacher(
             f"{meta['class_names'][:3]} vs {list(class_names)[:3]}); use a teacher trained on this dataset"
         )
     try:
-        model = build_student(name, num_classes)
+        model = build_student(name, num_classes, input_family=input_family)
         outputs = _head_outputs(state, classifier_name(model), path)
         if outputs != num_classes:
             if recorded is None or outputs < num_classes:
@@ -157,7 +162,7 @@ def load_teacher(
                     "classes (a C + Q head is accepted from a makd file that records num_classes); use a teacher "
                     "trained on this dataset"
                 )
-            model = build_student(name, outputs)
+            model = build_student(name, outputs, input_family=input_family)
     except TeacherError:
         raise
     except MakdError as err:
@@ -202,7 +207,12 @@ def teacher_from_config(cfg, num_classes: int, class_names: list[str] | None = N
             "and DISTILLER.TEACHER_CHECKPOINT (its weights; train it with DISTILLER.TYPE NONE, see docs/methods.md)"
         )
     return load_teacher(
-        cfg.DISTILLER.TEACHER, cfg.DISTILLER.TEACHER_CHECKPOINT, num_classes, cfg.DATASET.IMAGE_SIZE, class_names
+        cfg.DISTILLER.TEACHER,
+        cfg.DISTILLER.TEACHER_CHECKPOINT,
+        num_classes,
+        cfg.DATASET.IMAGE_SIZE,
+        class_names,
+        input_family_of(cfg),  # a CIFAR config's ResNet50 teacher is mdistiller's 32-px net, as for students
     )
 
 

@@ -1,0 +1,204 @@
+"""Official configs: methods makd lacks stop by name, official dataset names read image folders, and the counter."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_data_helpers import make_cfg, write_class_folders, write_release
+
+from makd.config import ConfigError, MethodNotImplementedError, load_cfg
+from makd.data.image_index import DatasetMissingError, build_image_indexes
+from makd.distillers import DISTILLERS
+
+REPO = Path(__file__).resolve().parents[1]
+MAKD_MIRROR = Path(
+    "/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo"
+)
+
+
+def write_yaml(path: Path, data: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+# The key set of mdistiller's cifar100/crd.yaml: a method group (CRD.*) and trainer this project lacks.
+CRD_SHAPED = {
+    "EXPERIMENT": {"NAME": "", "TAG": "crd,res32x4,res8x4", "PROJECT": "cifar100_baselines"},
+    "DISTILLER": {"TYPE": "CRD", "TEACHER": "resnet32x4", "STUDENT": "resnet8x4"},
+    "SOLVER": {"BATCH_SIZE": 64, "EPOCHS": 240, "LR": 0.05, "TYPE": "SGD", "TRAINER": "crd"},
+    "CRD": {"FEAT": {"STUDENT_DIM": 256, "TEACHER_DIM": 256}},
+}
+
+
+def test_a_method_makd_lacks_stops_with_one_line_naming_it_before_its_keys_merge(tmp_path):
+    path = write_yaml(tmp_path / "crd.yaml", CRD_SHAPED)
+    with pytest.raises(MethodNotImplementedError) as info:
+        load_cfg(path)
+    message = str(info.value)
+    implemented = ", ".join(DISTILLERS.names())
+    assert (
+        message
+        == f"{path}: DISTILLER.TYPE 'CRD' is unknown (a method makd does not implement); implemented: {implemented}"
+    )
+    assert "unknown config key" not in message and isinstance(info.value, ConfigError)
+
+
+def test_the_command_line_method_wins_over_the_file(tmp_path):
+    plain = write_yaml(tmp_path / "plain.yaml", {"DISTILLER": {"TYPE": "NONE", "STUDENT": "resnet8"}})
+    with pytest.raises(MethodNotImplementedError, match=r"^command line: DISTILLER.TYPE 'AT' is unknown \(a method"):
+        load_cfg(plain, ["DISTILLER.TYPE", "AT"])
+    only_type = write_yaml(tmp_path / "at.yaml", {"DISTILLER": {"TYPE": "AT"}})
+    assert load_cfg(only_type, ["DISTILLER.TYPE", "NONE"]).DISTILLER.TYPE == "NONE"
+    assert load_cfg(plain, ["DISTILLER.TYPE", "makd"]).DISTILLER.TYPE == "makd"  # registry names: any case
+
+
+def test_a_trainer_makd_lacks_stops_by_name_and_the_official_makd_trainer_loads(tmp_path):
+    dot = {"DISTILLER": {"TYPE": "NONE"}, "SOLVER": {"TRAINER": "dot", "DOT": {"DELTA": 0.075}}}
+    with pytest.raises(
+        MethodNotImplementedError,
+        match=r"SOLVER.TRAINER 'dot' is unknown \(a method makd does not implement: DOT\); implemented trainers: base",
+    ):
+        load_cfg(write_yaml(tmp_path / "dot.yaml", dot))
+    assert load_cfg(write_yaml(tmp_path / "m.yaml", {"SOLVER": {"TRAINER": "makd"}})).SOLVER.TRAINER == "makd"
+
+
+def test_other_unknown_keys_still_fail_as_unknown_keys(tmp_path):
+    path = write_yaml(tmp_path / "typo.yaml", {"DISTILLER": {"TYPE": "NONE"}, "SOLVR": {"LR": 0.1}})
+    with pytest.raises(ConfigError, match=r"unknown config key SOLVR; did you mean SOLVER\?") as info:
+        load_cfg(path)
+    assert not isinstance(info.value, MethodNotImplementedError)
+
+
+@pytest.mark.parametrize("kind", ["oxfordpets", "caltech101", "cub200", "flowers", "dtd", "stanfordcars", "aircraft"])
+def test_official_dataset_names_with_image_paths_read_the_release_folders(tmp_path, kind):
+    names = ["Abyssinian", "american_bulldog", "Bengal"]
+    train_ids = write_release(tmp_path / "train", names, 2)
+    write_release(tmp_path / "test", names, 1, seed=1)
+    settings = {"DATASET.TRAIN_IMAGE_PATH": str(tmp_path / "train"), "DATASET.TEST_IMAGE_PATH": str(tmp_path / "test")}
+    train, test = build_image_indexes(make_cfg({"DATASET.TYPE": kind, **settings}))
+    assert train.source.startswith("release_png") and test.source.startswith("release_png")
+    assert (train.ids, train.class_names) == (train_ids, names)
+    assert train.labels == [names.index(i.rsplit("_", 2)[0]) for i in train_ids]  # the second-to-last field
+    assert sorted(test.labels) == [0, 1, 2]
+
+
+def test_official_dataset_names_accept_class_folders_too(tmp_path):
+    write_class_folders(tmp_path / "train", {"n01": 2, "n02": 1})
+    write_class_folders(tmp_path / "test", {"n01": 1, "n02": 1}, seed=1)
+    cfg = make_cfg(
+        {
+            "DATASET.TYPE": "imagenet",
+            "DATASET.TRAIN_IMAGE_PATH": str(tmp_path / "train"),
+            "DATASET.TEST_IMAGE_PATH": str(tmp_path / "test"),
+        }
+    )
+    train, _ = build_image_indexes(cfg)
+    assert train.source.startswith("image_folder") and train.labels == [0, 0, 1]
+
+
+def test_official_dataset_names_without_image_paths(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"^DATASET.TYPE oxfordpets reads image folders: set DATASET.TRAIN_IMAGE_PATH"
+    ):
+        build_image_indexes(make_cfg({"DATASET.TYPE": "oxfordpets"}))
+    # A name torchvision also knows stays torchvision's dataset under DATASET.ROOT when no folder is given.
+    with pytest.raises(DatasetMissingError, match=r"DATASET.TYPE cifar100: no data at .*DATASET.ROOT"):
+        build_image_indexes(make_cfg({"DATASET.TYPE": "cifar100", "DATASET.ROOT": str(tmp_path)}))
+
+
+# ---------------------------------------------------------------- the counting command
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "check_official_configs", REPO / "tools" / "check_official_configs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, capsys):
+    configs = tmp_path / "configs"
+    # mdistiller's CIFAR-100 shape: no DATASET section (the dataset is the folder), its CIFAR-table student.
+    write_yaml(
+        configs / "cifar100" / "vanilla_mv2.yaml",
+        {
+            "EXPERIMENT": {"NAME": "", "TAG": "vanilla,mv2", "PROJECT": "cifar100_baselines"},
+            "DISTILLER": {"TYPE": "NONE", "TEACHER": "ResNet50", "STUDENT": "MobileNetV2"},
+            "SOLVER": {"BATCH_SIZE": 64, "EPOCHS": 240, "LR": 0.01, "LR_DECAY_STAGES": [150, 180, 210]},
+        },
+    )
+    # The MaKD fine-grained shape: official DATASET.TYPE, one folder for train and test, aspect keys.
+    write_yaml(
+        configs / "fine_grained" / "makd.yaml",
+        {
+            "DATASET": {
+                "TYPE": "oxfordpets",
+                "NUM_CLASS": 3,
+                "ASPECT_JSON": "oxfordpets.json",
+                "TRAIN_IMAGE_PATH": "oxfordpets",
+                "TEST_IMAGE_PATH": "oxfordpets",
+                "IMAGE_SIZE": 16,
+                "TEST": {"BATCH_SIZE": 4},
+            },
+            "DISTILLER": {"TYPE": "MaKD", "TEACHER": "", "STUDENT": "resnet8"},
+            "SOLVER": {"BATCH_SIZE": 4, "EPOCHS": 240, "TRAINER": "makd"},
+            "MaKD": {"ASPECT_NUM": 5, "TEMPERATURE": 1, "ALPHA": 4.0, "CE_WEIGHT": 1.0},
+        },
+    )
+    write_yaml(configs / "cifar100" / "crd.yaml", CRD_SHAPED)
+    write_yaml(configs / "cifar100" / "typo.yaml", {"DISTILLER": {"TYPE": "NONE"}, "SOLVR": {"LR": 0.1}})
+
+    code = load_tool().main([str(configs), "--work", str(tmp_path / "work"), "--max-batch", "16"])
+    out = capsys.readouterr().out
+    rows = {
+        line.split()[0]: line.split(None, 2)[1:]
+        for line in out.splitlines()
+        if line.endswith((".yaml",)) or ".yaml " in line
+    }
+    assert rows["cifar100/vanilla_mv2.yaml"][0] == "train"
+    assert "1 epoch, NONE MobileNetV2, C=100" in rows["cifar100/vanilla_mv2.yaml"][1]
+    assert rows["fine_grained/makd.yaml"][0] == "train" and "MaKD resnet8, C=3" in rows["fine_grained/makd.yaml"][1]
+    assert rows["cifar100/crd.yaml"] == [
+        "refuse",
+        "DISTILLER.TYPE 'CRD' is unknown (a method makd does not implement); implemented: "
+        + ", ".join(DISTILLERS.names()),
+    ]
+    assert rows["cifar100/typo.yaml"][0] == "fail" and "unknown config key SOLVR" in rows["cifar100/typo.yaml"][1]
+    assert out.rstrip().endswith("4 YAML files: 2 load, 2 train 1 epoch, 1 refuse (method not implemented), 1 fail")
+    assert code == 1  # a failure is not accounted for
+    # The CIFAR file trained on 100 classes of 32-px images, read at 32 px (mdistiller's CIFAR size).
+    run = tmp_path / "work" / "runs" / "000_crd"
+    assert not run.exists()  # refused files never start a run
+    saved = yaml.safe_load((tmp_path / "work" / "runs" / "002_vanilla_mv2" / "config.yaml").read_text())
+    assert (saved["DATASET"]["TYPE"], saved["DATASET"]["IMAGE_SIZE"]) == ("cifar100", 32)
+    assert (saved["SOLVER"]["BATCH_SIZE"], saved["SOLVER"]["EPOCHS"], saved["DATASET"]["TEST"]["BATCH_SIZE"]) == (
+        16,
+        1,
+        16,
+    )
+    fine = yaml.safe_load((tmp_path / "work" / "runs" / "003_makd" / "config.yaml").read_text())
+    assert fine["SOLVER"]["BATCH_SIZE"] == 4 and fine["DATASET"]["TYPE"] == "oxfordpets"  # below the cap: kept
+
+
+def test_the_official_repository_files_are_all_accounted_for_when_its_mirror_is_here(tmp_path, capsys):
+    if not MAKD_MIRROR.is_dir():
+        pytest.skip(f"no mirror at {MAKD_MIRROR}")
+    archive = subprocess.run(["git", "-C", str(MAKD_MIRROR), "archive", "HEAD", "configs"], capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
+    code = load_tool().main([str(tmp_path / "configs"), "--load-only"])
+    out = capsys.readouterr().out
+    assert code == 0
+    last = out.rstrip().splitlines()[-1]
+    assert last.startswith("54 YAML files: ") and last.endswith(" 0 fail")
+    assert (
+        "fine_grained/makd.yaml" in out and "DISTILLER.TYPE 'CRD' is unknown (a method makd does not implement)" in out
+    )
