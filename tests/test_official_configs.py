@@ -13,7 +13,7 @@ from test_data_helpers import make_cfg, write_class_folders, write_release
 
 from makd.config import ConfigError, MethodNotImplementedError, load_cfg
 from makd.data.image_index import DatasetMissingError, build_image_indexes
-from makd.distillers import DISTILLERS
+from makd.distillers import distiller_classes
 
 REPO = Path(__file__).resolve().parents[1]
 MAKD_MIRROR = Path(
@@ -41,7 +41,7 @@ def test_a_method_makd_lacks_stops_with_one_line_naming_it_before_its_keys_merge
     with pytest.raises(MethodNotImplementedError) as info:
         load_cfg(path)
     message = str(info.value)
-    implemented = ", ".join(DISTILLERS.names())
+    implemented = ", ".join(cls.name for cls in distiller_classes())
     assert (
         message
         == f"{path}: DISTILLER.TYPE 'CRD' is unknown (a method makd does not implement); implemented: {implemented}"
@@ -170,7 +170,7 @@ def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, 
     assert rows["cifar100/crd.yaml"] == [
         "refuse",
         "DISTILLER.TYPE 'CRD' is unknown (a method makd does not implement); implemented: "
-        + ", ".join(DISTILLERS.names()),
+        + ", ".join(cls.name for cls in distiller_classes()),
     ]
     assert rows["cifar100/typo.yaml"][0] == "fail" and "unknown config key SOLVR" in rows["cifar100/typo.yaml"][1]
     assert out.rstrip().endswith("4 YAML files: 2 load, 2 train 1 epoch, 1 refuse (method not implemented), 1 fail")
