@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from makd.analysis.study import StudyError, load_study, plan, train_command
+from makd.analysis.study import StudyError, child_threads, load_study, plan, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,3 +131,10 @@ def test_real_study_trains_resumes_and_writes_results(release_dataset, tmp_path,
     # Everything is finished: a second invocation trains nothing.
     assert study_tool.main([str(path)]) == 0
     assert "2 finished, 0 to resume, 0 to start" in capsys.readouterr().out
+
+
+def test_threads_per_training_split_the_cores_and_drop_to_one_on_a_busy_machine():
+    assert child_threads(1, cores=8, load=0.5) == 8
+    assert child_threads(3, cores=8, load=0.5) == 2
+    assert child_threads(16, cores=8, load=0.5) == 1
+    assert child_threads(1, cores=2, load=6.0) == 1

@@ -61,6 +61,8 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
     the splits apart.
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     path = Path(path)
     numbers: dict[str, dict[str, list]] = {}
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
@@ -100,6 +102,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
     ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.lines:
