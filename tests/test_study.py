@@ -102,14 +102,17 @@ def test_status_todo_resume_done_and_a_changed_config_is_refused(release_dataset
 
 
 def test_real_study_trains_resumes_and_writes_results(release_dataset, tmp_path, capsys):
-    path = write_study(tmp_path, release_dataset["config"], seeds=[0])
+    conditions = {"baseline": {"DISTILLER.TYPE": "NONE"}, "makd": {}, "broken": {"DATASET.ASPECT_JSON": "absent.json"}}
+    path = write_study(tmp_path, release_dataset["config"], seeds=[0], conditions=conditions)
     study = load_study(path)
     makd_run = next(r for r in study.runs() if r.condition == "makd")
     assert our_train.main([*makd_run.argv, "--stop-after-epoch", "1"]) == 0  # an interrupted run to continue
     capsys.readouterr()
-    assert study_tool.main([str(path), "--jobs", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "0 finished, 1 to resume, 1 to start" in out
+    assert study_tool.main([str(path), "--jobs", "2"]) == 2  # the broken run fails; the others still count
+    out, err = capsys.readouterr()
+    assert "0 finished, 1 to resume, 2 to start" in out
+    assert "broken/seed0: FAILED with exit code 2" in out and "absent.json" in out  # the log's last lines
+    assert "error: 1 run(s) failed: broken/seed0" in err
     log = (makd_run.run_dir / "train.log").read_text()
     assert "--resume" in log
     rows = [json.loads(line) for line in (makd_run.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -128,9 +131,10 @@ def test_real_study_trains_resumes_and_writes_results(release_dataset, tmp_path,
     )
     assert "| makd | 1 | 0 |" in (tmp_path / "study" / "results.md").read_text()
     assert not (tmp_path / "study" / "plots").exists()  # the study file asks for none (tests/test_plots.py draws them)
-    # Everything is finished: a second invocation trains nothing.
-    assert study_tool.main([str(path)]) == 0
-    assert "2 finished, 0 to resume, 0 to start" in capsys.readouterr().out
+    assert "Not finished (1): broken/seed0." in (tmp_path / "study" / "results.md").read_text()
+    # A second invocation trains nothing that is finished.
+    assert study_tool.main([str(path), "--no-run"]) == 0
+    assert "2 finished, 0 to resume, 1 to start" in capsys.readouterr().out
 
 
 def test_threads_per_training_split_the_cores_and_drop_to_one_on_a_busy_machine():

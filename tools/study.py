@@ -75,7 +75,10 @@ def _body(argv: Sequence[str] | None) -> int:
         _, failed = execute_runs(pending, 1)
         if not pending:
             print(f"[study] {chosen[0][0].label}: already finished")
-        return 1 if failed else 0
+        if failed:
+            run, code = failed[0]
+            raise StudyError(f"{run.label} failed with exit code {code}; see {run.run_dir / 'train.log'}")
+        return 0
     start = time.perf_counter()
     counts = {s: sum(1 for _, status, _ in planned if status == s) for s in ("done", "resume", "todo")}
     print(
