@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from makd.analysis.study import StudyError, child_threads, load_study, plan, train_command
+from makd.analysis.study import StudyError, child_threads, load_study, plan, run_lock, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,3 +142,11 @@ def test_threads_per_training_split_the_cores_and_drop_to_one_on_a_busy_machine(
     assert child_threads(3, cores=8, load=0.5) == 2
     assert child_threads(16, cores=8, load=0.5) == 1
     assert child_threads(1, cores=2, load=6.0) == 1
+
+
+def test_a_run_being_trained_elsewhere_is_locked(tmp_path):
+    with run_lock(tmp_path / "run") as first:
+        with run_lock(tmp_path / "run") as second:  # another open file description: flock refuses it
+            assert (first, second) == (True, False)
+    with run_lock(tmp_path / "run") as again:
+        assert again
