@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from makd.analysis.study import StudyError, child_threads, load_study, plan, run_lock, train_command
+from makd.analysis.study import (
+    StudyError,
+    child_threads,
+    load_study,
+    plan,
+    resolved_config,
+    run_lock,
+    train_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,3 +158,12 @@ def test_a_run_being_trained_elsewhere_is_locked(tmp_path):
             assert (first, second) == (True, False)
     with run_lock(tmp_path / "run") as again:
         assert again
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "studies").glob("*.yaml")))
+def test_every_shipped_study_loads_and_resolves(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # study paths are relative to the repository root
+    study = load_study(path.relative_to(REPO))
+    assert study.reference in study.conditions and len(study.seeds) >= 1
+    configs = [resolved_config(run) for run in study.runs()]  # every override is a valid config key and value
+    assert len(configs) == len(study.conditions) * len(study.seeds)
