@@ -93,7 +93,7 @@ def _body(argv: Sequence[str] | None) -> int:
     missing = [run.label for run, _, _ in planned if not (run.run_dir / "summary.json").exists()]
     notes = [
         f"Study file {study.source}; base config {study.base}; run folders under {study.output}; "
-        f"wall time of this invocation {time.perf_counter() - start:.0f} s."
+        f"this invocation trained for {time.perf_counter() - start:.0f} s (wall)."
     ]
     if missing:
         notes.append(f"Not finished ({len(missing)}): {', '.join(missing)}.")
