@@ -1,11 +1,12 @@
 # make demo: set up .venv (first time) and run the built-in demo end to end on the CPU.
 # make test: set up .venv (first time) and run the test suite.
+# make demo-study: the 5-condition x 3-seed demo study (configs/studies/demo.yaml, docs/studies.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean-demo
+.PHONY: demo demo-study test lint setup clean-demo
 
 setup: $(STAMP)
 
@@ -18,6 +19,11 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+	$(PY) tools/report.py output/demo --reference demo_baseline --out output/demo
+
+demo-study: $(STAMP)
+	test -f data/demo_study/dataset.json || $(PY) tools/make_demo.py --out data/demo_study --train-per-class 60 --test-per-class 30
+	$(PY) tools/study.py configs/studies/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -26,4 +32,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check makd tools tests InternVL_logits
 
 clean-demo:
-	rm -rf data/demo output/demo
+	rm -rf data/demo output/demo data/demo_study output/studies/demo

@@ -1,0 +1,137 @@
+"""Per-question evaluation of the teacher's answers and of the student's aspect head (aspect_metrics.json).
+
+For each question q, over the images of one split whose teacher row is finite:
+- teacher_mean: mean teacher P(yes);
+- teacher_within_class_sd: mean over the classes present of the within-class sd (ddof 0) of P(yes): 0 when the
+  teacher answers at the class level, large when the answer varies between images of one class;
+- yes_rate: fraction of images with P(yes) >= 0.5 (the thresholded answer);
+- mutual_information_bits: I(answer; class) in bits of the thresholded answer with the class label, i.e. how much
+  the question tells about the label (at most min(1, log2 C));
+- student_auc: ROC AUC of the student head's sigmoid output for the thresholded teacher answer (None when only one
+  answer occurs), student_mae: mean |student - teacher| (both only with the student's predictions).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from makd.atomic_files import atomic_write_json
+from makd.engine.metrics import binary_auc
+from makd.errors import MakdError
+
+THRESHOLD = 0.5  # a teacher answer is "yes" when P(yes) >= THRESHOLD (as the trainer's aspect AUC)
+
+
+class AspectMetricsError(MakdError):
+    """The arrays given to aspect_metrics do not fit together."""
+
+
+def mutual_information_bits(answers: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """I(A; Y) in bits for boolean answers [N] and integer labels [N] in [0, num_classes)."""
+    n = answers.size
+    if n == 0:
+        return math.nan
+    joint = np.zeros((2, num_classes))
+    np.add.at(joint, (answers.astype(int), labels), 1.0)
+    joint /= n
+    p_answer, p_label = joint.sum(axis=1, keepdims=True), joint.sum(axis=0, keepdims=True)
+    mask = joint > 0
+    return float((joint[mask] * np.log2(joint[mask] / (p_answer @ p_label)[mask])).sum())
+
+
+def aspect_metrics(
+    teacher: np.ndarray,
+    student_prob: np.ndarray | None,
+    labels: np.ndarray,
+    num_classes: int,
+    questions: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Per-question metrics (see the module docstring) and their means over questions.
+
+    teacher [N, Q] teacher P(yes) in [0, 1] (rows with a NaN are left out: images without a teacher row);
+    student_prob [N, Q] sigmoid of the student's aspect logits, or None; labels [N] class indices; questions: Q
+    texts stored beside the numbers. Returns {"num_images", "num_aspects", "num_classes", "questions": [...],
+    "mean": {...}}; values that do not exist (AUC with one answer only) are NaN here, None in the JSON file.
+    """
+    teacher = np.asarray(teacher, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if teacher.ndim != 2 or teacher.shape[0] != labels.size:
+        raise AspectMetricsError(f"teacher must be [N, Q] with N = {labels.size} labels, got shape {teacher.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise AspectMetricsError(f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
+    if student_prob is not None:
+        student_prob = np.asarray(student_prob, dtype=np.float64)
+        if student_prob.shape != teacher.shape:
+            raise AspectMetricsError(f"student_prob has shape {student_prob.shape}, teacher {teacher.shape}")
+    if questions is not None and len(questions) != teacher.shape[1]:
+        raise AspectMetricsError(f"{len(questions)} questions for {teacher.shape[1]} aspects")
+    rows = np.isfinite(teacher).all(axis=1)
+    teacher, labels = teacher[rows], labels[rows]
+    student = student_prob[rows] if student_prob is not None else None
+    classes = np.unique(labels)
+    per_question = []
+    for q in range(teacher.shape[1]):
+        answers = teacher[:, q] >= THRESHOLD
+        entry: dict[str, Any] = {
+            "index": q,
+            "question": questions[q] if questions is not None else None,
+            "teacher_mean": float(teacher[:, q].mean()) if labels.size else math.nan,
+            "teacher_within_class_sd": float(np.mean([teacher[labels == c, q].std() for c in classes]))
+            if classes.size
+            else math.nan,
+            "yes_rate": float(answers.mean()) if labels.size else math.nan,
+            "mutual_information_bits": mutual_information_bits(answers, labels, num_classes),
+        }
+        if student is not None:
+            entry["student_auc"] = binary_auc(student[:, q], answers) if labels.size else math.nan
+            entry["student_mae"] = float(np.abs(student[:, q] - teacher[:, q]).mean()) if labels.size else math.nan
+        per_question.append(entry)
+    keys = [k for k in per_question[0] if k not in ("index", "question")] if per_question else []
+    mean = {}
+    for key in keys:
+        values = [e[key] for e in per_question if not math.isnan(e[key])]
+        mean[key] = float(np.mean(values)) if values else math.nan
+    return {
+        "num_images": int(labels.size),
+        "num_aspects": int(teacher.shape[1]),
+        "num_classes": int(num_classes),
+        "threshold": THRESHOLD,
+        "questions": per_question,
+        "mean": mean,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / infinities -> None, numpy scalars -> Python numbers, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_aspect_metrics(path: str | os.PathLike, splits: Mapping[str, dict[str, Any]], **extra: Any) -> None:
+    """Write {"splits": {"train": aspect_metrics(...), ...}, **extra (e.g. epoch)} as strict JSON, atomically."""
+    atomic_write_json(path, _json_safe({**extra, "splits": dict(splits)}))
+
+
+def aspect_scalars(metrics: dict[str, Any], split: str) -> dict[str, float]:
+    """Flat {tag: value} for TensorBoard: '<split>_aspect/<metric>/q<index>' and '<split>_aspect/<metric>/mean'."""
+    scalars: dict[str, float] = {}
+    for entry in metrics["questions"]:
+        for key, value in entry.items():
+            if key not in ("index", "question") and not math.isnan(value):
+                scalars[f"{split}_aspect/{key}/q{entry['index']:02d}"] = value
+    for key, value in metrics["mean"].items():
+        if not math.isnan(value):
+            scalars[f"{split}_aspect/{key}/mean"] = value
+    return scalars

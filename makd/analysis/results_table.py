@@ -1,0 +1,259 @@
+"""The results table of a study or a set of run folders: results.md and results.csv.
+
+Per condition: n, mean ± sd over seeds of the last-epoch and the selected-epoch ("best") test top-1, and the
+paired difference to a reference condition (same seeds) with a 95 % t interval. With `paper`, the published
+figures of the matching dataset x student sit beside the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from makd.analysis.published import PublishedFigure, published_for
+from makd.analysis.run_folders import RunResult
+from makd.analysis.statistics import CONFIDENCE, MeanSd, PairedDifference, mean_sd, paired_difference
+from makd.atomic_files import atomic_write_text
+from makd.errors import MakdError
+
+
+class TableError(MakdError):
+    """A table cannot be built (no finished run, an unknown reference condition)."""
+
+
+@dataclass
+class ConditionRow:
+    name: str
+    runs: list[RunResult]
+    last: MeanSd
+    best: MeanSd
+    best_selected_on: str  # "val", "test" or "mixed"
+    diff_last: PairedDifference | None  # None on the reference row itself
+    diff_best: PairedDifference | None
+    dataset: str | None = None
+    student: str = ""
+    published: list[PublishedFigure] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+
+def summarise(
+    groups: Mapping[str, Sequence[RunResult]], reference: str | None = None, paper: bool = False
+) -> tuple[list[ConditionRow], str]:
+    """Rows in the groups' order and the reference's name (default: the first group)."""
+    if not groups:
+        raise TableError("no finished runs to summarise")
+    reference = reference if reference is not None else next(iter(groups))
+    if reference not in groups:
+        raise TableError(f"reference condition {reference!r} has no finished run; choose one of {', '.join(groups)}")
+    ref_last = {run.seed: run.last_top1 for run in groups[reference]}
+    ref_best = {run.seed: run.best_top1 for run in groups[reference]}
+    rows = []
+    for name, runs in groups.items():
+        selected = {run.best_selected_on for run in runs}
+        row = ConditionRow(
+            name=name,
+            runs=list(runs),
+            last=mean_sd([run.last_top1 for run in runs]),
+            best=mean_sd([run.best_top1 for run in runs]),
+            best_selected_on=selected.pop() if len(selected) == 1 else "mixed",
+            diff_last=None if name == reference else paired_difference({r.seed: r.last_top1 for r in runs}, ref_last),
+            diff_best=None if name == reference else paired_difference({r.seed: r.best_top1 for r in runs}, ref_best),
+        )
+        if paper:
+            row.dataset, row.student, row.published = published_for(runs[0].config)
+        rows.append(row)
+    return rows, reference
+
+
+def _pm(value: MeanSd) -> str:
+    if value.n == 0:
+        return "-"
+    return f"{value.mean:.2f}" if math.isnan(value.sd) else f"{value.mean:.2f} ± {value.sd:.2f}"
+
+
+def _diff(value: PairedDifference | None) -> str:
+    if value is None:
+        return "(reference)"
+    if value.n == 0:
+        return "- (no shared seed)"
+    if math.isnan(value.low):
+        return f"{value.mean:+.2f} (n=1, no interval)"
+    return f"{value.mean:+.2f} [{value.low:+.2f}, {value.high:+.2f}]"
+
+
+def _best_label(rows: Sequence[ConditionRow]) -> str:
+    selected = {row.best_selected_on for row in rows}
+    if selected == {"val"}:
+        return "test top-1 at best val epoch"
+    if selected == {"test"}:
+        return "best test top-1 (chosen on test)"
+    return "test top-1 at best epoch (val where present, else test)"
+
+
+def format_markdown(
+    rows: Sequence[ConditionRow], reference: str, title: str = "Results", notes: Sequence[str] = ()
+) -> str:
+    best = _best_label(rows)
+    level = int(CONFIDENCE * 100)
+    lines = [
+        f"# {title}",
+        "",
+        f"Test top-1 (%), mean ± sd over seeds; Δ = paired difference to **{reference}** over the seeds both have, "
+        f"with its {level} % t confidence interval.",
+        "",
+        f"| condition | n | seeds | test top-1 last | {best} | Δ last vs {reference} [{level} % CI] "
+        f"| Δ best vs {reference} [{level} % CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
+            f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} |"
+        )
+    if any(row.best_selected_on != "val" for row in rows):
+        lines += [
+            "",
+            'Without a validation split (DATASET.VAL_FRACTION 0) "best" is the best test epoch, as the '
+            "official code reported: optimistic; prefer the last-epoch column or a validation split for claims.",
+        ]
+    published = [row for row in rows if row.published]
+    if published:
+        lines += _published_markdown(published)
+    elif any(row.dataset is not None or row.student for row in rows):
+        lines += ["", "No published figure matches these rows' dataset x student."]
+    for note in notes:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _published_markdown(rows: Sequence[ConditionRow]) -> list[str]:
+    lines = [
+        "",
+        "## Published numbers beside ours",
+        "",
+        "| condition | dataset | student | ours: last | ours: best | published (top-1 %) |",
+        "|---|---|---|---|---|---|",
+    ]
+    sources: dict[str, PublishedFigure] = {}
+    for row in rows:
+        figures = "; ".join(f"{f.source}: {f.method_label} {f.top1:.2f}" for f in row.published)
+        lines.append(f"| {row.name} | {row.dataset} | {row.student} | {_pm(row.last)} | {_pm(row.best)} | {figures} |")
+        for figure in row.published:
+            sources.setdefault(figure.source, figure)
+    lines.append("")
+    lines += [f"- {key}: {f.citation}; {f.table}." for key, f in sources.items()]
+    return lines
+
+
+CSV_COLUMNS = (
+    "condition",
+    "n",
+    "seeds",
+    "last_mean",
+    "last_sd",
+    "best_mean",
+    "best_sd",
+    "best_selected_on",
+    "reference",
+    "diff_last_mean",
+    "diff_last_ci_low",
+    "diff_last_ci_high",
+    "diff_best_mean",
+    "diff_best_ci_low",
+    "diff_best_ci_high",
+    "n_paired",
+    "dataset",
+    "student",
+    "published",
+)
+
+
+def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
+    def number(value: float) -> str:
+        return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        diff_last = row.diff_last or PairedDifference(math.nan, math.nan, math.nan, row.last.n)
+        diff_best = row.diff_best or PairedDifference(math.nan, math.nan, math.nan, row.last.n)
+        writer.writerow(
+            [
+                row.name,
+                row.last.n,
+                " ".join(map(str, row.seeds)),
+                number(row.last.mean),
+                number(row.last.sd),
+                number(row.best.mean),
+                number(row.best.sd),
+                row.best_selected_on,
+                reference,
+                number(diff_last.mean),
+                number(diff_last.low),
+                number(diff_last.high),
+                number(diff_best.mean),
+                number(diff_best.low),
+                number(diff_best.high),
+                diff_last.n,
+                row.dataset or "",
+                row.student,
+                "; ".join(f"{f.source}:{f.method}={f.top1}" for f in row.published),
+            ]
+        )
+    return out.getvalue()
+
+
+def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
+    """One line per run: condition, seed, last / best top-1, best epoch, folder."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        (
+            "condition",
+            "seed",
+            "test_top1_last",
+            "test_top1_best_selected",
+            "best_selected_on",
+            "best_epoch",
+            "train_seconds",
+            "run_dir",
+        )
+    )
+    for row in rows:
+        for run in row.runs:
+            writer.writerow(
+                [
+                    row.name,
+                    run.seed,
+                    f"{run.last_top1:.4f}",
+                    f"{run.best_top1:.4f}",
+                    run.best_selected_on,
+                    run.summary.get("best_epoch", ""),
+                    f"{run.summary.get('train_seconds', 0.0):.1f}",
+                    str(run.path),
+                ]
+            )
+    return out.getvalue()
+
+
+def write_results(
+    out_dir: str | os.PathLike,
+    rows: Sequence[ConditionRow],
+    reference: str,
+    title: str = "Results",
+    notes: Sequence[str] = (),
+) -> str:
+    """Write results.md, results.csv and runs.csv into `out_dir` (atomically); returns the Markdown."""
+    markdown = format_markdown(rows, reference, title, notes)
+    atomic_write_text(os.path.join(out_dir, "results.md"), markdown)
+    atomic_write_text(os.path.join(out_dir, "results.csv"), format_csv(rows, reference))
+    atomic_write_text(os.path.join(out_dir, "runs.csv"), format_runs_csv(rows))
+    return markdown

@@ -1,0 +1,111 @@
+"""Read a finished run back: its config, data and exported student (student.pth), and the student's outputs on a
+split (class logits, aspect-head probabilities, penultimate features), for plots and aspect metrics after training."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from makd.analysis.aspect_metrics import aspect_metrics, write_aspect_metrics
+from makd.analysis.run_folders import RunFolderError
+from makd.artifacts import read_aspect_file, read_questions
+from makd.config import load_cfg
+from makd.data.aspect_targets import join_aspects
+from makd.data.build import DataBundle, build_data, read_training_aspects
+from makd.data.datasets import AspectDataset
+from makd.engine.checkpoint import load_checkpoint, student_state_dict
+from makd.models import build_student
+from makd.models.heads import classifier_layer
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: object
+    data: DataBundle
+    student: torch.nn.Module  # eval mode, CPU
+    num_classes: int
+    num_aspects: int  # width of the student's aspect head (0 for the CE baseline)
+
+
+def load_run(run_dir: str | os.PathLike) -> LoadedRun:
+    """The run's resolved config, its data (paths as recorded, relative to the current folder) and its student."""
+    run_dir = Path(run_dir)
+    weights_path = run_dir / "student.pth"
+    if not weights_path.exists():
+        raise RunFolderError(f"{run_dir} holds no student.pth: the run has not finished")
+    cfg = load_cfg(str(run_dir / "config.yaml"), ["DATASET.NUM_WORKERS", "0"])
+    data = build_data(cfg)
+    state = load_checkpoint(weights_path, map_location="cpu")
+    num_classes, num_aspects = int(state["num_classes"]), int(state.get("num_aspects", 0))
+    student = build_student(state["student"], num_classes + num_aspects)
+    student.load_state_dict(student_state_dict(state))
+    return LoadedRun(run_dir, cfg, data, student.eval(), num_classes, num_aspects)
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, dataset: AspectDataset, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """The student on every image of `dataset`, in order: features [N, D] (the classifier's input), class logits
+    [N, C], aspect probabilities [N, Q] (sigmoid of the aspect logits; Q = 0 for the baseline), labels [N],
+    teacher [N, Q_dataset] (the dataset's aspect rows; NaN where missing)."""
+    head = classifier_layer(run.student)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().flatten(1)))
+    outputs, labels, teacher = [], [], []
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+            outputs.append(run.student(batch["image"]).float())
+            labels.append(batch["label"])
+            teacher.append(batch["aspects"].float())
+    finally:
+        hook.remove()
+    logits = torch.cat(outputs).numpy()
+    return {
+        "features": torch.cat(captured).float().numpy(),
+        "class_logits": logits[:, : run.num_classes],
+        "aspect_prob": 1.0 / (1.0 + np.exp(-logits[:, run.num_classes :].astype(np.float64))),
+        "labels": torch.cat(labels).numpy(),
+        "teacher": torch.cat(teacher).numpy(),
+    }
+
+
+def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
+    """The split's images with the teacher's rows (never the run's training targets, which may be a control such as
+    random) and the evaluation transform; None when the split has no teacher rows."""
+    eval_transform = run.data.test.transform
+    if split == "test":
+        if run.data.test.targets is not None:
+            return run.data.test
+        if not run.cfg.DATASET.TEST_ASPECT_JSON:
+            return None
+        table = read_aspect_file(run.cfg.DATASET.TEST_ASPECT_JSON)
+        return AspectDataset(run.data.test.index, eval_transform, join_aspects(run.data.test.index, table, "nan")[1])
+    if not run.cfg.DATASET.ASPECT_JSON:
+        return None
+    table = read_training_aspects(run.cfg)
+    index = run.data.train.index
+    return AspectDataset(index, eval_transform, join_aspects(index, table, "nan")[1])
+
+
+def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:
+    """aspect_metrics for the train split and (with test rows) the test split; written to
+    <run_dir>/aspect_metrics.json when `write`. Student columns only when the student has an aspect head."""
+    questions = read_questions(run.cfg.DATASET.QUESTIONS) if run.cfg.DATASET.QUESTIONS else None
+    splits = {}
+    for split in ("train", "test"):
+        dataset = teacher_split(run, split)
+        if dataset is None:
+            continue
+        out = predict(run, dataset)
+        student = out["aspect_prob"] if run.num_aspects == out["teacher"].shape[1] else None
+        splits[split] = aspect_metrics(out["teacher"], student, out["labels"], run.num_classes, questions)
+    if not splits:
+        raise RunFolderError(f"{run.run_dir}: its config names no aspect file (DATASET.ASPECT_JSON); nothing to score")
+    if write:
+        write_aspect_metrics(run.run_dir / "aspect_metrics.json", splits, source="student.pth after training")
+    return splits
