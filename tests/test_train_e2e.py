@@ -62,6 +62,13 @@ def test_official_release_layout_trains_from_official_yaml(release_dataset):
     assert rows[1]["lr"] == pytest.approx(0.005)  # stepped x0.1 at epoch 2
     for name in ("latest.pth", "best.pth", "epoch_2.pth", "student.pth", "config.yaml"):
         assert (out / name).exists(), name
+    # per-question metrics of the final student against the teacher's training rows (evaluation view)
+    metrics = json.loads((out / "aspect_metrics.json").read_text())["splits"]["train"]
+    assert [q["index"] for q in metrics["questions"]] == list(range(5))
+    teacher = json.loads(release_dataset["aspects"].read_text())
+    first_mean = sum(row[0] for row in teacher.values()) / len(teacher)
+    assert metrics["questions"][0]["teacher_mean"] == pytest.approx(first_mean, abs=1e-6)
+    assert all(0.0 <= q["student_mae"] <= 1.0 for q in metrics["questions"])
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     export = torch.load(out / "student.pth", weights_only=False)
     assert export["num_outputs"] == 3 + 5 and export["class_names"] == sorted(

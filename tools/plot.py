@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from makd.analysis.run_folders import RunFolderError  # noqa: E402
 from makd.analysis.run_plots import draw_all  # noqa: E402
+from makd.engine import run_folder  # noqa: E402
 from makd.errors import run_command  # noqa: E402
 
 KINDS = ("curves", "tsne", "aspects")
@@ -52,7 +53,7 @@ def _body(argv: Sequence[str] | None) -> int:
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else [_label(d) for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise RunFolderError(f"--labels gives {len(labels)} labels for {len(run_dirs)} runs")
-    out = Path(args.out) if args.out else run_dirs[0] / "plots"
+    out = Path(args.out) if args.out else run_dirs[0] / run_folder.PLOTS
     draw_all(run_dirs, labels, out, what)
     return 0
 

@@ -18,8 +18,9 @@ from makd.config import load_cfg
 from makd.data.aspect_targets import join_aspects
 from makd.data.build import DataBundle, build_data, read_training_aspects
 from makd.data.datasets import AspectDataset
+from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
-from makd.models import build_student
+from makd.models import build_student, input_family_of
 from makd.models.heads import classifier_layer
 
 
@@ -43,7 +44,7 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
     data = build_data(cfg)
     state = load_checkpoint(weights_path, map_location="cpu")
     num_classes, num_aspects = int(state["num_classes"]), int(state.get("num_aspects", 0))
-    student = build_student(state["student"], num_classes + num_aspects)
+    student = build_student(state["student"], num_classes + num_aspects, input_family=input_family_of(cfg))
     student.load_state_dict(student_state_dict(state))
     return LoadedRun(run_dir, cfg, data, student.eval(), num_classes, num_aspects)
 
@@ -107,5 +108,5 @@ def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict
     if not splits:
         raise RunFolderError(f"{run.run_dir}: its config names no aspect file (DATASET.ASPECT_JSON); nothing to score")
     if write:
-        write_aspect_metrics(run.run_dir / "aspect_metrics.json", splits, source="student.pth after training")
+        write_aspect_metrics(run.run_dir / run_folder.ASPECT_METRICS, splits, source="student.pth after training")
     return splits

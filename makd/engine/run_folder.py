@@ -24,8 +24,10 @@ METRICS = "metrics.jsonl"  # one row per finished epoch (RunLogger)
 TENSORBOARD = "tensorboard"  # folder of TensorBoard event files (RunLogger)
 WANDB_ID = "wandb_id.txt"  # the wandb run id, so --resume continues the same wandb run (RunLogger)
 WANDB = "wandb"  # wandb's own folder (wandb.init(dir=run_dir))
-RUN_FILES = (CONFIG, LATEST, BEST, STUDENT, SUMMARY, METRICS, WANDB_ID)
-RUN_FOLDERS = (TENSORBOARD, WANDB)
+ASPECT_METRICS = "aspect_metrics.json"  # per-question teacher/student metrics of the final student
+PLOTS = "plots"  # tools/plot.py's default output: figures of this run, stale once the run is replaced
+RUN_FILES = (CONFIG, LATEST, BEST, STUDENT, SUMMARY, METRICS, WANDB_ID, ASPECT_METRICS)
+RUN_FOLDERS = (TENSORBOARD, WANDB, PLOTS)
 _EPOCH_SNAPSHOT = re.compile(r"epoch_(\d+)\.pth")
 # makd.atomic_files.atomic_write's temp files (".<name>.<random>.tmp"), left behind only by a kill mid-write.
 _TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp")
@@ -51,7 +53,7 @@ def is_run_entry(path: Path) -> bool:
     if path.is_dir() and not path.is_symlink():
         if name == TENSORBOARD:
             return all(p.is_file() and _TENSORBOARD_EVENTS.fullmatch(p.name) for p in path.iterdir())
-        return name == WANDB
+        return name in (WANDB, PLOTS)
     temp = _TEMP_FILE.fullmatch(name)
     return _is_run_file(name) or (temp is not None and _is_run_file(temp.group("name")))
 

@@ -437,6 +437,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
                 return None
+        if info.is_main and cfg.DATASET.ASPECT_JSON:
+            _write_aspect_metrics(cfg, run_dir, data, distiller.student, num_aspects, logger, state.step)
     finally:
         logger.close()
 
@@ -488,6 +490,17 @@ def _save_epoch(cfg, run_dir: Path, state: TrainState) -> None:
         atomic_copy(latest, run_dir / run_folder.BEST)
     if cfg.LOG.SAVE_CHECKPOINT_FREQ and state.epoch % cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
         atomic_copy(latest, run_dir / run_folder.epoch_snapshot(state.epoch))
+
+
+def _write_aspect_metrics(cfg, run_dir: Path, data: DataBundle, student, num_aspects: int, logger, step: int) -> None:
+    """Per-question metrics of the final student against the teacher's rows (train split on the evaluation view;
+    test too when it has rows): aspect_metrics.json in the run folder and `<split>_aspect/...` in TensorBoard."""
+    from makd.analysis.aspect_metrics import aspect_scalars
+    from makd.analysis.run_inference import LoadedRun, compute_aspect_metrics
+
+    run = LoadedRun(run_dir, cfg, data, student.eval(), data.num_classes, num_aspects)
+    for split, metrics in compute_aspect_metrics(run).items():
+        logger.step(step, aspect_scalars(metrics, split))
 
 
 def _epoch_line(cfg, row: dict, history: list[dict]) -> str:
