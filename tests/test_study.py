@@ -121,7 +121,7 @@ def test_real_study_trains_resumes_and_writes_results(release_dataset, tmp_path,
     assert "0 finished, 1 to resume, 2 to start" in out
     assert "broken/seed0: FAILED with exit code 2" in out and "absent.json" in out  # the log's last lines
     assert "error: 1 run(s) failed: broken/seed0" in err
-    log = (makd_run.run_dir / "train.log").read_text()
+    log = makd_run.log_path.read_text()
     assert "--resume" in log
     rows = [json.loads(line) for line in (makd_run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2]

@@ -77,7 +77,7 @@ def _body(argv: Sequence[str] | None) -> int:
             print(f"[study] {chosen[0][0].label}: already finished")
         if failed:
             run, code = failed[0]
-            raise StudyError(f"{run.label} failed with exit code {code}; see {run.run_dir / 'train.log'}")
+            raise StudyError(f"{run.label} failed with exit code {code}; see {run.log_path}")
         return 0
     start = time.perf_counter()
     counts = {s: sum(1 for _, status, _ in planned if status == s) for s in ("done", "resume", "todo")}
@@ -108,7 +108,7 @@ def _body(argv: Sequence[str] | None) -> int:
     if failed:
         raise StudyError(
             f"{len(failed)} run(s) failed: {', '.join(run.label for run, _ in failed)}; see their "
-            "train.log; run the study again to retry them"
+            "<run>.log files next to the run folders; run the study again to retry them"
         )
     return 0
 

@@ -70,6 +70,11 @@ class PlannedRun:
     def label(self) -> str:
         return f"{self.condition}/seed{self.seed}"
 
+    @property
+    def log_path(self) -> Path:
+        """The run's output, next to its folder (the trainer refuses a run folder holding files it did not write)."""
+        return self.run_dir.parent / f"{self.run_dir.name}.log"
+
 
 @dataclass
 class Study:
@@ -262,8 +267,9 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
     (another study process, a job of the same study on a cluster node sharing the file system)."""
     import fcntl
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".study.lock", "a+") as fh:
+    # Next to the run folder, not in it: the trainer refuses a run folder holding files it did not write.
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.study.lock", "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -310,8 +316,8 @@ def execute_runs(
 ) -> tuple[list[PlannedRun], list[tuple[PlannedRun, int]]]:
     """Train the pending (run, status) pairs, `jobs` at a time; returns (finished, failed with exit codes).
 
-    Each run's output goes to <run_dir>/train.log (appended, so a resumed run keeps its history). On Ctrl-C or
-    SIGTERM the running trainings are stopped (their latest.pth stays) and KeyboardInterrupt propagates.
+    Each run's output goes to <run_dir>.log next to the run folder (appended: a resumed run keeps its history). On
+    Ctrl-C or SIGTERM the running trainings are stopped (their latest.pth stays) and KeyboardInterrupt propagates.
     """
     queue = list(pending)
     running: list[_Running] = []
@@ -329,7 +335,7 @@ def execute_runs(
                     log(f"[study] {run.label}: skipped, another process is training it")
                     continue
                 resume = status == "resume"
-                log_file = stack.enter_context(open(run.run_dir / "train.log", "ab"))
+                log_file = stack.enter_context(open(run.log_path, "ab"))
                 command = train_command(run, resume)
                 log_file.write(f"\n$ {shlex.join(command)}\n".encode())
                 log_file.flush()
@@ -341,7 +347,7 @@ def execute_runs(
                     stdin=subprocess.DEVNULL,
                     preexec_fn=_die_with_parent,
                 )
-                log(f"[study] {run.label}: {'resuming' if resume else 'training'} (log {run.run_dir / 'train.log'})")
+                log(f"[study] {run.label}: {'resuming' if resume else 'training'} (log {run.log_path})")
                 running.append(_Running(run, process, stack, time.perf_counter(), resume))
             time.sleep(0.2)
             for item in list(running):
@@ -358,7 +364,7 @@ def execute_runs(
                     failed.append((item.run, code))
                     log(
                         f"[study] {item.run.label}: FAILED with exit code {code} after {seconds:.0f}s; "
-                        f"last lines of {item.run.run_dir / 'train.log'}:\n{_tail(item.run.run_dir / 'train.log')}"
+                        f"last lines of {item.run.log_path}:\n{_tail(item.run.log_path)}"
                     )
     except KeyboardInterrupt:
         for item in running:
