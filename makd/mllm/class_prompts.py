@@ -1,0 +1,130 @@
+"""Questions about a class name (LaViD-style class-level teachers): the file format and the text asked.
+
+A class-level questions file is UTF-8 text, one question per line, like a stage-1 questions file. A yes/no
+line is the question alone; a multiple-choice line is the question and its M options separated by " | ":
+    What is the main colour of the <object>'s coat? | Black | White | Brown | Grey | Mixed
+`<object>` is replaced by the class name. A question without it is put into a template that names the class
+("Consider a photo of a {class}. {question}"); several templates are paraphrases whose answers are averaged.
+Options are shown as lettered lines (A. .., B. ..) and the answer is read from the letter tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from makd.artifacts import ArtifactError
+from makd.mllm.chat_template import with_answer_suffix
+
+PLACEHOLDER = "<object>"
+OPTION_SEPARATOR = " | "
+DEFAULT_TEMPLATE = "Consider a photo of a {class}. {question}"
+PLACEHOLDER_TEMPLATE = "{question}"  # the default when the question names the class itself
+OPTION_LETTERS = string.ascii_uppercase
+DEFAULT_CHOICE_INSTRUCTION = "Answer with the letter of the correct option only."
+
+
+@dataclass(frozen=True)
+class ClassQuestion:
+    """One question: its text (maybe with `<object>`) and its options (empty for a yes/no question)."""
+
+    text: str
+    options: tuple[str, ...] = ()
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return bool(self.options)
+
+    def line(self) -> str:
+        return OPTION_SEPARATOR.join([self.text, *self.options])
+
+
+def parse_class_questions(text: str, source: str = "<questions>") -> list[ClassQuestion]:
+    """The questions of a class-level questions file; all yes/no or all multiple-choice (M may differ)."""
+    questions: list[ClassQuestion] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            raise ArtifactError(f"{source}:{number}: blank line; write one question per line, no blank lines")
+        parts = [p.strip() for p in line.split("|")]
+        question, options = parts[0], tuple(parts[1:])
+        if not question or any(not o for o in options):
+            raise ArtifactError(f"{source}:{number}: empty question or option in {line[:80]!r}")
+        if len(options) == 1:
+            raise ArtifactError(f"{source}:{number}: one option only; a multiple-choice line needs at least 2")
+        if len(options) > len(OPTION_LETTERS):
+            raise ArtifactError(f"{source}:{number}: {len(options)} options; at most {len(OPTION_LETTERS)} (A..Z)")
+        if len(set(o.casefold() for o in options)) != len(options):
+            raise ArtifactError(f"{source}:{number}: repeated option in {line[:80]!r}")
+        questions.append(ClassQuestion(question, options))
+    if not questions:
+        raise ArtifactError(f"{source}: holds no questions")
+    kinds = {q.is_multiple_choice for q in questions}
+    if len(kinds) > 1:
+        first_yes_no = next(i for i, q in enumerate(questions, start=1) if not q.is_multiple_choice)
+        raise ArtifactError(
+            f"{source}:{first_yes_no}: a yes/no line in a multiple-choice file; keep one kind per file "
+            "(the output is either [p_1..p_Q] or [[p_q1..p_qM], ...] per class)"
+        )
+    return questions
+
+
+def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"--questions {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return parse_class_questions(text, str(path))
+
+
+def check_templates(templates: Sequence[str], questions: Sequence[ClassQuestion]) -> None:
+    """Each template holds {question}; one without {class} would never name the class of a question lacking <object>."""
+    for template in templates:
+        if "{question}" not in template:
+            raise ArtifactError(f"--class-template {template!r} has no {{question}}; e.g. {DEFAULT_TEMPLATE!r}")
+        if "{class}" not in template:
+            unnamed = [q.text for q in questions if PLACEHOLDER not in q.text]
+            if unnamed:
+                raise ArtifactError(
+                    f"--class-template {template!r} has no {{class}} and the question {unnamed[0]!r} has no "
+                    f"{PLACEHOLDER}: the class would never be named; add {{class}} to the template"
+                )
+
+
+def default_templates(questions: Sequence[ClassQuestion]) -> list[str]:
+    """ "{question}" when every question holds `<object>`, else the template that names the class."""
+    return [PLACEHOLDER_TEMPLATE if all(PLACEHOLDER in q.text for q in questions) else DEFAULT_TEMPLATE]
+
+
+def class_query(
+    question: ClassQuestion,
+    class_name: str,
+    template: str,
+    answer_suffix: str = "",
+    choice_instruction: str = DEFAULT_CHOICE_INSTRUCTION,
+) -> str:
+    """The user message asking `question` about `class_name`.
+
+    `<object>` is replaced by the class name; a template without {class} puts the question in as it is.
+    Yes/no: the answer suffix is appended as at image level. Multiple choice: lettered options, then the
+    instruction, so that the first answer token is a letter.
+    """
+    filled = question.text.replace(PLACEHOLDER, class_name)
+    text = template.replace("{class}", class_name).replace("{question}", filled)
+    if not question.is_multiple_choice:
+        return with_answer_suffix(text, answer_suffix)
+    lines = [f"{OPTION_LETTERS[i]}. {option}" for i, option in enumerate(question.options)]
+    return "\n".join([text, *lines, choice_instruction])
+
+
+def answer_words(question: ClassQuestion, yes_word: str = "Yes", no_word: str = "No") -> tuple[str, ...]:
+    """The answer tokens read for `question`: (yes, no), or its option letters A.. in order."""
+    if question.is_multiple_choice:
+        return tuple(OPTION_LETTERS[: len(question.options)])
+    return (yes_word, no_word)

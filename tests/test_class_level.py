@@ -1,0 +1,210 @@
+"""Stage 2 at class level: a tiny random Qwen2 causal LM (in process) and a loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from makd.artifacts import ArtifactError, questions_sha256, sidecar_path
+from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
+from makd.mllm.class_prompts import ClassQuestion, class_query, parse_class_questions
+from makd.mllm.cli import main
+from makd.mllm.partial_rows import PartialWriter, partial_path
+from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
+from tests.llm_server import Reply, ScriptedLLMServer
+
+CLASSES = ["abyssinian", "basset hound", "great_pyrenees"]
+YES_NO = ["Is the <object> furry?", "Does it have long ears?", "Is it usually kept indoors?"]
+CHOICE = [
+    "What is the main colour of the <object>'s coat? | Black | White | Brown | Grey",
+    "How large is a <object>? | Small | Medium | Large",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+def _files(tmp_path: Path, questions: list[str]) -> tuple[Path, Path]:
+    q, c = tmp_path / "questions.txt", tmp_path / "classes.txt"
+    q.write_text("".join(x + "\n" for x in questions), encoding="utf-8")
+    c.write_text("".join(x + "\n" for x in CLASSES), encoding="utf-8")
+    return q, c
+
+
+def _reference(model_dir: Path, queries: list[str], words: list[list[str]]) -> list[np.ndarray]:
+    """One unbatched forward per prompt, with apply_chat_template(tokenize=True): the independent check."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    for query, ws in zip(queries, words):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]  # fmt: skip
+        wanted = [tokenizer.convert_tokens_to_ids(w) for w in ws]
+        with torch.no_grad():
+            logits = model(torch.tensor([list(ids)])).logits[0, -1]
+        out.append(torch.softmax(logits[wanted].double(), -1).numpy())
+    return out
+
+
+def test_yes_no_matches_one_forward_per_prompt(tiny_lm, tmp_path):
+    q, c = _files(tmp_path, YES_NO)
+    out = tmp_path / "class.json"
+    argv = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c),
+            "--output", str(out), "--batch-size", "4", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())
+    assert list(rows) == CLASSES and all(len(r) == 3 for r in rows.values())
+    questions = parse_class_questions(q.read_text())
+    # not every question holds <object>, so the default template names the class
+    queries = [class_query(x, name, "Consider a photo of a {class}. {question}") for name in CLASSES for x in questions]
+    expected = _reference(tiny_lm, queries, [["Yes", "No"]] * len(queries))
+    got = np.array([p for name in CLASSES for p in rows[name]])
+    assert np.abs(got - np.array([e[0] for e in expected])).max() < 1e-4
+    assert got.std() > 0.01  # random model: answers differ, so the comparison bites
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["kind"] == "yes_no" and meta["templates"] == ["Consider a photo of a {class}. {question}"]
+    assert set(meta["teacher"]["answer_ids"]) == {"Yes", "No"}
+    cost = meta["cost_this_run"]
+    assert cost["prompts_scored"] == 9 and cost["tokens_processed"] >= cost["prompt_tokens"] > 9 * 10
+    assert meta["example_prompts"]["prompts"][0].endswith("Is the abyssinian furry?<|im_end|>\n<|im_start|>assistant\n")
+    assert not partial_path(out).exists()
+
+
+def test_multiple_choice_distributions_and_paraphrase_average(tiny_lm, tmp_path):
+    q, c = _files(tmp_path, CHOICE)
+    out = tmp_path / "mcq.json"
+    t1, t2 = "{question}", "About {class}: {question}"
+    argv = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c),
+            "--output", str(out), "--class-template", t1, "--class-template", t2, "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())
+    assert [len(d) for d in rows["abyssinian"]] == [4, 3]
+    for row in rows.values():
+        for dist in row:
+            assert abs(sum(dist) - 1) < 1e-9
+    questions = parse_class_questions(q.read_text())
+    name = "basset hound"
+    queries = [class_query(x, name, t) for x in questions for t in (t1, t2)]
+    words = [list("ABCD"), list("ABCD"), list("ABC"), list("ABC")]
+    ref = _reference(tiny_lm, queries, words)
+    assert np.abs(np.array(rows[name][0]) - (ref[0] + ref[1]) / 2).max() < 1e-4
+    assert np.abs(np.array(rows[name][1]) - (ref[2] + ref[3]) / 2).max() < 1e-4
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["options_per_question"] == [4, 3] and meta["cost_this_run"]["prompts_scored"] == 3 * 2 * 2
+
+
+def test_resume_continues_to_the_same_bytes(tiny_lm, tmp_path):
+    q, c = _files(tmp_path, YES_NO)
+    full, part = tmp_path / "full.json", tmp_path / "part.json"
+    base = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c), "--device", "cpu"]
+    assert main([*base, "--output", str(full)]) == 0
+    # a run killed after its first class: the partial file holds the header and one row
+    done = json.loads(full.read_text())
+    model, tokenizer, info = load_causal_lm(str(tiny_lm), "hf", "cpu", "auto", None)
+    scorer = CausalLMScorer(model, tokenizer, 16, None, info)
+    lines = [x.line() for x in parse_class_questions(q.read_text())]
+    settings = {
+        "level": "class", "questions_sha256": questions_sha256(lines), "classes": CLASSES,
+        "templates": ["Consider a photo of a {class}. {question}"], "answer_suffix": "", "answer_words": ["Yes", "No"],
+        "teacher": {k: v for k, v in scorer.describe().items() if k not in VOLATILE_KEYS},
+    }  # fmt: skip
+    writer = PartialWriter(partial_path(part), settings)
+    writer.add_row(CLASSES[0], [0.5, 0.5, 0.5])  # a marker value: resume must keep it, not recompute it
+    writer.close()
+    assert main([*base, "--output", str(part)]) == 2  # refuses to start over without --resume
+    assert main([*base, "--output", str(part), "--resume"]) == 0
+    resumed = json.loads(part.read_text())
+    assert resumed[CLASSES[0]] == [0.5, 0.5, 0.5]
+    assert resumed[CLASSES[1]] == done[CLASSES[1]] and resumed[CLASSES[2]] == done[CLASSES[2]]
+    assert json.loads(sidecar_path(part).read_text())["cost_this_run"]["prompts_scored"] == 6
+
+
+def test_changed_settings_refuse_resume(tiny_lm, tmp_path, capsys):
+    q, c = _files(tmp_path, YES_NO)
+    out = tmp_path / "x.json"
+    partial_path(out).write_text('{"format": "makd-partial-rows-1", "settings": {"level": "class"}}\n')
+    argv = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c),
+            "--output", str(out), "--resume", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def _logprob_reply(p_yes: float, letters: dict[str, float] | None = None):
+    def reply(body: dict) -> Reply:
+        top = letters or {"Yes": math.log(p_yes), "No": math.log(1 - p_yes - 0.05), "Maybe": math.log(0.05)}
+        first = max(top, key=top.get)
+        entry = {
+            "token": first,
+            "logprob": top[first],
+            "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()],
+        }
+        choice = {"index": 0, "message": {"role": "assistant", "content": first}, "finish_reason": "length",
+                  "logprobs": {"content": [entry]}}  # fmt: skip
+        return Reply(payload={"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                              "choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 1}})  # fmt: skip
+
+    return reply
+
+
+def test_openai_server_backend(tmp_path):
+    q, c = _files(tmp_path, YES_NO[:2])
+    out = tmp_path / "served.json"
+
+    def by_question(body: dict) -> Reply:
+        text = body["messages"][-1]["content"]
+        p = 0.2 if "furry" in text else 0.7
+        return _logprob_reply(p)(body)
+
+    with ScriptedLLMServer([by_question] * 6) as server:
+        argv = ["--level", "class", "--backend", "openai", "--base-url", server.base_url, "--model", "text-llm",
+                "--questions", str(q), "--classes", str(c), "--output", str(out), "--concurrency", "2"]  # fmt: skip
+        assert main(argv) == 0
+        sent = [r.body for r in server.requests]
+    assert len(sent) == 6 and all(b["max_tokens"] == 1 and b["logprobs"] for b in sent)
+    assert any("great_pyrenees" in b["messages"][-1]["content"] for b in sent)
+    rows = json.loads(out.read_text())
+    assert rows["abyssinian"] == pytest.approx([0.2 / 0.95, 0.7 / 0.95])
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["cost_this_run"]["prompt_tokens"] == 66 and meta["teacher"]["backend"] == "openai"
+
+
+def test_openai_multiple_choice_letters(tmp_path):
+    q, c = _files(tmp_path, CHOICE[1:])
+    out = tmp_path / "served_mcq.json"
+    letters = {"A": math.log(0.5), "B": math.log(0.3), "Z": math.log(0.1)}  # C unlisted: bounded by the floor
+    with ScriptedLLMServer([_logprob_reply(0, letters)] * 3) as server:
+        argv = ["--level", "class", "--backend", "openai", "--base-url", server.base_url, "--model", "m",
+                "--questions", str(q), "--classes", str(c), "--output", str(out)]  # fmt: skip
+        assert main(argv) == 0
+    row = json.loads(out.read_text())["abyssinian"][0]
+    assert row == pytest.approx([0.5 / 0.9, 0.3 / 0.9, 0.1 / 0.9])
+
+
+def test_question_file_errors():
+    with pytest.raises(ArtifactError, match="one kind per file"):
+        parse_class_questions("Is it <object>? | A | B\nIs it red?\n")
+    with pytest.raises(ArtifactError, match="one option only"):
+        parse_class_questions("Is it <object>? | A\n")
+    with pytest.raises(ArtifactError, match="blank line"):
+        parse_class_questions("Is it?\n\nIs it red?\n")
+    q = ClassQuestion("Size of the <object>?", ("Small", "Large"))
+    assert class_query(q, "pug", "{question}") == "Size of the pug?\nA. Small\nB. Large\n" + (
+        "Answer with the letter of the correct option only."
+    )
+
+
+def test_template_without_class_is_refused(tiny_lm, tmp_path, capsys):
+    q, c = _files(tmp_path, ["Is it furry?"])
+    argv = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c),
+            "--output", str(tmp_path / "o.json"), "--class-template", "Tell me: {question}"]  # fmt: skip
+    assert main(argv) == 2
+    assert "the class would never be named" in capsys.readouterr().err
