@@ -1,0 +1,146 @@
+"""LaViD: per-class target table, its loss, training through tools/our_train.py (resume keeps the auxiliary head),
+and MaKD on a converted per-class file = the class_mean control of a per-image file with the same class rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from makd.artifacts import ArtifactError, write_aspect_file
+from makd.aspect_files.command import main as aspects_main
+from makd.config import load_cfg
+from makd.data.build import build_data
+from makd.distillers import build_distiller
+from makd.distillers.lavid import LaViDDistiller, class_target_table
+from tests.test_train_e2e import FAST, our_train
+
+ROWS = {"abyssinian": [0.9, 0.1, 0.5], "American Bulldog": [0.2, 0.7, 0.4], "bengal": [0.6, 0.6, 0.1]}
+DATASET_CLASSES = ["Abyssinian", "american_bulldog", "Bengal"]  # the release_dataset fixture's names
+
+
+def _write(path: Path, rows: dict) -> Path:
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+class PooledNet(nn.Module):
+    """Pool -> Linear: the pooled feature is the image's mean colour [B, 3]."""
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, outputs)
+
+    def forward(self, x):
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_table_matches_names_case_and_underscore(tmp_path):
+    table, info = class_target_table(_write(tmp_path / "c.json", ROWS), DATASET_CLASSES)
+    assert torch.equal(table, torch.tensor([ROWS["abyssinian"], ROWS["American Bulldog"], ROWS["bengal"]]))
+    assert info["targets_per_class"] == 3 and info["unused_file_classes"] == []
+
+
+def test_multiple_choice_rows_flatten_row_major(tmp_path):
+    mcq = {name: [[0.1, 0.9], [0.2, 0.3, 0.5]] for name in ("abyssinian", "american bulldog", "bengal", "sphynx")}
+    mcq["bengal"] = [[0.6, 0.4], [0.0, 1.0, 0.0]]
+    table, info = class_target_table(_write(tmp_path / "m.json", mcq), DATASET_CLASSES)
+    assert table.shape == (3, 5) and table[2].tolist() == pytest.approx([0.6, 0.4, 0.0, 1.0, 0.0])
+    assert info["options_per_question"] == [2, 3] and info["unused_file_classes"] == ["sphynx"]
+
+
+def test_a_class_without_a_row_is_named(tmp_path):
+    rows = {k: v for k, v in ROWS.items() if k != "bengal"}
+    with pytest.raises(ArtifactError, match="class 'Bengal' of the dataset has no row"):
+        class_target_table(_write(tmp_path / "c.json", rows), DATASET_CLASSES)
+
+
+def test_loss_is_ce_plus_lambda_mse_of_the_aux_head_on_pooled_features(tmp_path):
+    torch.manual_seed(0)
+    table = torch.tensor(list(ROWS.values()))
+    distiller = LaViDDistiller(PooledNet(3), 3, table, lam=7.0, ce_weight=0.5)
+    assert distiller.aux_head.in_features == 3 and distiller.aux_head.out_features == 3
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 2, 1, 2])
+    logits, losses = distiller.forward_train({"image": images, "label": labels})
+    pooled = images.mean(dim=(2, 3))
+    expected_mse = ((distiller.aux_head(pooled) - table[labels]) ** 2).mean()
+    assert torch.allclose(losses["loss_lavid"], 7.0 * expected_mse)
+    assert torch.allclose(losses["loss_ce"], 0.5 * nn.functional.cross_entropy(logits, labels))
+    assert logits.shape == (4, 3)
+    # the head is trainable state of the distiller; the table is not saved (re-read from the file)
+    keys = set(distiller.state_dict())
+    assert {"aux_head.weight", "aux_head.bias"} <= keys and "class_targets" not in keys
+    assert any(p is distiller.aux_head.weight for p in distiller.learnable_parameters())
+
+
+def test_build_distiller_passes_class_names(tmp_path):
+    path = _write(tmp_path / "c.json", ROWS)
+    cfg = load_cfg(None, ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", str(path), "LaViD.LAMBDA", "40"])
+    distiller = build_distiller(cfg, PooledNet(3), 3, 0, None, DATASET_CLASSES)
+    assert distiller.lam == 40.0 and distiller.class_targets.shape == (3, 3)
+    assert distiller.head_outputs(3, 50) == 3  # the class head stays C wide
+
+
+def _lavid_args(release_dataset, targets: Path, out: Path) -> list[str]:
+    return [str(release_dataset["config"]), *FAST, "DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", str(targets),
+            "LaViD.LAMBDA", "2", "DATASET.ASPECT_JSON", "", "SOLVER.EPOCHS", "2", "OUTPUT_DIR", str(out)]  # fmt: skip
+
+
+def test_lavid_trains_and_resume_keeps_the_aux_head(release_dataset):
+    targets = _write(release_dataset["root"] / "class_targets.json", ROWS)
+    unbroken, broken = release_dataset["root"] / "unbroken", release_dataset["root"] / "broken"
+    assert our_train.main(_lavid_args(release_dataset, targets, unbroken)) == 0
+    summary = json.loads((unbroken / "summary.json").read_text())
+    assert summary["distiller"] == "LaViD" and summary["num_aspects"] == 0
+    rows = [json.loads(line) for line in (unbroken / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_lavid" in json.dumps(rows[0])
+    assert our_train.main([*_lavid_args(release_dataset, targets, broken), "--stop-after-epoch", "1"]) == 0
+    after_one = torch.load(broken / "latest.pth", weights_only=False)
+    assert our_train.main([*_lavid_args(release_dataset, targets, broken), "--resume"]) == 0
+    a = torch.load(broken / "latest.pth", weights_only=False)["distiller_extra"]
+    b = torch.load(unbroken / "latest.pth", weights_only=False)["distiller_extra"]
+    assert set(a) == {"aux_head.weight", "aux_head.bias"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(after_one["distiller_extra"]["aux_head.weight"], a["aux_head.weight"])  # it trained on
+    assert json.loads((broken / "summary.json").read_text())["test_top1_last"] == summary["test_top1_last"]
+
+
+def test_lavid_missing_class_is_one_line(release_dataset, capsys):
+    targets = _write(release_dataset["root"] / "partial.json", {k: ROWS[k] for k in ("abyssinian", "bengal")})
+    assert our_train.main(_lavid_args(release_dataset, targets, release_dataset["root"] / "x")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "'american_bulldog'" in err[-1]
+
+
+def test_makd_on_converted_class_file_equals_class_mean_of_per_image_file(release_dataset):
+    root = release_dataset["root"]
+    class_file = _write(root / "per_class.json", ROWS)
+    converted = root / "converted.json"
+    assert aspects_main(["convert", str(class_file), "--out", str(converted), "--images", str(root / "train"),
+                         "--level", "class"]) == 0  # fmt: skip
+    # a per-image file whose class means are the same rows: each class's images get +d / -d around its row
+    by_class = dict(zip(DATASET_CLASSES, ROWS.values()))
+    rng = np.random.default_rng(0)
+    per_image = {}
+    for cls in DATASET_CLASSES:
+        ids = [i for i in release_dataset["train_ids"] if i.rsplit("_", 2)[0] == cls]
+        for a, b in zip(ids[0::2], ids[1::2]):
+            d = rng.uniform(-0.05, 0.05, 3)
+            per_image[a], per_image[b] = (np.array(by_class[cls]) + d).tolist(), (np.array(by_class[cls]) - d).tolist()
+    noisy = root / "per_image.json"
+    write_aspect_file(noisy, per_image)
+    common = ["MaKD.ASPECT_NUM", "3", "DATASET.CHECK_IMAGES", "False"]
+    teacher = build_data(load_cfg(str(release_dataset["config"]), [*common, "DATASET.ASPECT_JSON", str(converted)]))
+    control = build_data(
+        load_cfg(
+            str(release_dataset["config"]), [*common, "DATASET.ASPECT_JSON", str(noisy), "MaKD.TARGETS", "class_mean"]
+        )
+    )
+    assert teacher.train.index.ids == control.train.index.ids
+    assert torch.abs(teacher.train.targets - control.train.targets).max() < 1e-6
+    assert torch.abs(control.train.targets[0] - torch.tensor(by_class["Abyssinian"])).max() < 1e-6
