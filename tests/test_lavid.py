@@ -144,3 +144,12 @@ def test_makd_on_converted_class_file_equals_class_mean_of_per_image_file(releas
     assert teacher.train.index.ids == control.train.index.ids
     assert torch.abs(teacher.train.targets - control.train.targets).max() < 1e-6
     assert torch.abs(control.train.targets[0] - torch.tensor(by_class["Abyssinian"])).max() < 1e-6
+
+
+def test_empty_or_missing_target_file_is_a_config_error(tmp_path):
+    from makd.config.defaults import ConfigError
+
+    for value, message in (("", "is empty"), (str(tmp_path / "none.json"), "does not exist")):
+        cfg = load_cfg(None, ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", value])
+        with pytest.raises(ConfigError, match=message):
+            build_distiller(cfg, PooledNet(3), 3, 0, None, DATASET_CLASSES)

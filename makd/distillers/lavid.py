@@ -43,12 +43,6 @@ def add_lavid_config(cfg: CN) -> None:
 
 
 def check_lavid_config(cfg: CN) -> None:
-    if cfg.DISTILLER.TYPE != "LaViD":
-        return
-    if not cfg.LaViD.CLASS_TARGETS:
-        raise ConfigError("LaViD.CLASS_TARGETS is empty; give the per-class target file ({class: [p_1..p_K]})")
-    if not os.path.isfile(cfg.LaViD.CLASS_TARGETS):
-        raise ConfigError(f"LaViD.CLASS_TARGETS {cfg.LaViD.CLASS_TARGETS} does not exist")
     for key in ("LAMBDA", "CE_WEIGHT"):
         if cfg.LaViD[key] < 0:
             raise ConfigError(f"LaViD.{key} must be >= 0, got {cfg.LaViD[key]}")
@@ -115,6 +109,10 @@ class LaViDDistiller(Distiller):
     def from_config(cls, cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None):
         if class_names is None:
             raise ValueError("LaViD needs the dataset's class names (build_distiller passes them)")
+        if not cfg.LaViD.CLASS_TARGETS:
+            raise ConfigError("LaViD.CLASS_TARGETS is empty; give the per-class target file ({class: [p_1..p_K]})")
+        if not os.path.isfile(cfg.LaViD.CLASS_TARGETS):
+            raise ConfigError(f"LaViD.CLASS_TARGETS {cfg.LaViD.CLASS_TARGETS} does not exist")
         table, _ = class_target_table(cfg.LaViD.CLASS_TARGETS, list(class_names), cfg.LaViD.CLASS_MAP)
         return cls(student, num_classes, table, cfg.LaViD.LAMBDA, cfg.LaViD.CE_WEIGHT)
 
