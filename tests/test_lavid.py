@@ -153,3 +153,74 @@ def test_empty_or_missing_target_file_is_a_config_error(tmp_path):
         cfg = load_cfg(None, ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", value])
         with pytest.raises(ConfigError, match=message):
             build_distiller(cfg, PooledNet(3), 3, 0, None, DATASET_CLASSES)
+
+
+# ----------------------------------------------------------------------------- per-class files end to end
+LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
+PETS_FILES = (
+    "questions/oxfordpets/logits/internvl2_text.json",
+    "questions/oxfordpets/logits/qwen2.5-7b_chat_50-5.json",
+)
+
+
+def _class_folders(root: Path, classes: list[str], per_class: int, seed: int) -> None:
+    """root/<class name as written in the file>/<i>.png, tiny images whose colour depends on the class."""
+    from tests.conftest import draw_image
+
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            draw_image(rng, label, size=12).save(root / name / f"{i}.png")
+
+
+def _train_makd_and_lavid(root: Path, class_file: Path) -> dict[str, dict]:
+    """Train MaKD (on the file converted to image level) and LaViD (on the file itself) for one epoch each."""
+    classes = list(json.loads(class_file.read_text()))
+    _class_folders(root / "train", classes, 2, 0)
+    _class_folders(root / "test", classes, 1, 1)
+    converted = root / "converted.json"
+    assert aspects_main(["convert", str(class_file), "--out", str(converted), "--images", str(root / "train")]) == 0
+    width = len(next(iter(json.loads(converted.read_text()).values())))
+    common = [*FAST, "DATASET.TYPE", "image_folder", "DATASET.TRAIN_IMAGE_PATH", str(root / "train"),
+              "DATASET.TEST_IMAGE_PATH", str(root / "test"), "DATASET.NUM_WORKERS", "0",
+              "DISTILLER.STUDENT", "resnet8x4", "SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "16", "SOLVER.LR", "0.01",
+              "LOG.TENSORBOARD_FREQ", "100"]  # fmt: skip
+    runs = {
+        "MaKD": ["DISTILLER.TYPE", "MaKD", "DATASET.ASPECT_JSON", str(converted), "MaKD.ASPECT_NUM", str(width)],
+        "LaViD": ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", str(class_file)],
+    }
+    config = root / "base.yaml"
+    config.write_text("EXPERIMENT:\n  PROJECT: per_class\nLOG:\n  WANDB: False\n", encoding="utf-8")
+    summaries = {}
+    for name, extra in runs.items():
+        out = root / name
+        assert our_train.main([str(config), *common, *extra, "OUTPUT_DIR", str(out)]) == 0, name
+        summaries[name] = json.loads((out / "summary.json").read_text())
+        assert summaries[name]["num_classes"] == len(classes) and summaries[name]["num_train_images"] == 2 * len(
+            classes
+        )
+    assert summaries["MaKD"]["num_aspects"] == width
+    return summaries
+
+
+def test_small_yes_no_and_choice_files_train_with_makd_and_lavid(tmp_path):
+    names = ["Great Pyrenees", "pug", "shiba inu"]
+    yes_no = _write(tmp_path / "yn.json", {n: [0.1 + 0.3 * i, 0.8 - 0.2 * i] for i, n in enumerate(names)})
+    choice = _write(tmp_path / "mc.json", {n: [[0.5, 0.5], [0.2 * i, 1 - 0.2 * i, 0.0]] for i, n in enumerate(names)})
+    assert _train_makd_and_lavid(tmp_path / "yn", yes_no)["MaKD"]["num_aspects"] == 2
+    assert _train_makd_and_lavid(tmp_path / "mc", choice)["MaKD"]["num_aspects"] == 5
+
+
+@pytest.mark.skipif(not LAVID_MIRROR.is_dir(), reason="the LaViD mirror is not on this machine")
+@pytest.mark.parametrize("path", PETS_FILES)
+def test_published_lavid_pet_files_train_with_makd_and_lavid(tmp_path, path):
+    import subprocess
+
+    data = subprocess.run(["git", "-C", str(LAVID_MIRROR), "show", f"HEAD:{path}"], capture_output=True, check=True)
+    class_file = tmp_path / Path(path).name
+    class_file.write_bytes(data.stdout)
+    rows = json.loads(data.stdout)
+    assert len(rows) == 37
+    summaries = _train_makd_and_lavid(tmp_path, class_file)
+    assert summaries["MaKD"]["num_aspects"] == (50 if path.endswith("_text.json") else 250)
