@@ -208,3 +208,29 @@ def test_template_without_class_is_refused(tiny_lm, tmp_path, capsys):
             "--output", str(tmp_path / "o.json"), "--class-template", "Tell me: {question}"]  # fmt: skip
     assert main(argv) == 2
     assert "the class would never be named" in capsys.readouterr().err
+
+
+def test_stage1_multiple_choice_prompts_and_screening():
+    from makd.llm.choice_screening import screen_multiple_choice
+    from makd.llm.prompts import fill, load_prompts
+
+    prompts = load_prompts(Path(__file__).resolve().parents[1] / "makd/llm/prompt_files/lavid_multiple_choice.yaml")
+    text = fill(prompts.generate, {"C": 2, "M": 10, "N": 8, "CLASS_LIST": "pug, beagle"})
+    assert "<object>" in text and "exactly 5" in text and "pug, beagle" in text
+    five = " | Black | White | Brown | Grey | Mixed"
+    candidates = [
+        "What is the main colour of the <object>'s coat?" + five,
+        "What  is the main colour of the <object>'s coat?" + five,  # a repeat once whitespace is normalised
+        "What is the main colour of its coat?" + five,  # no placeholder
+        "How long are the <object>'s ears? | Short | Long",  # 2 options, not 5
+        "Is the <object> a pug?" + five,  # names a class
+        "What shape is the <object>'s tail? | Curled | Straight | Docked | Bushy | Thin",
+        "What shape is the <object>'s tail" + five,  # no question mark
+    ]
+    result = screen_multiple_choice(candidates, 5, ["pug", "beagle"])
+    assert result.kept == [candidates[0], candidates[5]]
+    reasons = [why for _, why in result.rejected]
+    assert "repeats" in reasons[0] and "<object>" in reasons[1] and "2 options, not 5" in reasons[2]
+    assert "names the class 'pug'" in reasons[3] and "'?'" in reasons[4]
+    # the kept lines are a class-level questions file as they stand
+    assert len(parse_class_questions("\n".join(result.kept))) == 2
