@@ -224,3 +224,13 @@ def test_published_lavid_pet_files_train_with_makd_and_lavid(tmp_path, path):
     assert len(rows) == 37
     summaries = _train_makd_and_lavid(tmp_path, class_file)
     assert summaries["MaKD"]["num_aspects"] == (50 if path.endswith("_text.json") else 250)
+
+
+def test_shipped_lavid_configs_carry_lavids_lambda_per_dataset():
+    repo = Path(__file__).resolve().parents[1]
+    expected = {"cub200": 40, "caltech101": 20, "flowers102": 50, "fgvc_aircraft": 50, "oxford_pets": 50,
+                "stanford_cars": 40}  # fmt: skip
+    for dataset, lam in expected.items():
+        cfg = load_cfg(str(repo / "configs/fine_grained" / dataset / "resnet18_lavid.yaml"))
+        assert (cfg.DISTILLER.TYPE, cfg.LaViD.LAMBDA, cfg.SOLVER.EPOCHS) == ("LaViD", lam, 240)
+        assert dataset in cfg.LaViD.CLASS_TARGETS
