@@ -234,3 +234,25 @@ def test_shipped_lavid_configs_carry_lavids_lambda_per_dataset():
         cfg = load_cfg(str(repo / "configs/fine_grained" / dataset / "resnet18_lavid.yaml"))
         assert (cfg.DISTILLER.TYPE, cfg.LaViD.LAMBDA, cfg.SOLVER.EPOCHS) == ("LaViD", lam, 240)
         assert dataset in cfg.LaViD.CLASS_TARGETS
+
+
+def test_lavid_kd_adds_the_kd_term_to_lavids_two(tmp_path):
+    from makd.distillers.kd import kd_loss
+
+    path = _write(tmp_path / "c.json", ROWS)
+    cfg = load_cfg(None, ["DISTILLER.TYPE", "LaViD_KD", "LaViD.CLASS_TARGETS", str(path), "LaViD.LAMBDA", "3",
+                          "KD.TEMPERATURE", "2", "KD.LOSS.KD_WEIGHT", "0.7"])  # fmt: skip
+    torch.manual_seed(0)
+    teacher = PooledNet(3)
+    distiller = build_distiller(cfg, PooledNet(3), 3, 0, teacher, DATASET_CLASSES)
+    assert distiller.needs_teacher and distiller.needs_class_targets and distiller.head_outputs(3, 9) == 3
+    batch = {"image": torch.rand(4, 3, 8, 8), "label": torch.tensor([0, 1, 2, 1])}
+    logits, losses = distiller.forward_train(batch)
+    assert set(losses) == {"loss_ce", "loss_lavid", "loss_kd"}
+    with torch.no_grad():
+        expected = 0.7 * kd_loss(logits, teacher(batch["image"]), 2.0)
+    assert losses["loss_kd"].item() == pytest.approx(expected.item(), rel=1e-6)
+    pooled = batch["image"].mean(dim=(2, 3))
+    mse = ((distiller.aux_head(pooled) - distiller.class_targets[batch["label"]]) ** 2).mean()
+    assert losses["loss_lavid"].item() == pytest.approx(3 * mse.item(), rel=1e-6)
+    assert not any(k.startswith("teacher.") and v.requires_grad for k, v in distiller.named_parameters())

@@ -81,6 +81,18 @@ def class_target_table(
     return table, info
 
 
+def lavid_table(cfg: CN, class_names) -> torch.Tensor:
+    """The [C, K] table of LaViD.CLASS_TARGETS for the dataset's class names (label order)."""
+    if class_names is None:
+        raise ValueError("LaViD needs the dataset's class names (build_distiller passes them)")
+    if not cfg.LaViD.CLASS_TARGETS:
+        raise ConfigError("LaViD.CLASS_TARGETS is empty; give the per-class target file ({class: [p_1..p_K]})")
+    if not os.path.isfile(cfg.LaViD.CLASS_TARGETS):
+        raise ConfigError(f"LaViD.CLASS_TARGETS {cfg.LaViD.CLASS_TARGETS} does not exist")
+    table, _ = class_target_table(cfg.LaViD.CLASS_TARGETS, list(class_names), cfg.LaViD.CLASS_MAP)
+    return table
+
+
 @DISTILLERS.register("LaViD")
 class LaViDDistiller(Distiller):
     name = "LaViD"
@@ -89,9 +101,15 @@ class LaViDDistiller(Distiller):
     check_config = staticmethod(check_lavid_config)
 
     def __init__(
-        self, student: nn.Module, num_classes: int, class_targets: torch.Tensor, lam: float, ce_weight: float = 1.0
+        self,
+        student: nn.Module,
+        num_classes: int,
+        class_targets: torch.Tensor,
+        lam: float,
+        ce_weight: float = 1.0,
+        teacher: nn.Module | None = None,
     ) -> None:
-        super().__init__(student, num_classes, 0)
+        super().__init__(student, num_classes, 0, teacher)
         if class_targets.ndim != 2 or class_targets.shape[0] != num_classes:
             raise ValueError(f"class_targets must be [C={num_classes}, K], got {list(class_targets.shape)}")
         self.lam, self.ce_weight = lam, ce_weight
@@ -107,14 +125,7 @@ class LaViDDistiller(Distiller):
 
     @classmethod
     def from_config(cls, cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None):
-        if class_names is None:
-            raise ValueError("LaViD needs the dataset's class names (build_distiller passes them)")
-        if not cfg.LaViD.CLASS_TARGETS:
-            raise ConfigError("LaViD.CLASS_TARGETS is empty; give the per-class target file ({class: [p_1..p_K]})")
-        if not os.path.isfile(cfg.LaViD.CLASS_TARGETS):
-            raise ConfigError(f"LaViD.CLASS_TARGETS {cfg.LaViD.CLASS_TARGETS} does not exist")
-        table, _ = class_target_table(cfg.LaViD.CLASS_TARGETS, list(class_names), cfg.LaViD.CLASS_MAP)
-        return cls(student, num_classes, table, cfg.LaViD.LAMBDA, cfg.LaViD.CE_WEIGHT)
+        return cls(student, num_classes, lavid_table(cfg, class_names), cfg.LaViD.LAMBDA, cfg.LaViD.CE_WEIGHT)
 
     def forward_train(self, batch):
         logits = self.student(batch["image"])  # [B, C]
