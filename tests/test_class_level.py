@@ -234,3 +234,25 @@ def test_stage1_multiple_choice_prompts_and_screening():
     assert "names the class 'pug'" in reasons[3] and "'?'" in reasons[4]
     # the kept lines are a class-level questions file as they stand
     assert len(parse_class_questions("\n".join(result.kept))) == 2
+
+
+def test_server_without_the_answer_words_keeps_finished_classes_for_resume(tmp_path, capsys):
+    q, c = _files(tmp_path, YES_NO[:1])
+    out = tmp_path / "served.json"
+
+    def unless_pug(body: dict) -> Reply:
+        text = body["messages"][-1]["content"]
+        if "basset hound" in text:  # neither Yes nor No among the top log-probabilities
+            return _logprob_reply(0, {"Maybe": math.log(0.6), "yes": math.log(0.3)})(body)
+        return _logprob_reply(0.4)(body)
+
+    argv = ["--level", "class", "--backend", "openai", "--model", "m", "--questions", str(q), "--classes", str(c),
+            "--output", str(out), "--concurrency", "1"]  # fmt: skip
+    with ScriptedLLMServer([unless_pug] * 3) as server:
+        assert main([*argv, "--base-url", server.base_url]) == 2
+    err = capsys.readouterr().err
+    assert "'basset hound'" in err and "--resume" in err and not out.exists()
+    with ScriptedLLMServer([_logprob_reply(0.4)]) as server:  # only the failed class is asked again
+        assert main([*argv, "--base-url", server.base_url, "--resume"]) == 0
+        assert len(server.requests) == 1
+    assert json.loads(out.read_text())["basset hound"] == pytest.approx([0.4 / 0.95])

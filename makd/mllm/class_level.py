@@ -94,6 +94,7 @@ class CausalLMScorer:
         self.pad_id = int(pad)
         self.cost = Cost()
         self.answer_ids: dict[str, int] = {}
+        self.keep_last_only = True
         # The text right before the first answer token: the generation prompt of any rendered chat.
         self.answer_context = self.prompt("Is it?")
 
@@ -129,22 +130,23 @@ class CausalLMScorer:
                 tokens[row, width - len(ids[i]) :] = torch.tensor(ids[i])
                 mask[row, width - len(ids[i]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each prompt's positions start at 0, as unpadded
-            logits = (
-                self.model(
-                    input_ids=tokens.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                    logits_to_keep=1,
-                )
-                .logits[:, -1]
-                .float()
-            )  # [B, vocab]
+            logits = self._last_logits(tokens, mask, positions)  # [B, vocab] float32
             for row, i in enumerate(batch):
                 out[i] = renormalised(logits[row, wanted[i]].cpu().tolist())
             self.cost.prompt_tokens += sum(len(ids[i]) for i in batch)
             self.cost.tokens_processed += len(batch) * width
         self.cost.prompts += len(queries)
         return out
+
+    def _last_logits(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        inputs = {"input_ids": tokens, "attention_mask": mask, "position_ids": positions}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.keep_last_only:
+            try:  # only the last position through the LM head (transformers' causal LMs)
+                return self.model(**inputs, logits_to_keep=1).logits[:, -1].float()
+            except TypeError:  # a remote-code model without logits_to_keep: full logits, same numbers
+                self.keep_last_only = False
+        return self.model(**inputs).logits[:, -1].float()
 
     def describe(self) -> dict:
         template = self.tokenizer.chat_template
