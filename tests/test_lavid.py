@@ -256,3 +256,24 @@ def test_lavid_kd_adds_the_kd_term_to_lavids_two(tmp_path):
     mse = ((distiller.aux_head(pooled) - distiller.class_targets[batch["label"]]) ** 2).mean()
     assert losses["loss_lavid"].item() == pytest.approx(3 * mse.item(), rel=1e-6)
     assert not any(k.startswith("teacher.") and v.requires_grad for k, v in distiller.named_parameters())
+
+
+def test_stage2_class_level_output_trains_lavid_and_makd(tmp_path):
+    """Stage 2 --level class on a tiny random causal LM writes a file that stage 3 trains on, both ways."""
+    from makd.mllm.cli import main as stage2_main
+    from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path / "lm")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("Great Pyrenees\npug\nshiba inu\n", encoding="utf-8")
+    questions = tmp_path / "questions.txt"
+    questions.write_text(
+        "How large is a <object>? | Small | Medium | Large\nWhat coat has a <object>? | Short | Long\n"
+    )
+    out = tmp_path / "class_targets.json"
+    assert stage2_main(["--level", "class", "--model", str(model), "--classes", str(classes), "--questions",
+                        str(questions), "--output", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert [len(d) for d in rows["pug"]] == [3, 2]
+    summaries = _train_makd_and_lavid(tmp_path / "train", out)
+    assert summaries["MaKD"]["num_aspects"] == 5
