@@ -174,10 +174,10 @@ def _class_folders(root: Path, classes: list[str], per_class: int, seed: int) ->
             draw_image(rng, label, size=12).save(root / name / f"{i}.png")
 
 
-def _train_makd_and_lavid(root: Path, class_file: Path) -> dict[str, dict]:
+def _train_makd_and_lavid(root: Path, class_file: Path, per_class: int = 2) -> dict[str, dict]:
     """Train MaKD (on the file converted to image level) and LaViD (on the file itself) for one epoch each."""
     classes = list(json.loads(class_file.read_text()))
-    _class_folders(root / "train", classes, 2, 0)
+    _class_folders(root / "train", classes, per_class, 0)
     _class_folders(root / "test", classes, 1, 1)
     converted = root / "converted.json"
     assert aspects_main(["convert", str(class_file), "--out", str(converted), "--images", str(root / "train")]) == 0
@@ -197,9 +197,8 @@ def _train_makd_and_lavid(root: Path, class_file: Path) -> dict[str, dict]:
         out = root / name
         assert our_train.main([str(config), *common, *extra, "OUTPUT_DIR", str(out)]) == 0, name
         summaries[name] = json.loads((out / "summary.json").read_text())
-        assert summaries[name]["num_classes"] == len(classes) and summaries[name]["num_train_images"] == 2 * len(
-            classes
-        )
+        counts = (summaries[name]["num_classes"], summaries[name]["num_train_images"])
+        assert counts == (len(classes), per_class * len(classes))
     assert summaries["MaKD"]["num_aspects"] == width
     return summaries
 
@@ -222,7 +221,7 @@ def test_published_lavid_pet_files_train_with_makd_and_lavid(tmp_path, path):
     class_file.write_bytes(data.stdout)
     rows = json.loads(data.stdout)
     assert len(rows) == 37
-    summaries = _train_makd_and_lavid(tmp_path, class_file)
+    summaries = _train_makd_and_lavid(tmp_path, class_file, per_class=1)
     assert summaries["MaKD"]["num_aspects"] == (50 if path.endswith("_text.json") else 250)
 
 
