@@ -256,3 +256,15 @@ def test_server_without_the_answer_words_keeps_finished_classes_for_resume(tmp_p
         assert main([*argv, "--base-url", server.base_url, "--resume"]) == 0
         assert len(server.requests) == 1
     assert json.loads(out.read_text())["basset hound"] == pytest.approx([0.4 / 0.95])
+
+
+def test_server_failure_is_one_line_and_keeps_nothing_half_written(tmp_path, capsys):
+    q, c = _files(tmp_path, YES_NO[:2])
+    out = tmp_path / "served.json"
+    with ScriptedLLMServer([Reply(400, "model not found")] * 8) as server:
+        argv = ["--level", "class", "--backend", "openai", "--base-url", server.base_url, "--model", "m",
+                "--questions", str(q), "--classes", str(c), "--output", str(out), "--max-retries", "0"]  # fmt: skip
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "model 'm'" in err[0]
+    assert not out.exists() and not sidecar_path(out).exists()

@@ -31,6 +31,7 @@ import torch
 import makd
 from makd.artifacts import questions_sha256, sidecar_path, utc_now
 from makd.atomic_files import atomic_write_json, check_output_location
+from makd.errors import MakdError
 from makd.llm.class_source import read_classes
 from makd.mllm.class_prompts import (
     ClassQuestion,
@@ -180,8 +181,8 @@ class ServerTextScorer(OpenAICompatibleScorer):
         futures = [self._pool.submit(self.one, q, ws) for q, ws in zip(queries, words)]
         wait(futures)
         errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            raise errors[0]
+        if errors:  # the real failure, not a request abandoned because of it
+            raise next((e for e in errors if isinstance(e, MakdError)), errors[0])
         self.cost.prompts += len(queries)
         return [f.result() for f in futures]
 
