@@ -268,3 +268,38 @@ def test_server_failure_is_one_line_and_keeps_nothing_half_written(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "model 'm'" in err[0]
     assert not out.exists() and not sidecar_path(out).exists()
+
+
+def test_lavid_block_question_files_are_read():
+    from makd.mllm.class_prompts import is_lavid_block_text, parse_lavid_questions
+
+    text = (
+        "What kind of coat texture best represents the class?  \n    1. Silky  \n    2. Short  \n    3. Curly  \n\n"
+        "Which body size fits?\n    1. Small\n    2. Large\n"
+    )
+    assert is_lavid_block_text(text) and not is_lavid_block_text("Is it red? | Yes | No\n")
+    first, second = parse_lavid_questions(text)
+    assert first == ClassQuestion(
+        "What kind of coat texture best represents the <object>?", ("Silky", "Short", "Curly")
+    )
+    assert second.options == ("Small", "Large") and "<object>" not in second.text
+    with pytest.raises(ArtifactError, match="an option before any question"):
+        parse_lavid_questions("    1. Small\n")
+
+
+LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
+
+
+@pytest.mark.skipif(not LAVID_MIRROR.is_dir(), reason="the LaViD mirror is not on this machine")
+def test_lavid_published_pet_questions_read_as_50_by_5(tmp_path):
+    import subprocess
+
+    from makd.mllm.class_prompts import read_class_questions
+
+    data = subprocess.run(["git", "-C", str(LAVID_MIRROR), "show", "HEAD:questions/oxfordpets/chat_50-5.txt"],
+                          capture_output=True, check=True).stdout  # fmt: skip
+    path = tmp_path / "chat_50-5.txt"
+    path.write_bytes(data)
+    questions = read_class_questions(path)
+    assert len(questions) == 50 and all(len(q.options) == 5 for q in questions)
+    assert all("<object>" in q.text for q in questions)  # its "the class" became "the <object>"

@@ -6,11 +6,13 @@ line is the question alone; a multiple-choice line is the question and its M opt
 `<object>` is replaced by the class name. A question without it is put into a template that names the class
 ("Consider a photo of a {class}. {question}"); several templates are paraphrases whose answers are averaged.
 Options are shown as lettered lines (A. .., B. ..) and the answer is read from the letter tokens.
+LaViD's own question files (a question line, indented numbered options, blank lines between) are read too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,6 +74,42 @@ def parse_class_questions(text: str, source: str = "<questions>") -> list[ClassQ
     return questions
 
 
+_LAVID_OPTION = re.compile(r"^\s+\d+[.)]\s*(.+?)\s*$")  # "    1. Mostly black"
+
+
+def is_lavid_block_text(text: str) -> bool:
+    """LaViD's question files: a question line, then indented numbered options, blocks split by blank lines."""
+    return any(_LAVID_OPTION.match(line) for line in text.splitlines())
+
+
+def parse_lavid_questions(text: str, source: str = "<questions>") -> list[ClassQuestion]:
+    """LaViD's block format (e.g. questions/oxfordpets/chat_50-5.txt) as class-level questions.
+
+    Its questions name the class as "the class"; that phrase becomes "the <object>". A question without it keeps
+    its text, and the default template names the class.
+    """
+    questions: list[ClassQuestion] = []
+    text_now: str | None = None
+    options: list[str] = []
+    for number, line in enumerate([*text.splitlines(), ""], start=1):
+        option = _LAVID_OPTION.match(line)
+        if option:
+            if text_now is None:
+                raise ArtifactError(f"{source}:{number}: an option before any question")
+            options.append(option.group(1))
+        elif line.strip():
+            if text_now is not None:
+                raise ArtifactError(f"{source}:{number}: a question line where an option or a blank line was expected")
+            text_now = re.sub(r"\bthe class\b", f"the {PLACEHOLDER}", line.strip(), flags=re.IGNORECASE)
+        elif text_now is not None:
+            line_text = OPTION_SEPARATOR.join([text_now, *options])
+            questions.extend(parse_class_questions(line_text, f"{source} (question ending at line {number})"))
+            text_now, options = None, []
+    if not questions:
+        raise ArtifactError(f"{source}: holds no questions")
+    return questions
+
+
 def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
     path = Path(path)
     if not path.is_file():
@@ -80,6 +118,8 @@ def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if is_lavid_block_text(text):
+        return parse_lavid_questions(text, str(path))
     return parse_class_questions(text, str(path))
 
 
