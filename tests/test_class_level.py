@@ -303,3 +303,20 @@ def test_lavid_published_pet_questions_read_as_50_by_5(tmp_path):
     questions = read_class_questions(path)
     assert len(questions) == 50 and all(len(q.options) == 5 for q in questions)
     assert all("<object>" in q.text for q in questions)  # its "the class" became "the <object>"
+
+
+def test_digit_option_labels_read_digit_tokens(tiny_lm, tmp_path):
+    q, c = _files(tmp_path, CHOICE[1:])
+    out = tmp_path / "digits.json"
+    argv = ["--level", "class", "--model", str(tiny_lm), "--questions", str(q), "--classes", str(c),
+            "--output", str(out), "--option-labels", "digits", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    question = parse_class_questions(q.read_text())[0]
+    query = class_query(question, "pug", "{question}", labels="digits")
+    assert query.endswith("1. Small\n2. Medium\n3. Large\nAnswer with the number of the correct option only.")
+    ref = _reference(tiny_lm, [class_query(question, "abyssinian", "{question}", labels="digits")], [list("123")])
+    assert np.abs(np.array(json.loads(out.read_text())["abyssinian"][0]) - ref[0]).max() < 1e-4
+    assert set(json.loads(sidecar_path(out).read_text())["teacher"]["answer_ids"]) == {"1", "2", "3"}
+    ten = tmp_path / "ten.txt"
+    ten.write_text("Which of ten for the <object>? | " + " | ".join(f"o{i}" for i in range(10)) + "\n")
+    assert main([*argv[:5], str(ten), *argv[6:]]) == 2  # 10 options cannot be labelled by one digit

@@ -261,14 +261,14 @@ def build_class_scorer(args: argparse.Namespace):
 
 def class_row(
     scorer, class_name: str, questions: Sequence[ClassQuestion], templates: Sequence[str], suffix: str,
-    yes_word: str, no_word: str,
+    yes_word: str, no_word: str, labels: str = "letters",
 ) -> list[list[float]] | None:  # fmt: skip
     """Per question the answer distribution averaged over the templates; None if any answer was missing."""
     queries, words = [], []
     for question in questions:
         for template in templates:
-            queries.append(class_query(question, class_name, template, suffix))
-            words.append(answer_words(question, yes_word, no_word))
+            queries.append(class_query(question, class_name, template, suffix, labels))
+            words.append(answer_words(question, yes_word, no_word, labels))
     answers = scorer.distributions(queries, words)
     if any(a is None for a in answers):
         return None
@@ -296,6 +296,8 @@ def run_class_level(args: argparse.Namespace, suffix: str) -> dict:
     classes = read_classes(args.classes).names
     templates = list(args.class_template or default_templates(questions))
     check_templates(templates, questions)
+    for question in questions:  # too many options for the labels: refused before the model loads
+        answer_words(question, labels=args.option_labels)
     output = Path(args.output)
     partial = partial_path(output)
     if output.exists() and not args.overwrite:
@@ -320,7 +322,7 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
         "classes": classes,
         "templates": templates,
         "answer_suffix": suffix if not multiple_choice else "",
-        "answer_words": [args.yes_word, args.no_word] if not multiple_choice else "option letters",
+        "answer_words": [args.yes_word, args.no_word] if not multiple_choice else f"option {args.option_labels}",
         "teacher": {k: v for k, v in scorer.describe().items() if k not in VOLATILE_KEYS},
     }
     partial = partial_path(output)
@@ -340,7 +342,9 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
     try:
         for start in range(0, len(todo), per_step):
             for name in todo[start : start + per_step]:
-                row = class_row(scorer, name, questions, templates, suffix, args.yes_word, args.no_word)
+                row = class_row(
+                    scorer, name, questions, templates, suffix, args.yes_word, args.no_word, args.option_labels
+                )
                 if row is None:
                     failed.append(name)
                     writer.add_error(name, "an answer word was not among the top log-probabilities")
@@ -375,7 +379,11 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
         "answer_suffix": settings["answer_suffix"],
         "example_prompts": {
             "class": example,
-            "prompts": [scorer.prompt(class_query(q, example, t, suffix)) for q in questions for t in templates],
+            "prompts": [
+                scorer.prompt(class_query(q, example, t, suffix, args.option_labels))
+                for q in questions
+                for t in templates
+            ],
         },
         "teacher": scorer.describe(),
         "resumed_rows": len(state.rows) if state else 0,

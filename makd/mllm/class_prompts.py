@@ -26,7 +26,9 @@ OPTION_SEPARATOR = " | "
 DEFAULT_TEMPLATE = "Consider a photo of a {class}. {question}"
 PLACEHOLDER_TEMPLATE = "{question}"  # the default when the question names the class itself
 OPTION_LETTERS = string.ascii_uppercase
-DEFAULT_CHOICE_INSTRUCTION = "Answer with the letter of the correct option only."
+# How options are labelled and which tokens are read: letters (makd's default) or digits (LaViD's choice, <= 9).
+OPTION_LABELS = {"letters": OPTION_LETTERS, "digits": "123456789"}
+CHOICE_INSTRUCTION = "Answer with the {kind} of the correct option only."
 
 
 @dataclass(frozen=True)
@@ -142,29 +144,40 @@ def default_templates(questions: Sequence[ClassQuestion]) -> list[str]:
     return [PLACEHOLDER_TEMPLATE if all(PLACEHOLDER in q.text for q in questions) else DEFAULT_TEMPLATE]
 
 
+def option_labels(question: ClassQuestion, labels: str = "letters") -> str:
+    """The labels of `question`'s options ("ABC.." or "123.."); more options than labels is an error."""
+    if labels not in OPTION_LABELS:
+        raise ArtifactError(f"--option-labels {labels!r}: use one of {', '.join(OPTION_LABELS)}")
+    if len(question.options) > len(OPTION_LABELS[labels]):
+        raise ArtifactError(
+            f"{question.text[:60]!r} has {len(question.options)} options; {labels} label at most "
+            f"{len(OPTION_LABELS[labels])} (use --option-labels letters)"
+        )
+    return OPTION_LABELS[labels][: len(question.options)]
+
+
 def class_query(
-    question: ClassQuestion,
-    class_name: str,
-    template: str,
-    answer_suffix: str = "",
-    choice_instruction: str = DEFAULT_CHOICE_INSTRUCTION,
+    question: ClassQuestion, class_name: str, template: str, answer_suffix: str = "", labels: str = "letters"
 ) -> str:
     """The user message asking `question` about `class_name`.
 
     `<object>` is replaced by the class name; a template without {class} puts the question in as it is.
-    Yes/no: the answer suffix is appended as at image level. Multiple choice: lettered options, then the
-    instruction, so that the first answer token is a letter.
+    Yes/no: the answer suffix is appended as at image level. Multiple choice: labelled options, then the
+    instruction, so that the first answer token is an option label.
     """
     filled = question.text.replace(PLACEHOLDER, class_name)
     text = template.replace("{class}", class_name).replace("{question}", filled)
     if not question.is_multiple_choice:
         return with_answer_suffix(text, answer_suffix)
-    lines = [f"{OPTION_LETTERS[i]}. {option}" for i, option in enumerate(question.options)]
-    return "\n".join([text, *lines, choice_instruction])
+    lines = [f"{label}. {option}" for label, option in zip(option_labels(question, labels), question.options)]
+    kind = "letter" if labels == "letters" else "number"
+    return "\n".join([text, *lines, CHOICE_INSTRUCTION.format(kind=kind)])
 
 
-def answer_words(question: ClassQuestion, yes_word: str = "Yes", no_word: str = "No") -> tuple[str, ...]:
-    """The answer tokens read for `question`: (yes, no), or its option letters A.. in order."""
+def answer_words(
+    question: ClassQuestion, yes_word: str = "Yes", no_word: str = "No", labels: str = "letters"
+) -> tuple[str, ...]:
+    """The answer tokens read for `question`: (yes, no), or its option labels in order."""
     if question.is_multiple_choice:
-        return tuple(OPTION_LETTERS[: len(question.options)])
+        return tuple(option_labels(question, labels))
     return (yes_word, no_word)

@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     level.add_argument("--classes", default=None, help="class names: a text file (one per line) or a training config")
     level.add_argument(
+        "--option-labels",
+        default="letters",
+        choices=["letters", "digits"],
+        help="multiple choice: options labelled A, B, ... (default) or 1, 2, ... (LaViD's choice, at most 9); "
+        "the answer is read from those label tokens",
+    )
+    level.add_argument(
         "--class-template",
         action="append",
         default=None,
