@@ -29,9 +29,15 @@ def distiller_class(name: str) -> type[Distiller]:
     return DISTILLERS.get(name)
 
 
-def build_distiller(cfg, student, num_classes: int, num_aspects: int, teacher=None) -> Distiller:
-    """The configured method around `student` (head already C or C + Q wide) and the optional frozen teacher."""
-    return distiller_class(cfg.DISTILLER.TYPE).from_config(cfg, student, num_classes, num_aspects, teacher)
+def build_distiller(cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None) -> Distiller:
+    """The configured method around `student` (head already C or C + Q wide) and the optional frozen teacher.
+
+    Methods that train on per-class targets (needs_class_targets) also get the dataset's class names, in label
+    order, to match the rows of their class-level file."""
+    method = distiller_class(cfg.DISTILLER.TYPE)
+    if method.needs_class_targets:
+        return method.from_config(cfg, student, num_classes, num_aspects, teacher, class_names=class_names)
+    return method.from_config(cfg, student, num_classes, num_aspects, teacher)
 
 
 __all__ = ["DISTILLERS", "Distiller", "build_distiller", "distiller_class", "distiller_classes"]

@@ -30,7 +30,7 @@ class Distiller(nn.Module):
     # What the method declares (read by the config checks, the data builder and the trainer).
     name: str = ""  # the canonical DISTILLER.TYPE, as shown in messages and summaries
     needs_aspects: bool = False  # trains on the stage-2 aspect rows; the head has C + Q outputs
-    needs_class_targets: bool = False  # trains on per-class target rows (LaViD-style); none here yet
+    needs_class_targets: bool = False  # trains on per-class target rows (LaViD: a [C, K] table from its own file)
     needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
 
     def __init__(

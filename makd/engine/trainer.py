@@ -336,7 +336,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         input_family=input_family_of(cfg),  # mdistiller's CIFAR or ImageNet table, as the data
     )
     teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
-    distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher).to(device)
+    distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher, data.class_names).to(device)
     pin = device.type == "cuda"
     train_loader, loader_generator = make_train_loader(data.train, cfg, info, pin)
     eval_loaders = {

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="model folder or hub id (in-process), or served model name (openai)")
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
-    p.add_argument("--images", required=True, help="image root; ids = relative paths without extension")
+    p.add_argument("--images", default=None, help="image root; ids = relative paths without extension (image level)")
     p.add_argument("--output", required=True, help="aspect file to write (.json)")
     p.add_argument(
         "--backend",
@@ -83,6 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes-word", default="Yes", help="answer token read as yes")
     p.add_argument("--no-word", default="No", help="answer token read as no")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    level = p.add_argument_group("class level (--level class: a text-only LLM answers about class names)")
+    level.add_argument(
+        "--level",
+        default="image",
+        choices=["image", "class"],
+        help="image: an MLLM answers per image (default); class: a text-only causal LM answers per class name, "
+        "writing {class: [p_1..p_Q]} or {class: [[p_q1..p_qM], ...]} (docs/class_level.md)",
+    )
+    level.add_argument("--classes", default=None, help="class names: a text file (one per line) or a training config")
+    level.add_argument(
+        "--option-labels",
+        default="letters",
+        choices=["letters", "digits"],
+        help="multiple choice: options labelled A, B, ... (default) or 1, 2, ... (LaViD's choice, at most 9); "
+        "the answer is read from those label tokens",
+    )
+    level.add_argument(
+        "--class-template",
+        action="append",
+        default=None,
+        help="text holding {question} (and {class} unless every question has <object>); repeat it for "
+        "paraphrases, averaged in probability space (default: 'Consider a photo of a {class}. {question}')",
+    )
     server = p.add_argument_group("OpenAI-compatible server (--backend openai)")
     server.add_argument("--base-url", default=None, help="e.g. http://localhost:8000/v1")
     server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else 'EMPTY'")
@@ -180,6 +203,10 @@ def interrupted_hint(argv: Sequence[str] | None) -> str:
 def run(argv: Sequence[str] | None = None) -> int:
     """Extract aspect targets; raises MakdError on bad input or a failed run (see `main`)."""
     args = build_parser().parse_args(argv)
+    if args.level == "class":
+        return _run_class_level(args)
+    if args.images is None:
+        raise ExtractionError("--images is required at image level (or pass --level class --classes FILE)")
     scorer = None
     try:
         shard, output = _shard_and_output(args)
@@ -205,6 +232,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     written = ", ".join(str(p) for p in [output, *(view_output(output, v) for v in plan.views[1:])])
     print(f"wrote {written} ({meta['num_images_planned'] - len(meta['skipped_images'])} images x "
           f"{meta['num_questions']} questions{f', {rate} images/s' if rate else ''})", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _run_class_level(args: argparse.Namespace) -> int:
+    from makd.mllm.class_level import run_class_level
+
+    if args.classes is None:
+        raise ExtractionError("--level class needs --classes (a file with one class name per line, or a config)")
+    if args.shard is not None or args.views != "identity":
+        raise ExtractionError("--shard and --views are image-level options; class level scores C x Q prompts only")
+    _quiet_transformers()
+    run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
     return 0
 
 

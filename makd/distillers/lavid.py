@@ -1,0 +1,138 @@
+"""LaViD (arXiv 2606.27527): CE on the class logits + lambda x MSE of an auxiliary head to the class's LLM targets.
+
+The teacher is text-only and per class: a file `{class name: [p_1..p_Q]}` or `{class name: [[p_q1..p_qM], ...]}`
+(multiple-choice distributions, flattened row-major to K = sum(M_q) targets), such as LaViD's published
+`*_text.json` / `*_chat_50-5.json` files or `make_makd_logits_json.py --level class`. Its rows are matched to the
+dataset's class names once, at construction (the one class_key rule of makd.aspect_files: case folded, `_` as
+space, a leading `NNN.` and a final "s" ignored; LaViD.CLASS_MAP pairs the rest), into a [C, K] table; an image's
+target is its label's row, so no per-image aspect rows are needed.
+
+The auxiliary head is a Linear on the pooled features (the input of the student's classifier, found as in
+makd.models.heads) with K outputs; the class head stays C wide. loss_ce = CE_WEIGHT x CE(logits, y),
+loss_lavid = LAMBDA x mean over batch and K of (aux(f(x)) - T_y)^2. The head is trainable state of the
+distiller (saved in checkpoints, so --resume keeps it); the table is re-read from the file on every start.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from makd.artifacts import ArtifactError
+from makd.config.defaults import ConfigError
+from makd.distillers.base import DISTILLERS, Distiller
+from makd.distillers.losses import class_cross_entropy
+from makd.models.heads import classifier_layer
+
+
+def add_lavid_config(cfg: CN) -> None:
+    """The LaViD.* group; idempotent."""
+    if "LaViD" in cfg:
+        return
+    cfg.LaViD = CN()
+    # The per-class target file: {class name: [p_1..p_Q]} or multiple-choice {class name: [[p_q1..p_qM], ...]}.
+    cfg.LaViD.CLASS_TARGETS = ""
+    # Optional map of dataset class -> file class (JSON object, or lines `dataset class<TAB>file class`).
+    cfg.LaViD.CLASS_MAP = ""
+    # lambda, the MSE weight. LaViD's ResNet18 values: CUB 40, Caltech 20, Flowers 50, Aircraft 50, Pets 50, Cars 40.
+    cfg.LaViD.LAMBDA = 50.0
+    cfg.LaViD.CE_WEIGHT = 1.0  # weight of the class cross-entropy
+
+
+def check_lavid_config(cfg: CN) -> None:
+    for key in ("LAMBDA", "CE_WEIGHT"):
+        if cfg.LaViD[key] < 0:
+            raise ConfigError(f"LaViD.{key} must be >= 0, got {cfg.LaViD[key]}")
+
+
+def class_target_table(
+    path: str | os.PathLike, class_names: list[str], class_map_path: str | os.PathLike = ""
+) -> tuple[torch.Tensor, dict]:
+    """(table float32 [C, K], info) with row c = the file's row of dataset class `class_names[c]`, flattened.
+
+    A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are listed in info.
+    """
+    from makd.aspect_files.convert import check_values, match_classes, merge_duplicates, read_class_map
+    from makd.aspect_files.reading import flatten_values, read_raw
+
+    raw = read_raw(path)
+    merged, _ = merge_duplicates(raw)
+    if not merged:
+        raise ArtifactError(f"LaViD.CLASS_TARGETS {path}: holds no rows")
+    shape = check_values(raw, merged)
+    class_map = read_class_map(class_map_path) if class_map_path else None
+    pairs, missing = match_classes(class_names, list(merged), class_map)
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ArtifactError(
+            f"LaViD.CLASS_TARGETS {path}: class {missing[0]!r}{more} of the dataset has no row (names compared "
+            "case-folded, '_' as space); add the row or pair the names in LaViD.CLASS_MAP"
+        )
+    table = torch.tensor([flatten_values(merged[pairs[name]]) for name in class_names], dtype=torch.float32)
+    info = {
+        "questions": shape[0],
+        "options_per_question": list(shape[1:]) or None,
+        "targets_per_class": int(table.shape[1]),
+        "unused_file_classes": sorted(set(merged) - set(pairs.values())),
+    }
+    return table, info
+
+
+def lavid_table(cfg: CN, class_names) -> torch.Tensor:
+    """The [C, K] table of LaViD.CLASS_TARGETS for the dataset's class names (label order)."""
+    if class_names is None:
+        raise ValueError("LaViD needs the dataset's class names (build_distiller passes them)")
+    if not cfg.LaViD.CLASS_TARGETS:
+        raise ConfigError("LaViD.CLASS_TARGETS is empty; give the per-class target file ({class: [p_1..p_K]})")
+    if not os.path.isfile(cfg.LaViD.CLASS_TARGETS):
+        raise ConfigError(f"LaViD.CLASS_TARGETS {cfg.LaViD.CLASS_TARGETS} does not exist")
+    table, _ = class_target_table(cfg.LaViD.CLASS_TARGETS, list(class_names), cfg.LaViD.CLASS_MAP)
+    return table
+
+
+@DISTILLERS.register("LaViD")
+class LaViDDistiller(Distiller):
+    name = "LaViD"
+    needs_class_targets = True
+    add_config = staticmethod(add_lavid_config)
+    check_config = staticmethod(check_lavid_config)
+
+    def __init__(
+        self,
+        student: nn.Module,
+        num_classes: int,
+        class_targets: torch.Tensor,
+        lam: float,
+        ce_weight: float = 1.0,
+        teacher: nn.Module | None = None,
+    ) -> None:
+        super().__init__(student, num_classes, 0, teacher)
+        if class_targets.ndim != 2 or class_targets.shape[0] != num_classes:
+            raise ValueError(f"class_targets must be [C={num_classes}, K], got {list(class_targets.shape)}")
+        self.lam, self.ce_weight = lam, ce_weight
+        head = classifier_layer(student)
+        # Read at every start, never from a checkpoint (persistent=False): the file is the source of truth.
+        self.register_buffer("class_targets", class_targets.clone(), persistent=False)  # [C, K]
+        self.aux_head = nn.Linear(head.in_features, class_targets.shape[1])
+        self._pooled: list[torch.Tensor] = []
+        head.register_forward_pre_hook(self._keep_pooled)
+
+    def _keep_pooled(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._pooled[:] = [inputs[0]]  # the classifier's input [B, D]: the pooled features
+
+    @classmethod
+    def from_config(cls, cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None):
+        return cls(student, num_classes, lavid_table(cfg, class_names), cfg.LaViD.LAMBDA, cfg.LaViD.CE_WEIGHT)
+
+    def forward_train(self, batch):
+        logits = self.student(batch["image"])  # [B, C]
+        pooled = self._pooled[0].flatten(1)  # [B, D]
+        predicted = self.aux_head(pooled).float()  # [B, K]
+        targets = self.class_targets[batch["label"]]  # [B, K]
+        return logits, {
+            "loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"]),
+            "loss_lavid": self.lam * torch.mean((predicted - targets) ** 2),
+        }
