@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from makd.models import build_student  # noqa: E402
+
 
 def write_dataset(root: Path, classes: int, per_class: int, test_per_class: int, size: int, aspects: int) -> Path:
     """Release-layout train/test PNG folders + aspect file + a config; returns the config path."""
@@ -134,8 +136,6 @@ def bare_round(model: torch.nn.Module, batch: dict, classes: int, steps: int) ->
 
 
 def ratio_main(args) -> int:
-    from makd.models import build_student
-
     steps = args.steps
     if steps < 2 or (steps * args.batch) % args.classes:
         raise SystemExit(f"error: --steps x --batch ({steps * args.batch}) must be a multiple of --classes and "
