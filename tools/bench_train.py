@@ -135,6 +135,20 @@ def bare_round(model: torch.nn.Module, batch: dict, classes: int, steps: int) ->
     return images / (time.perf_counter() - start), images / (time.process_time() - cpu)
 
 
+def eval_round(model: torch.nn.Module, size: int, batch: int, context, device: torch.device, steps: int = 4) -> float:
+    """CPU img/s of eval-mode forwards on fixed tensors under `context` (torch.no_grad or torch.inference_mode)."""
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    model.eval()
+    with context():
+        model(images)  # warm-up at this shape
+        cpu = time.process_time()
+        for _ in range(steps):
+            model(images)
+        cpu = time.process_time() - cpu
+    model.train()
+    return steps * batch / cpu
+
+
 def ratio_main(args) -> int:
     steps = args.steps
     if steps < 2 or (steps * args.batch) % args.classes:
@@ -173,6 +187,12 @@ def ratio_main(args) -> int:
         )
     ratio_wall = statistics.median(r[0] for r in bare) / statistics.median(r[0] for r in trainer)
     ratio_cpu = statistics.median(r[1] for r in bare) / statistics.median(r[1] for r in trainer)
+    train_cpu = statistics.median(r[1] for r in bare)
+    for label, context in (("no_grad", torch.no_grad), ("inference_mode", torch.inference_mode)):
+        for size in (args.batch, 4 * args.batch):
+            cpu = eval_round(model, args.size, size, context, device)
+            print(f"evaluation forward, {label:14s} batch {size:4d}: {cpu:9.1f} img/s CPU = "
+                  f"{train_cpu / cpu:.2f}x a bare training step per image")  # fmt: skip
     print(
         f"bare / trainer img/s: {ratio_wall:.2f}x wall, {ratio_cpu:.2f}x CPU (1.00 = the trainer adds nothing; "
         "CPU time excludes loader worker processes, wall time includes waiting for them)"
