@@ -68,6 +68,31 @@ def test_evaluate_scores_class_logits_only_and_counts_every_sample():
     assert result["aspect_auc"] == pytest.approx(1.0)
 
 
+class ModeRecordingStudent(CheatingAspectStudent):
+    """Records whether each forward ran under torch.inference_mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, x):
+        self.modes.append(torch.is_inference_mode_enabled())
+        return super().forward(x)
+
+
+def test_evaluate_runs_under_inference_mode_and_any_batch_size_gives_the_same_numbers():
+    student = ModeRecordingStudent()
+    results = []
+    for batch_size in (3, 64):  # a larger evaluation batch changes nothing but speed
+        loader = make_eval_loader(
+            FixedOutputs(11), batch_size=batch_size, num_workers=0, info=DistInfo(), pin_memory=False
+        )
+        results.append(evaluate(student, loader, num_classes=3, device=torch.device("cpu")))
+    assert student.modes == [True] * 5  # 4 batches of 3, then 1 of 64
+    assert results[0] == pytest.approx(results[1])
+    assert not torch.is_inference_mode_enabled()  # left as it was
+
+
 def test_shard_sampler_covers_each_index_once():
     shards = [list(ContiguousShardSampler(10, r, 3)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(10))

@@ -28,7 +28,7 @@ def remote_parts(tiny_remote_model):  # noqa: F811
 
 def _check_against_reference(parts, image, max_tiles, expected_tiles, mode):
     scorer = InternVLScorer(parts, max_tiles=max_tiles, batch_size=3, prefix_mode=mode)  # batches of 3, 3, 1
-    pixels = scorer.prepare(image)
+    pixels = scorer.pixels(scorer.prepare(image))  # normalised float32, what the reference path takes
     assert pixels.shape[0] == expected_tiles
     fast = scorer.score([image], QUESTIONS)[0]
     slow = score_per_question(parts, scorer.prompt_ids(QUESTIONS, expected_tiles), pixels, scorer.tokens).numpy()
@@ -65,10 +65,46 @@ def test_batch_size_mode_and_multi_image_calls_do_not_change_numbers(hf_parts):
     assert np.abs(together - separate).max() <= 1e-5
 
 
+@pytest.mark.parametrize("mode", ["packed", "expanded"])
+def test_images_batched_in_one_forward_equal_one_image_at_a_time(hf_parts, mode):
+    """Same-tile images share the forwards (batch dimension); mixed tile counts are grouped; 1e-5 in float32."""
+    images = [random_image(500, 375, seed=s) for s in (30, 31, 32)] + [random_image(448, 448, seed=33)]
+    images.insert(1, random_image(64, 48, seed=34))  # 1 tile, between the 13-tile ones: groups keep the order
+    batched = InternVLScorer(hf_parts, max_tiles=12, batch_size=3, prefix_mode=mode, images_per_forward=2)
+    together = batched.score(images, QUESTIONS)  # 13-tile group: forwards of 2 + 1 images; 1-tile group: 2
+    single = InternVLScorer(hf_parts, max_tiles=12, batch_size=3, prefix_mode=mode, images_per_forward=1)
+    separate = np.stack([single.score([image], QUESTIONS)[0] for image in images])
+    assert together.shape == (5, len(QUESTIONS)) and np.isfinite(together).all()
+    assert np.abs(together - separate).max() <= 1e-5
+    assert np.abs(together[0] - together[2]).max() > 1e-3  # each row is its own image's answers
+
+
+def test_yes_no_logits_are_computed_in_float32_from_a_bfloat16_model(tiny_hf_model):  # noqa: F811
+    """--dtype bfloat16: the decoder runs in bf16, but the two answer logits and their softmax in float32."""
+    from makd.mllm.prefix_scoring import p_yes_from_hidden
+    from makd.mllm.yes_no import p_yes_from_logits
+
+    parts = load_internvl(str(tiny_hf_model), device="cpu", dtype="bfloat16")
+    assert parts.lm_head.weight.dtype == torch.bfloat16
+    scorer = InternVLScorer(parts, max_tiles=1, batch_size=4)
+    width = parts.lm_head.weight.shape[1]
+    hidden = (torch.randn(64, width, generator=torch.Generator().manual_seed(0)) * 30).to(torch.bfloat16)
+    weights = parts.lm_head.weight[[scorer.tokens.yes_id, scorer.tokens.no_id]].double()
+    exact = torch.softmax(hidden.double() @ weights.T, dim=-1)[:, 0]  # the same bf16 inputs, float64 arithmetic
+    got = p_yes_from_hidden(parts, hidden, scorer.tokens)
+    assert got.dtype == torch.float32
+    assert (got.double() - exact).abs().max() <= 1e-5
+    rounded = p_yes_from_logits(parts.lm_head(hidden), scorer.tokens)  # logits rounded to bf16 first
+    assert (rounded.double() - exact).abs().max() > 1e-3  # what the upcast avoids
+    image = random_image(64, 48, seed=35)
+    reference = InternVLScorer(load_internvl(str(tiny_hf_model), device="cpu", dtype="float32"), max_tiles=1)
+    assert np.abs(scorer.score([image], QUESTIONS) - reference.score([image], QUESTIONS)).max() <= 5e-2
+
+
 def test_first_step_of_greedy_generation_gives_the_same_p_yes(hf_parts):
     scorer = InternVLScorer(hf_parts, max_tiles=2, batch_size=4)
     image = random_image(896, 448, seed=4)
-    pixels = scorer.prepare(image)
+    pixels = scorer.pixels(scorer.prepare(image))  # normalised float32, what the reference path takes
     prompts = scorer.prompt_ids(QUESTIONS[:2], pixels.shape[0])
     forward = score_per_question(hf_parts, prompts, pixels, scorer.tokens)
     generated = score_per_question(hf_parts, prompts, pixels, scorer.tokens, generate_tokens=3)
@@ -85,7 +121,7 @@ def test_native_processor_builds_the_same_token_ids_and_forward(hf_parts, tiny_h
     question = QUESTIONS[2]
     placeholder_prompt = scorer.prompt(question, 1).replace("<img>" + "<IMG_CONTEXT>" * 16 + "</img>", "<IMG_CONTEXT>")
     inputs = processor(images=[image], text=[placeholder_prompt], return_tensors="pt")
-    pixels = scorer.prepare(image)
+    pixels = scorer.pixels(scorer.prepare(image))  # normalised float32, what the reference path takes
     assert inputs["pixel_values"].shape == pixels.shape  # same grid: 13 tiles
     assert inputs["input_ids"][0].tolist() == scorer.prompt_ids([question], 13)[0]
     with torch.inference_mode():
@@ -112,7 +148,7 @@ def test_packed_mode_falls_back_when_the_model_ignores_custom_masks(tiny_hf_mode
         scorer = InternVLScorer(parts, max_tiles=2, batch_size=4, prefix_mode="packed")
     assert scorer.prefix_mode == "expanded"
     image = random_image(896, 448, seed=7)
-    pixels = scorer.prepare(image)
+    pixels = scorer.pixels(scorer.prepare(image))  # normalised float32, what the reference path takes
     slow = score_per_question(parts, scorer.prompt_ids(QUESTIONS, pixels.shape[0]), pixels, scorer.tokens)
     assert np.abs(scorer.score([pixels], QUESTIONS)[0] - slow.numpy()).max() <= TOLERANCE
 

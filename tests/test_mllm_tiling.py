@@ -9,7 +9,15 @@ from mllm_fixtures import random_image
 from PIL import Image
 from torchvision import transforms as T
 
-from makd.mllm.tiling import TilingSpec, closest_grid, pixel_values, tile_image
+from makd.mllm.tiling import (
+    TilingSpec,
+    closest_grid,
+    normalize_tiles,
+    pixel_values,
+    tile_image,
+    tile_tensor,
+    tiles_to_tensor,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +91,24 @@ def test_grayscale_and_rgba_become_rgb():
     torch.testing.assert_close(tiles[0, :, 200, 200], value)
     rgba = Image.fromarray(np.full((40, 120, 4), 128, dtype=np.uint8), mode="RGBA")
     assert torch.equal(pixel_values(rgba, TilingSpec(max_tiles=2)), tiles)
+
+
+@pytest.mark.parametrize(
+    ("size", "max_tiles", "n_tiles"), [((500, 375), 12, 13), ((300, 900), 12, 4), ((64, 48), 1, 1)]
+)
+def test_uint8_torch_tiles_equal_the_pil_tiles_bit_for_bit(size, max_tiles, n_tiles):
+    """The fast path (one PIL resize, tiles as tensor views, normalisation on the device) changes no value."""
+    spec = TilingSpec(max_tiles=max_tiles)
+    image = random_image(*size, seed=20)
+    reference = tile_image(image, spec)
+    tiles = tile_tensor(image, spec)
+    assert tiles.dtype == torch.uint8 and tiles.shape == (n_tiles, 3, 448, 448)
+    expected = torch.from_numpy(np.stack([np.asarray(t) for t in reference])).permute(0, 3, 1, 2)
+    assert torch.equal(tiles, expected)
+    assert torch.equal(normalize_tiles(tiles, spec), tiles_to_tensor(reference, spec))  # bound: 0, not 2.4e-7
+    half = normalize_tiles(tiles, spec, torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - tiles_to_tensor(reference, spec)).abs().max() <= 2.7 * 2**-8  # bf16 rounding of |x| < 2.7
 
 
 def test_bad_spec_is_rejected():

@@ -42,7 +42,9 @@ def make_eval_loader(
     )
 
 
-@torch.no_grad()
+# inference_mode rather than no_grad: no version counters or autograd bookkeeping on any tensor, and nothing kept
+# for a backward pass, so the evaluation batch (DATASET.TEST.BATCH_SIZE) can be several times the training batch.
+@torch.inference_mode()
 def evaluate(
     student: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device, info: DistInfo | None = None
 ) -> dict[str, float]:

@@ -37,7 +37,16 @@ from makd.mllm.scorer import Scorer
 
 # describe() entries that do not change the numbers: a resumed run may differ in them.
 VOLATILE_KEYS = frozenset(
-    {"one_sided_answers", "retries", "batch_size", "prefix_mode", "device", "concurrency", "rate_limit"}
+    {
+        "one_sided_answers",
+        "retries",
+        "batch_size",
+        "images_per_forward",
+        "prefix_mode",
+        "device",
+        "concurrency",
+        "rate_limit",
+    }
 )
 IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
 # --views name -> view recorded in files; each view is a function of the decoded RGB image.

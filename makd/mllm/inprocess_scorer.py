@@ -1,7 +1,9 @@
 """Scorer for an InternVL model running in this process (native "-hf" or remote-code checkpoints).
 
 Per image: tile, encode the tiles once, prefill the shared prompt prefix once, then score the questions in
-batches of suffixes over the cached prefix (see prefix_scoring for the "packed" and "expanded" modes).
+batches of suffixes over the cached prefix (see prefix_scoring for the "packed" and "expanded" modes). The images
+of one `score` call that have the same tile count go through the model together, as the batch dimension.
+Loader threads (`prepare`) hand over uint8 tiles; normalisation and the cast to the model's dtype run on the device.
 Prompts are tokenized exactly as `model.chat` does (`tokenizer(prompt)`, default special tokens) and cached
 per tile count, since the prompt text depends on the image only through its number of tiles.
 """
@@ -23,11 +25,16 @@ from makd.mllm.prefix_scoring import (
     PREFIX_MODES,
     SplitPrompts,
     packed_mode_agrees,
-    score_shared_prefix,
+    score_images_shared_prefix,
     split_shared_prefix,
 )
-from makd.mllm.tiling import TilingSpec, pixel_values
+from makd.mllm.tiling import TilingSpec, normalize_tiles, tile_tensor
 from makd.mllm.yes_no import YesNoTokens, resolve_yes_no_tokens
+
+# The KV cache of one forward holds n_images x prefix tokens: 8,192 tokens are ~1 GB for an 8B teacher
+# (InternLM2.5-8B: 32 layers x 8 KV heads x 128 x 2 x 2 bytes per token), i.e. 2 images at 13 tiles, 8 at 1 tile.
+PREFIX_TOKEN_BUDGET = 8192
+MAX_IMAGES_PER_FORWARD = 8
 
 
 class InternVLScorer:
@@ -43,9 +50,14 @@ class InternVLScorer:
         yes_word: str = "Yes",
         no_word: str = "No",
         prefix_mode: str = "packed",
+        images_per_forward: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ExtractionError(f"--batch-size must be >= 1, got {batch_size}")
+        if images_per_forward is not None and images_per_forward < 1:
+            raise ExtractionError(f"images per forward must be >= 1, got {images_per_forward}")
+        # None = as many same-tile images as fit PREFIX_TOKEN_BUDGET prefix tokens (at most MAX_IMAGES_PER_FORWARD).
+        self.images_per_forward = images_per_forward
         self.parts = parts
         self.batch_size = batch_size
         if prefix_mode not in PREFIX_MODES:
@@ -80,20 +92,44 @@ class InternVLScorer:
         return self._split_cache[key]
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
-        """Normalised tiles, float32 [n_tiles, 3, tile, tile] (CPU)."""
-        return pixel_values(image, self.tiling)
+        """Tiles, uint8 [n_tiles, 3, tile, tile] (CPU; thread-safe)."""
+        return tile_tensor(image, self.tiling)
+
+    def pixels(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Model input on the device in its dtype from `prepare` output (uint8) or normalised float tiles."""
+        tiles = tiles.to(self.parts.device, non_blocking=True)
+        if tiles.dtype == torch.uint8:
+            return normalize_tiles(tiles, self.tiling, self.parts.dtype)
+        return tiles.to(self.parts.dtype)
 
     @torch.inference_mode()
     def score(self, images: Sequence[Any], questions: Sequence[str]) -> np.ndarray:
-        """P(yes), float64 [len(images), Q]; `images` are PIL images or `prepare` results."""
-        rows = []
-        for item in images:
-            pixels = self.prepare(item) if isinstance(item, Image.Image) else item
-            features = self.parts.encode_images(pixels.to(self.parts.device, self.parts.dtype))
-            split = self.split(questions, int(pixels.shape[0]))
-            scores = score_shared_prefix(self.parts, split, features, self.tokens, self.batch_size, self.prefix_mode)
-            rows.append(scores.numpy())
-        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(questions))
+        """P(yes), float64 [len(images), Q]; `images` are PIL images or `prepare` results (or float tiles).
+
+        Images with the same tile count are scored together (one vision pass over all their tiles, one batch
+        of prefix and suffix forwards), at most `images_per_forward` at a time (by default as many as fit
+        PREFIX_TOKEN_BUDGET prefix tokens).
+        """
+        prepared = [self.prepare(item) if isinstance(item, Image.Image) else item for item in images]
+        result = np.full((len(prepared), len(questions)), np.nan, dtype=np.float64)
+        groups: dict[int, list[int]] = {}
+        for index, tiles in enumerate(prepared):
+            groups.setdefault(int(tiles.shape[0]), []).append(index)
+        for n_tiles, members in groups.items():
+            split = self.split(questions, n_tiles)
+            per_forward = self.images_per_forward or min(
+                MAX_IMAGES_PER_FORWARD, max(1, PREFIX_TOKEN_BUDGET // len(split.prefix))
+            )
+            for start in range(0, len(members), per_forward):
+                batch = members[start : start + per_forward]
+                pixels = torch.cat([self.pixels(prepared[i]) for i in batch])  # [len(batch) * n_tiles, 3, S, S]
+                features = self.parts.encode_images(pixels)  # [len(batch) * n_tiles, T, hidden]
+                features = features.reshape(len(batch), n_tiles, *features.shape[1:])
+                scores = score_images_shared_prefix(
+                    self.parts, split, features, self.tokens, self.batch_size, self.prefix_mode
+                )
+                result[batch] = scores.numpy()
+        return result
 
     def describe(self) -> dict:
         return {
@@ -106,6 +142,7 @@ class InternVLScorer:
             "image_context_token_id": self.parts.image_context_id,
             "tiling": self.tiling.describe(),
             "batch_size": self.batch_size,
+            "images_per_forward": self.images_per_forward or f"auto ({PREFIX_TOKEN_BUDGET} prefix tokens)",
             "prefix_mode": self.prefix_mode,
             "scoring": "shared prefix KV cache, last position only",
         }

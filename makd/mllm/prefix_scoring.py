@@ -1,9 +1,11 @@
-"""P(yes) for all questions of one image with one prefill of the shared prefix.
+"""P(yes) for all questions of one or more images with one prefill of each image's shared prefix.
 
 Every prompt of an image starts with the same tokens (system block + image tokens + whatever the questions
 share). Those run once; the question suffixes then run in batches on top of the cached prefix, and only the
-last position of each suffix goes through the LM head. After each batch the cache is cropped back to the
-prefix and reused. The numbers equal separate full forwards (the tests hold them to 1e-4 in float32).
+last position of each suffix meets the LM head (its Yes and No rows, in float32). After each batch the cache is
+cropped back to the prefix and reused. Images with the same tile count have the same prompt tokens, so several
+of them form the batch dimension of the same forwards. The numbers equal separate full forwards (the tests hold
+them to 1e-4 in float32) and one image at a time (1e-5).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def split_shared_prefix(prompts: Sequence[Sequence[int]]) -> SplitPrompts:
 
 
 def merge_image_features(parts: InternVLParts, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Embeddings of `ids` [1, L] with the `<IMG_CONTEXT>` positions replaced by `features` [n, T, hidden]."""
-    embeds = parts.embed_tokens(ids)  # [1, L, hidden]
-    slots = ids[0] == parts.image_context_id
+    """Embeddings of `ids` [B, L] with the `<IMG_CONTEXT>` positions replaced by `features` [B * n, T, hidden]
+    (row b's image-context slots take features b*n .. b*n + n - 1, in order)."""
+    embeds = parts.embed_tokens(ids)  # [B, L, hidden]
+    slots = ids == parts.image_context_id  # [B, L]
     flat = features.reshape(-1, embeds.shape[-1])
     if int(slots.sum()) != flat.shape[0]:
         raise ValueError(
@@ -49,7 +52,7 @@ def merge_image_features(parts: InternVLParts, ids: torch.Tensor, features: torc
             "features; tokens per tile do not match the vision tower"
         )
     embeds = embeds.clone()
-    embeds[0, slots] = flat.to(embeds.dtype)
+    embeds[slots] = flat.to(embeds.dtype)  # boolean indexing walks rows in order: image b gets its own features
     return embeds
 
 
@@ -58,10 +61,26 @@ def last_hidden_state(output: Any) -> torch.Tensor:
     return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
 
+def p_yes_from_hidden(parts: InternVLParts, hidden: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:
+    """P(yes), float32 [...], from final hidden states [..., hidden] with the Yes/No logits computed in float32.
+
+    Only the two answer rows of the LM head are needed: in bf16/fp16 the full head would round each logit to
+    ~3 significant digits before the softmax (a logit gap of 0.01 in 20 is lost), and it costs a vocabulary-wide
+    matmul (~150k rows) per question for two numbers. A head that is not a plain Linear runs whole, upcast after.
+    """
+    head = parts.lm_head
+    if isinstance(head, torch.nn.Linear):
+        rows = torch.tensor([tokens.yes_id, tokens.no_id], device=head.weight.device)
+        pair = hidden.float() @ head.weight[rows].float().T  # [..., 2]
+        if head.bias is not None:
+            pair = pair + head.bias[rows].float()
+        return torch.softmax(pair, dim=-1)[..., 0]
+    return p_yes_from_logits(head(hidden), tokens)
+
+
 PREFIX_MODES = ("packed", "expanded")
 
 
-@torch.inference_mode()
 def score_shared_prefix(
     parts: InternVLParts,
     split: SplitPrompts,
@@ -70,40 +89,58 @@ def score_shared_prefix(
     batch_size: int,
     mode: str = "packed",
 ) -> torch.Tensor:
-    """P(yes) per suffix, float32 [Q]; `features` [n_tiles, tokens_per_tile, hidden] must all lie in the prefix.
+    """P(yes) per suffix, float32 [Q], for one image: `score_images_shared_prefix` with features[None]."""
+    return score_images_shared_prefix(parts, split, features[None], tokens, batch_size, mode)[0]
 
-    mode "packed": each batch of suffixes is laid end to end after one copy of the prefix cache, with a mask
+
+@torch.inference_mode()
+def score_images_shared_prefix(
+    parts: InternVLParts,
+    split: SplitPrompts,
+    features: torch.Tensor,
+    tokens: YesNoTokens,
+    batch_size: int,
+    mode: str = "packed",
+) -> torch.Tensor:
+    """P(yes), float32 [n_images, Q], for images with the same tile count (hence the same prompt tokens).
+
+    `features` [n_images, n_tiles, tokens_per_tile, hidden] must all lie in the prefix. The images are the batch
+    dimension: one prefill over [n_images, prefix] and, per batch of suffixes, one forward over
+    [n_images, suffix tokens], so a small per-image batch (1 tile, few questions) still fills the device.
+    mode "packed": each batch of suffixes is laid end to end after the prefix cache of its image, with a mask
     that lets a token see the prefix and the earlier tokens of its own suffix only, and positions restarting
     at the prefix length for each suffix. The prefix KV is never copied per question, so memory stays that of
-    one sequence (an 8B teacher's 13-tile prefix is ~0.45 GB of KV; 50 copies would not fit a GPU).
-    mode "expanded": the prefix cache is repeated over a batch of right-padded suffixes (plain batched decoding).
+    one sequence per image (an 8B teacher's 13-tile prefix is ~0.45 GB of KV; 50 copies would not fit a GPU).
+    mode "expanded": each image's prefix cache is repeated over a batch of right-padded suffixes (plain batched
+    decoding).
     """
     if mode not in PREFIX_MODES:
         raise ValueError(f"prefix mode {mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
-    prefix = torch.tensor([split.prefix], dtype=torch.long, device=parts.device)
-    embeds = merge_image_features(parts, prefix, features)
+    n_images = features.shape[0]
+    prefix = torch.tensor([split.prefix] * n_images, dtype=torch.long, device=parts.device)
+    embeds = merge_image_features(parts, prefix, features.flatten(0, 1))
     cache = parts.decoder(inputs_embeds=embeds, use_cache=True).past_key_values
     scores = []
-    rows = [1]  # batch rows the cache holds (expanded mode grows it once)
+    rows = [1]  # copies of each image's prefix the cache holds (expanded mode grows it once)
     for start in range(0, len(split.suffixes), batch_size):
         chunk = split.suffixes[start : start + batch_size]
         if mode == "packed":
-            last_hidden, added = _packed_batch(parts, cache, chunk, len(split.prefix))
+            last_hidden, added = _packed_batch(parts, cache, chunk, len(split.prefix), n_images)
         else:
-            last_hidden, added = _expanded_batch(parts, cache, chunk, rows)
-        scores.append(p_yes_from_logits(parts.lm_head(last_hidden), tokens))
+            last_hidden, added = _expanded_batch(parts, cache, chunk, rows, n_images)
+        scores.append(p_yes_from_hidden(parts, last_hidden, tokens))  # [n_images, len(chunk)]
         cache.crop(-added)  # negative = tokens to remove: back to the shared prefix
-    return torch.cat(scores).float().cpu()
+    return torch.cat(scores, dim=1).float().cpu()
 
 
 def _packed_batch(
-    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int
+    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int, n_images: int
 ) -> tuple[torch.Tensor, int]:
-    """Hidden states at each suffix's last token [len(chunk), hidden], and how many tokens were added."""
+    """Hidden states at each suffix's last token [n_images, len(chunk), hidden], and how many tokens were added."""
     device = parts.device
     lengths = torch.tensor([len(s) for s in chunk], device=device)
     total = int(lengths.sum())
-    ids = torch.tensor([[t for s in chunk for t in s]], dtype=torch.long, device=device)  # [1, total]
+    ids = torch.tensor([[t for s in chunk for t in s]] * n_images, dtype=torch.long, device=device)  # [B, total]
     segment = torch.repeat_interleave(torch.arange(len(chunk), device=device), lengths)  # suffix of each token
     starts = torch.cumsum(lengths, 0) - lengths
     offset = torch.arange(total, device=device) - starts[segment]  # position inside its own suffix
@@ -115,31 +152,34 @@ def _packed_batch(
     mask.masked_fill_(~allowed, torch.finfo(parts.dtype).min)
     out = parts.decoder(
         inputs_embeds=parts.embed_tokens(ids),
-        attention_mask=mask[None, None],
-        position_ids=(prefix_length + offset)[None],
+        attention_mask=mask[None, None].expand(n_images, 1, -1, -1),
+        position_ids=(prefix_length + offset)[None].expand(n_images, -1),
         past_key_values=cache,
         use_cache=True,
     )
-    return last_hidden_state(out)[0, starts + lengths - 1], total  # [len(chunk), hidden]
+    return last_hidden_state(out)[:, starts + lengths - 1], total  # [n_images, len(chunk), hidden]
 
 
 def _expanded_batch(
-    parts: InternVLParts, cache: Any, chunk: list[list[int]], rows: list[int]
+    parts: InternVLParts, cache: Any, chunk: list[list[int]], rows: list[int], n_images: int
 ) -> tuple[torch.Tensor, int]:
-    """As `_packed_batch`, with the cache repeated to len(chunk) rows (`rows[0]` tracks its batch size)."""
+    """As `_packed_batch`, with each image's cache row repeated len(chunk) times (`rows[0]` tracks the count)."""
     device = parts.device
     if len(chunk) != rows[0]:
         if rows[0] == 1:
-            cache.batch_repeat_interleave(len(chunk))
-        else:  # only the last, smaller batch gets here
-            cache.batch_select_indices(torch.arange(len(chunk), device=device))
+            cache.batch_repeat_interleave(len(chunk))  # image-major: rows b*len(chunk) .. hold image b
+        else:  # only the last, smaller batch gets here: keep the first len(chunk) copies of each image
+            keep = torch.arange(n_images, device=device)[:, None] * rows[0] + torch.arange(len(chunk), device=device)
+            cache.batch_select_indices(keep.flatten())
         rows[0] = len(chunk)
     width = max(len(s) for s in chunk)
-    lengths = torch.tensor([len(s) for s in chunk], device=device)
+    lengths = torch.tensor([len(s) for s in chunk] * n_images, device=device)
     # Right padding with each row's own last token: in a causal model nothing real attends to it.
-    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in chunk], dtype=torch.long, device=device)
+    padded = [s + [s[-1]] * (width - len(s)) for s in chunk]
+    ids = torch.tensor(padded * n_images, dtype=torch.long, device=device)  # [n_images * len(chunk), width]
     out = parts.decoder(inputs_embeds=parts.embed_tokens(ids), past_key_values=cache, use_cache=True)
-    return last_hidden_state(out)[torch.arange(len(chunk), device=device), lengths - 1], width
+    last = last_hidden_state(out)[torch.arange(ids.shape[0], device=device), lengths - 1]
+    return last.reshape(n_images, len(chunk), -1), width
 
 
 def packed_mode_agrees(parts: InternVLParts, tokens: YesNoTokens, context_ids: Sequence[int]) -> bool:

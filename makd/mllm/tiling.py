@@ -83,12 +83,42 @@ def tile_image(image: Image.Image, spec: TilingSpec) -> list[Image.Image]:
 
 
 def tiles_to_tensor(tiles: list[Image.Image], spec: TilingSpec) -> torch.Tensor:
-    """Normalised pixel values, float32 [n_tiles, 3, tile_size, tile_size]."""
+    """Normalised pixel values of PIL tiles, float32 [n_tiles, 3, tile_size, tile_size] (the reference path)."""
     array = np.stack([np.asarray(t, dtype=np.float32) for t in tiles]) / 255.0  # [n, H, W, 3]
     array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
 
 
+def tile_tensor(image: Image.Image, spec: TilingSpec) -> torch.Tensor:
+    """The tiles of `tile_image` as one uint8 tensor [n_tiles, 3, tile_size, tile_size], the same pixels.
+
+    PIL still resizes (its bicubic kernel, a = -0.5, is the official one; torch's uses a = -0.75 and differs by
+    up to 2 grey levels), but the tiles are views of the resized array and no float copy is made here: ~0.024 s
+    instead of ~0.09 s per 13-tile image on one core. uint8 is also 4x less to hand from the loader threads to
+    the device, where `normalize_tiles` runs.
+    """
+    image = image.convert("RGB")
+    cols, rows = closest_grid(image.width, image.height, spec.max_tiles, spec.tile_size)
+    size = spec.tile_size
+    resized = torch.from_numpy(np.array(image.resize((cols * size, rows * size), Image.Resampling.BICUBIC)))
+    tiles = resized.reshape(rows, size, cols, size, 3).permute(0, 2, 4, 1, 3).reshape(rows * cols, 3, size, size)
+    if spec.thumbnail and rows * cols > 1:
+        thumbnail = torch.from_numpy(np.array(image.resize((size, size), Image.Resampling.BICUBIC)))
+        tiles = torch.cat([tiles, thumbnail.permute(2, 0, 1)[None]])
+    return tiles.contiguous()
+
+
+def normalize_tiles(tiles: torch.Tensor, spec: TilingSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 tiles [n, 3, S, S] (any device) -> normalised pixel values [n, 3, S, S] in `dtype`.
+
+    Computed in float32 in the order of `tiles_to_tensor` (/255, - mean, / std), so the values are bit-equal
+    to it; cast to `dtype` last.
+    """
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=tiles.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=tiles.device).view(1, 3, 1, 1)
+    return tiles.float().div_(255.0).sub_(mean).div_(std).to(dtype)
+
+
 def pixel_values(image: Image.Image, spec: TilingSpec) -> torch.Tensor:
-    """`tile_image` then `tiles_to_tensor`: float32 [n_tiles, 3, tile_size, tile_size]."""
-    return tiles_to_tensor(tile_image(image, spec), spec)
+    """Normalised tiles of `image`, float32 [n_tiles, 3, tile_size, tile_size] (`tile_tensor` + `normalize_tiles`)."""
+    return normalize_tiles(tile_tensor(image, spec), spec)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 
-import timm
 import torchvision
 from torch import nn
 
@@ -36,6 +35,8 @@ def _construct(spec: StudentSpec, num_outputs: int, in_chans: int) -> nn.Module:
         extra = TORCHVISION_EXTRA_KWARGS.get(spec.name, {})
         # weights=None: random init, never a download.
         return torchvision.models.get_model(spec.name, weights=None, num_classes=num_outputs, **extra)
+    import timm  # only a timm student pays timm's import time (~0.4-1 s)
+
     return timm.create_model(spec.name, pretrained=False, num_classes=num_outputs, in_chans=in_chans)
 
 

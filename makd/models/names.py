@@ -14,7 +14,6 @@ import difflib
 import functools
 from dataclasses import dataclass
 
-import timm
 import torchvision
 
 # Imported for their side effect: each family registers its builders in LOCAL_STUDENTS.
@@ -95,6 +94,8 @@ def torchvision_students() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1)
 def timm_students() -> tuple[str, ...]:
     """Every timm architecture name (pretrained tags such as '.a1_in1k' are accepted on top)."""
+    import timm  # imported here: it costs ~0.4-1 s at start-up, and CIFAR / torchvision students never need it
+
     return tuple(timm.list_models())
 
 
@@ -124,6 +125,8 @@ def _in_source(source: str, key: str) -> bool:
         return key in LOCAL_STUDENTS
     if source == "torchvision":
         return key in torchvision_students()
+    import timm  # lazily, as in timm_students
+
     return timm.is_model(key)
 
 
