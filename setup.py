@@ -20,6 +20,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["makd", "makd.*"]),
+    # data files read at run time (published results, prompt files): needed by a non-editable install too
+    package_data={"makd": ["analysis/*.yaml", "llm/prompt_files/*.yaml"]},
     install_requires=read_requirements(),
     extras_require={"dev": ["pytest>=8.0", "ruff>=0.6"], "wandb": ["wandb"]},
 )
