@@ -23,9 +23,19 @@ def class_cross_entropy(class_logits: torch.Tensor, labels: torch.Tensor) -> tor
     return F.cross_entropy(class_logits, labels)
 
 
-def aspect_bce(aspect_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1]."""
-    return F.binary_cross_entropy_with_logits(aspect_logits, targets)
+def aspect_bce(aspect_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1].
+
+    Without `mask`: the mean over all B * Q entries. With `mask` [B, Q] (1 = supervise, 0 = ignore,
+    e.g. a flip-sensitive question on a mirrored view): the mean over the supervised entries only
+    (0 when none is); ignored targets may be NaN. An all-ones mask gives the unmasked value.
+    """
+    if mask is None:
+        return F.binary_cross_entropy_with_logits(aspect_logits, targets)
+    mask = mask.to(aspect_logits.dtype)
+    safe = torch.where(mask > 0, targets, torch.zeros_like(targets))  # NaN * 0 would still be NaN
+    per_entry = F.binary_cross_entropy_with_logits(aspect_logits, safe, reduction="none")
+    return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def makd_losses(
@@ -36,10 +46,13 @@ def makd_losses(
     ce_weight: float = 1.0,
     alpha: float = 4.0,
     temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """MaKD's two weighted terms for student logits [B, C + Q].
 
-    loss_ce = ce_weight * CE(logits[:, :C], labels); loss_aspect = alpha * BCE(logits[:, C:], soften(targets, T)).
+    loss_ce = ce_weight * CE(logits[:, :C], labels); loss_aspect = alpha * BCE(logits[:, C:], soften(targets, T)),
+    averaged over the entries `mask` [B, Q] supervises (all when None). `labels` are class indices [B]
+    or class distributions [B, C] (label smoothing, mixup).
     """
     if logits.shape[1] != num_classes + aspect_targets.shape[1]:
         raise ValueError(
@@ -48,5 +61,6 @@ def makd_losses(
     class_logits, aspect_logits = logits[:, :num_classes], logits[:, num_classes:]
     return {
         "loss_ce": ce_weight * class_cross_entropy(class_logits, labels),
-        "loss_aspect": alpha * aspect_bce(aspect_logits.float(), soften_targets(aspect_targets.float(), temperature)),
+        "loss_aspect": alpha
+        * aspect_bce(aspect_logits.float(), soften_targets(aspect_targets.float(), temperature), mask),
     }

@@ -20,5 +20,8 @@ class MultiAspectDistiller(Distiller):
         logits = self.student(batch["image"])  # [B, C + Q]
         if not torch.isfinite(aspects).all():
             raise ValueError("a training batch holds NaN aspect targets (an image without an aspect row)")
-        losses = makd_losses(logits, labels, aspects, self.num_classes, self.ce_weight, self.alpha, self.temperature)
+        mask = batch.get("aspect_mask")  # [B, Q], 0 where a view policy ignores an aspect (makd/data/views.py)
+        losses = makd_losses(
+            logits, labels, aspects, self.num_classes, self.ce_weight, self.alpha, self.temperature, mask
+        )
         return logits[:, : self.num_classes], losses
