@@ -9,7 +9,8 @@
 - mixup: image = lam * x + (1 - lam) * x[perm]; CutMix: a box of x[perm] pasted into x, lam = kept area.
 - aspect targets get the SAME lambda: aspects = lam * a + (1 - lam) * a[perm] (the raw P(yes), before
   MaKD.TEMPERATURE), and an aspect is supervised only where both images supervise it:
-  aspect_mask = mask * mask[perm]. "mix_lambda" [B] records lam (1.0 for an unmixed batch).
+  aspect_mask = mask * mask[perm]. "mix_lambda" [B] records lam (1.0 for an unmixed batch) and
+  "mix_index" [B] the partner's position in the batch (perm; itself when unmixed).
 
 One lambda and one permutation per batch, drawn from a generator seeded by (SEED, epoch, the batch's
 sample indices): the result does not depend on which worker collates the batch.
@@ -82,7 +83,7 @@ class BatchMixer:
         size = labels.shape[0]
         soft = torch.full((size, self.num_classes), self.label_smoothing / self.num_classes)
         soft[torch.arange(size), labels] += 1.0 - self.label_smoothing
-        batch["label_index"], lam, kind = labels, 1.0, None
+        batch["label_index"], lam, kind, perm = labels, 1.0, None, None
         alphas = [(k, a) for k, a in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)) if a > 0]
         if alphas and size > 1 and rng.random() < self.mix_prob:
             kind, alpha = alphas[int(rng.integers(len(alphas)))]
@@ -100,6 +101,7 @@ class BatchMixer:
                     batch["aspect_mask"] = batch["aspect_mask"] * batch["aspect_mask"][perm]
         batch["label"] = soft
         batch["mix_lambda"] = torch.full((size,), lam)
+        batch["mix_index"] = perm if kind else torch.arange(size)
         return batch
 
     @staticmethod
