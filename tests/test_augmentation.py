@@ -281,3 +281,16 @@ def test_small_images_warn_when_the_test_resize_crops_their_borders(data_dir, ca
         build_data(cfg_of(data_dir, "DATASET.RESIZE_RATIO", "1.0"))
         build_data(cfg_of(data_dir, "DATASET.RESIZE_RATIO", "1.143", image_size=8))  # 16 px images, 8 px crops
     assert "RESIZE_RATIO" not in caplog.text
+
+
+def test_training_split_scored_with_the_evaluation_transform(data_dir):
+    data = build_data(cfg_of(data_dir, "DATASET.AUGMENT.POLICY", "trivial", "DATASET.AUGMENT.MIXUP_ALPHA", "1.0"))
+    scored = data.train.with_transform(data.test.transform)
+    for epoch in (0, 1):
+        scored.set_epoch(epoch)
+        for i, whole in enumerate(originals(data.train)):
+            item = scored[i]
+            assert torch.equal(item["image"], whole) and item["view"] == {"hflip": False, "crop_area": 1.0}
+            assert torch.equal(item["aspects"], data.train.targets[i]) and item["aspect_mask"].sum() == Q
+    batch = next(iter(DataLoader(scored, batch_size=8, collate_fn=scored.collate_fn)))
+    assert batch["label"].dtype == torch.int64 and "mix_lambda" not in batch  # no batch mixing either

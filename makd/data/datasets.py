@@ -70,6 +70,14 @@ class AspectDataset(Dataset):
     def labels(self) -> list[int]:
         return self.index.labels
 
+    def with_transform(self, transform: Callable | None) -> AspectDataset:
+        """The same images and stored targets under `transform`, with no view policy or batch mixing.
+
+        For scoring the training split with the evaluation transform (tools/eval.py --split train).
+        """
+        targets = None if self.targets is None else self.targets.numpy()
+        return AspectDataset(self.index, transform, targets, self.num_aspects, seed=self.seed)
+
     def set_epoch(self, epoch: int) -> None:
         """Epoch of the next pass: part of every sample's augmentation seed (and of the batch mixer's)."""
         self.epoch = int(epoch)
@@ -80,8 +88,9 @@ class AspectDataset(Dataset):
         image = self.index.load(i)
         view = WHOLE_IMAGE
         if self.transform is not None:
+            # torch.manual_seed would also seed every CUDA device (~0.3 ms); the transforms draw on the CPU only.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed(self.seed, self.epoch, i))
+                torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, i))
                 out = self.transform(image)
             image, view = out if isinstance(out, tuple) else (out, WHOLE_IMAGE)
         aspects = self.targets[i] if self.targets is not None else self._no_row.clone()

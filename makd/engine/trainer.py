@@ -456,7 +456,7 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
         )
     student = build_student(state.get("student", cfg.DISTILLER.STUDENT), num_outputs).to(device)
     student.load_state_dict(weights)
-    dataset = {"test": data.test, "val": data.val, "train": data.train}[split]
+    dataset = {"test": data.test, "val": data.val, "train": data.train.with_transform(data.test.transform)}[split]
     if dataset is None:
         raise ConfigError(f"split {split!r} does not exist (set DATASET.VAL_FRACTION for a validation split)")
     loader = make_eval_loader(
