@@ -31,6 +31,7 @@ _C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summ
 _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 _C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
 _C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
+_C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = torch's default
 
 _C.EXPERIMENT = CN()
 _C.EXPERIMENT.PROJECT = "makd"  # group of runs (run folder parent; wandb project)
@@ -59,7 +60,7 @@ _C.DATASET.TEST_SPLIT_FILE = ""  # (new) image_folder: ids for test, when train 
 _C.DATASET.VAL_FRACTION = 0.0  # (new) fraction of train held out (stratified) for model selection
 _C.DATASET.VAL_SEED = 0  # (new) seed of the validation carve; fixed so every run sees the same split
 _C.DATASET.MISSING_ASPECTS = "error"  # (new) train image without an aspect row: "error" or "drop"
-_C.DATASET.IMAGE_SIZE = 224  # (new) train RandomResizedCrop / test CenterCrop size
+_C.DATASET.IMAGE_SIZE = 224  # (new) side of the train crop and of the test CenterCrop
 _C.DATASET.RESIZE_RATIO = 1.143  # (new) test Resize = IMAGE_SIZE * RATIO (256/224) before CenterCrop
 _C.DATASET.MEAN = [0.485, 0.456, 0.406]  # (new) normalisation mean (ImageNet, as the official code)
 _C.DATASET.STD = [0.229, 0.224, 0.225]  # (new) normalisation std
@@ -68,6 +69,33 @@ _C.DATASET.CHECK_IMAGES = True  # (new) decode every train/val/test image once b
 _C.DATASET.NUM_WORKERS = 2  # DataLoader worker processes
 _C.DATASET.TEST = CN()
 _C.DATASET.TEST.BATCH_SIZE = 64  # evaluation batch size (never drops the last batch)
+_C.DATASET.ASPECT_JSON_FLIP = ""  # (new) stage 2 `--views flip` file: the teacher's rows for the mirrored images
+
+# (new) Training augmentation (makd/data/transforms.py, makd/data/batch_mixing.py). The defaults are the
+# official recipe: RandomResizedCrop(IMAGE_SIZE, scale 0.08-1, ratio 3/4-4/3) + horizontal flip, nothing
+# else. Each sample's randomness is drawn from (SEED, epoch, sample index), so the batches do not depend
+# on DATASET.NUM_WORKERS. Presets per input family: README "Training recipes".
+_C.DATASET.AUGMENT = CN()
+# Train crop: "rrc" (RandomResizedCrop with SCALE and RATIO), "crop_pad" (the CIFAR recipe: the image
+# resized to IMAGE_SIZE, padded by PAD pixels of black on each side, a random IMAGE_SIZE crop), "resize"
+# (shorter side to IMAGE_SIZE + centre crop: no randomness).
+_C.DATASET.AUGMENT.CROP = "rrc"
+_C.DATASET.AUGMENT.SCALE = [0.08, 1.0]  # rrc: range of the crop's area as a fraction of the image area
+_C.DATASET.AUGMENT.RATIO = [0.75, 1.3333333333333333]  # rrc: range of the crop's width / height
+_C.DATASET.AUGMENT.PAD = 4  # crop_pad: padding in pixels on each side
+_C.DATASET.AUGMENT.HFLIP = True  # mirror left-right with probability 0.5 (see MaKD.FLIP_POLICY)
+_C.DATASET.AUGMENT.POLICY = "none"  # "none", "trivial" (TrivialAugmentWide) or "randaugment"
+_C.DATASET.AUGMENT.RANDAUGMENT_N = 2  # randaugment: operations per image
+_C.DATASET.AUGMENT.RANDAUGMENT_M = 9  # randaugment: magnitude (0-30)
+_C.DATASET.AUGMENT.ERASING = 0.0  # probability of random erasing (a box set to 0 after normalisation)
+_C.DATASET.AUGMENT.LABEL_SMOOTHING = 0.0  # class targets (1 - e) * one_hot + e / C; aspect targets untouched
+# Mixup / CutMix on whole batches (one lambda per batch, partner = a random permutation of the batch).
+# A mixed image gets the mixed class targets AND the mixed aspect targets with the same lambda
+# (lam * t_i + (1 - lam) * t_j; for CutMix lam is the area kept), and an aspect is supervised only when
+# it is supervised in both images. 0 = off; both > 0: each batch picks one of the two with probability 1/2.
+_C.DATASET.AUGMENT.MIXUP_ALPHA = 0.0  # Beta(alpha, alpha) of mixup's lambda (0.2-1.0 are usual)
+_C.DATASET.AUGMENT.CUTMIX_ALPHA = 0.0  # Beta(alpha, alpha) of cutmix's lambda (1.0 is usual)
+_C.DATASET.AUGMENT.MIX_PROB = 1.0  # probability that a batch is mixed at all (when an alpha is > 0)
 
 _C.DISTILLER = CN()
 # The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
@@ -102,7 +130,7 @@ _C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
 _C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
 
 _C.MaKD = CN()
-_C.MaKD.ASPECT_NUM = 50  # Q: aspect outputs added to the head; must match the aspect file
+_C.MaKD.ASPECT_NUM = 0  # Q: aspect outputs added to the head; 0 = from the aspect file, else must match it
 _C.MaKD.ALPHA = 4.0  # weight of the aspect BCE loss
 _C.MaKD.CE_WEIGHT = 1.0  # weight of the class cross-entropy
 _C.MaKD.TEMPERATURE = 1.0  # target p -> sigmoid(logit(p) / T): T > 1 softens, T < 1 sharpens, 1 = as is
@@ -110,6 +138,19 @@ _C.MaKD.TEMPERATURE = 1.0  # target p -> sigmoid(logit(p) / T): T > 1 softens, T
 # (uniform per image and aspect, fixed for the run), "shuffled" (rows permuted across images),
 # "class_mean" (each image gets its class's mean row)
 _C.MaKD.TARGETS = "teacher"
+# (new) Target-aware views (makd/data/views.py). The teacher answered the whole, unflipped image; on a
+# mirrored training view the answer to "Is the head on the left?" is wrong. Flip-sensitive questions
+# (0-based positions in the questions file) come from this list, from "flip_sensitive": [...] in the
+# sidecar of DATASET.QUESTIONS, and from the members of every mirror pair.
+_C.MaKD.FLIP_SENSITIVE = []
+_C.MaKD.FLIP_MIRROR = []  # pairs [[i, j], ...] of questions that swap under a flip (left <-> right); also sidecar
+# On a mirrored view: "mask" (flip-sensitive targets leave the BCE for that sample), "mirror" (declared pairs
+# swap their targets, other flip-sensitive ones are masked) or "keep" (targets as they are: the official
+# code). With DATASET.ASPECT_JSON_FLIP (and MaKD.TARGETS teacher), mirrored views use those rows instead.
+_C.MaKD.FLIP_POLICY = "mask"
+_C.MaKD.MIN_CROP_AREA = 0.0  # crops showing less than this fraction of the image are "small"; 0 = off
+_C.MaKD.SMALL_CROP = "mask"  # "mask" (a small crop's aspect targets all leave the BCE) or "bound" (no crop is
+# smaller: the rrc scale range starts at MIN_CROP_AREA in MaKD runs)
 
 _C.LOG = CN()
 _C.LOG.PREFIX = "./output"  # run folders go under PREFIX/PROJECT/NAME
@@ -325,8 +366,11 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"DATASET.VAL_FRACTION must be in [0, 1), got {cfg.DATASET.VAL_FRACTION}")
     if cfg.SOLVER.EPOCHS < 1 or cfg.SOLVER.BATCH_SIZE < 1:
         raise ConfigError("SOLVER.EPOCHS and SOLVER.BATCH_SIZE must be >= 1")
-    if method.needs_aspects and cfg.MaKD.ASPECT_NUM < 1:
-        raise ConfigError(f"MaKD.ASPECT_NUM must be >= 1 for DISTILLER.TYPE {method.name}")
+    if cfg.MaKD.ASPECT_NUM < 0:
+        raise ConfigError(f"MaKD.ASPECT_NUM must be >= 0 (0 = from the aspect file), got {cfg.MaKD.ASPECT_NUM}")
+    if cfg.NUM_THREADS < 0:
+        raise ConfigError(f"NUM_THREADS must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
+    check_augment_cfg(cfg)
     train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
     if train and test and os.path.realpath(train) == os.path.realpath(test) and not cfg.DATASET.TEST_SPLIT_FILE:
         raise ConfigError(
@@ -368,3 +412,44 @@ def check_value_ranges(cfg: CN) -> None:
     stages = s.LR_DECAY_STAGES
     if not all(isinstance(stage, int) and not isinstance(stage, bool) and stage >= 1 for stage in stages):
         raise ConfigError(f"SOLVER.LR_DECAY_STAGES must be epochs >= 1 (like [150, 180, 210]), got {list(stages)}")
+
+
+CROP_MODES = ("rrc", "crop_pad", "resize")
+AUGMENT_POLICIES = ("none", "trivial", "randaugment")
+FLIP_POLICIES = ("mask", "mirror", "keep")
+SMALL_CROP_MODES = ("mask", "bound")
+
+
+def _check_range(key: str, value: Sequence[float], low: float, high: float) -> None:
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ConfigError(f"{key} must be [min, max] with {low} <= min <= max <= {high}, got {list(value)}")
+
+
+def check_augment_cfg(cfg: CN) -> None:
+    """DATASET.AUGMENT and the MaKD view keys: names known, ranges valid (indices are checked against Q on load)."""
+    a, m = cfg.DATASET.AUGMENT, cfg.MaKD
+    for key, value, allowed in (
+        ("DATASET.AUGMENT.CROP", a.CROP, CROP_MODES),
+        ("DATASET.AUGMENT.POLICY", a.POLICY, AUGMENT_POLICIES),
+        ("MaKD.FLIP_POLICY", m.FLIP_POLICY, FLIP_POLICIES),
+        ("MaKD.SMALL_CROP", m.SMALL_CROP, SMALL_CROP_MODES),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"{key} {value!r} is unknown; use one of {', '.join(allowed)}")
+    _check_range("DATASET.AUGMENT.SCALE", a.SCALE, 0.0, 1.0)
+    if a.SCALE[1] <= 0:
+        raise ConfigError(f"DATASET.AUGMENT.SCALE must end above 0, got {list(a.SCALE)}")
+    _check_range("DATASET.AUGMENT.RATIO", a.RATIO, 1e-3, 1e3)
+    for key, value in (
+        ("DATASET.AUGMENT.ERASING", a.ERASING),
+        ("DATASET.AUGMENT.MIX_PROB", a.MIX_PROB),
+        ("MaKD.MIN_CROP_AREA", m.MIN_CROP_AREA),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} must be in [0, 1], got {value}")
+    if not 0.0 <= a.LABEL_SMOOTHING < 1.0:
+        raise ConfigError(f"DATASET.AUGMENT.LABEL_SMOOTHING must be in [0, 1), got {a.LABEL_SMOOTHING}")
+    if a.MIXUP_ALPHA < 0 or a.CUTMIX_ALPHA < 0:
+        raise ConfigError("DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA must be >= 0 (0 = off)")
+    if a.PAD < 0 or a.RANDAUGMENT_N < 0 or not 0 <= a.RANDAUGMENT_M <= 30:
+        raise ConfigError("DATASET.AUGMENT.PAD and RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")

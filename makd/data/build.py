@@ -10,7 +10,6 @@ variant (any aspect file, MISSING_ASPECTS policy or MaKD.TARGETS) are selected o
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,12 +29,14 @@ from makd.artifacts import (
 )
 from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import join_aspects, make_targets
+from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
 from makd.data.image_cache import cache_splits
 from makd.data.image_check import bad_images_error, check_images, image_problem
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.splits import stratified_split
-from makd.data.transforms import shorter_side_size, test_transform, train_transform
+from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform
+from makd.data.views import view_policy_from_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class DataBundle:
     dropped_ids: list[str] = field(default_factory=list)  # training images left out by MISSING_ASPECTS drop
     test_aspect_path: str = ""
     test_aspect_sha256: str = ""
+    recipe: dict = field(default_factory=dict)  # augmentation, batch mixing and view policy, for summary.json
 
 
 def check_num_classes(cfg, train: ImageIndex) -> int:
@@ -78,7 +80,7 @@ def read_training_aspects(cfg) -> AspectTable:
             "(set it, or use DISTILLER.TYPE NONE for the baseline)"
         )
     table = read_aspect_file(path)
-    if cfg.MaKD.ASPECT_NUM != table.num_aspects:
+    if cfg.MaKD.ASPECT_NUM not in (0, table.num_aspects):  # 0 = take Q from the file
         raise ConfigError(
             f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {path} has {table.num_aspects} aspects per image; "
             f"set MaKD.ASPECT_NUM {table.num_aspects}"
@@ -156,6 +158,36 @@ def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray |
     return join_aspects(test, table, "nan", role="test")[1], table
 
 
+def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, str]:
+    """DATASET.ASPECT_JSON_FLIP rows (the teacher's answers for the mirrored images) in train order."""
+    path = cfg.DATASET.ASPECT_JSON_FLIP
+    if not path:
+        return None, ""
+    table = read_aspect_file(path)
+    if table.num_aspects != num_aspects:
+        raise ConfigError(
+            f"DATASET.ASPECT_JSON_FLIP {path} has {table.num_aspects} aspects per image but DATASET.ASPECT_JSON "
+            f"has {num_aspects}; score the mirrored images with the same questions (stage 2 --views flip)"
+        )
+    view = (read_sidecar(path) or {}).get("view")
+    if view not in (None, "hflip"):
+        raise ConfigError(f"DATASET.ASPECT_JSON_FLIP {path}: its sidecar says view {view!r}, not 'hflip'")
+    if cfg.MaKD.TARGETS != "teacher":
+        logger.warning("DATASET.ASPECT_JSON_FLIP is ignored with MaKD.TARGETS %s (a control)", cfg.MaKD.TARGETS)
+        return None, ""
+    return join_aspects(train, table, "error", role="training")[1], table.path
+
+
+def _warn_if_test_crops_borders(cfg, test: ImageIndex) -> None:
+    """Small images (<= IMAGE_SIZE) with RESIZE_RATIO > 1 lose their borders at test time; say so once."""
+    d = cfg.DATASET
+    if d.RESIZE_RATIO <= 1.0 or not len(test):
+        return
+    message = border_crop_warning(d.IMAGE_SIZE, d.RESIZE_RATIO, min(test.load(0).size))
+    if message:
+        logger.warning(message)
+
+
 def build_data(cfg) -> DataBundle:
     """Train / validation / test AspectDatasets of `cfg` (see the module docstring for the order)."""
     d = cfg.DATASET
@@ -171,7 +203,8 @@ def build_data(cfg) -> DataBundle:
         train, val = train.subset(kept), train.subset(held)
 
     num_aspects, table, test_table = 0, None, None
-    train_targets = val_targets = test_targets = None
+    train_targets = val_targets = test_targets = flipped = None
+    flip_path = ""
     dropped: list[str] = []
     if uses_aspects(cfg):
         table = read_training_aspects(cfg)
@@ -190,10 +223,12 @@ def build_data(cfg) -> DataBundle:
             )
         train = joined
         train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
+        flipped, flip_path = _flipped_rows(cfg, train, num_aspects)
         if val is not None:
             val_targets = join_aspects(val, table, "nan", role="validation")[1]  # teacher rows, for metrics
         test_targets, test_table = _test_targets(cfg, test, num_aspects)
 
+    _warn_if_test_crops_borders(cfg, test)
     if d.CACHE_IMAGES:  # the cache pass decodes every image: it is the image check
         train, val, test = cache_splits([train, val, test], shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO))
     elif d.CHECK_IMAGES:
@@ -201,9 +236,25 @@ def build_data(cfg) -> DataBundle:
         checked = check_images([train, val, test], num_workers=d.NUM_WORKERS)
         logger.info("checked %d images in %.1f s", checked, time.perf_counter() - start)
     eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
+    bound = cfg.MaKD.MIN_CROP_AREA if num_aspects and cfg.MaKD.SMALL_CROP == "bound" else 0.0
+    spec = AugmentSpec.from_cfg(cfg, min_scale=bound)
+    views = view_policy_from_cfg(cfg, num_aspects) if num_aspects else None
+    mixer = BatchMixer.from_cfg(cfg, num_classes)
+    recipe = {
+        "augment": spec.describe(),
+        "batch_mixing": mixer.describe() if mixer else None,
+        "views": views.describe(flip_path) if views else None,
+    }
     return DataBundle(
         train=AspectDataset(
-            train, train_transform(image_size=d.IMAGE_SIZE, mean=d.MEAN, std=d.STD), train_targets, num_aspects
+            train,
+            train_transform(image_size=d.IMAGE_SIZE, mean=d.MEAN, std=d.STD, spec=spec),
+            train_targets,
+            num_aspects,
+            seed=cfg.SEED,
+            views=views,
+            flipped_targets=flipped,
+            collate_fn=mixer,
         ),
         val=None if val is None else AspectDataset(val, eval_tf, val_targets, num_aspects),
         test=AspectDataset(test, eval_tf, test_targets, num_aspects),
@@ -215,6 +266,7 @@ def build_data(cfg) -> DataBundle:
         dropped_ids=dropped,
         test_aspect_path=test_table.path if test_table else "",
         test_aspect_sha256=test_table.sha256 if test_table else "",
+        recipe=recipe,
     )
 
 
@@ -222,9 +274,9 @@ def evaluation_view(dataset: AspectDataset, cfg) -> AspectDataset:
     """`dataset` (e.g. the training split) with the evaluation transform instead of its own.
 
     Scoring a training split with its random crop + flip gives a different number on every call.
-    The view shares the images (and a cache), labels and targets; only the transform differs.
+    The view shares the images (and a cache), labels and stored targets; it has no view policy or mixing.
     """
     d = cfg.DATASET
-    view = copy.copy(dataset)
-    view.transform = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
-    return view
+    return dataset.with_transform(
+        test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
+    )

@@ -1,4 +1,4 @@
-"""AspectDataset: one dict per image (image, class label, aspect targets, position) for training and evaluation."""
+"""AspectDataset: one dict per image (image, class label, aspect targets, mask, view, position)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,44 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from makd.data.image_index import ImageIndex
+from makd.data.transforms import WHOLE_IMAGE, sample_seed
+from makd.data.views import ViewPolicy
 
 
 class AspectDataset(Dataset):
-    """Item i = {"image": transform(image_i) [3, H, W] float, "label": int, "aspects": float32 [Q], "index": i}.
+    """Item i = {"image": [3, H, W] float, "label": int, "aspects": float32 [Q], "aspect_mask": float32 [Q],
+    "view": {"hflip": bool, "crop_area": float}, "index": i}.
 
-    The item is a dict so that a method or a view policy can add keys (an aspect mask, a flag of
-    the view drawn) without changing every consumer; default collation batches dicts key by key.
+    The item is a dict so that a method or a view policy can add keys without changing every consumer.
+    `transform` maps a PIL image to a tensor, or to (tensor, View) when it draws a view (TrainTransform).
+    Its randomness comes from torch's generator seeded by (seed, epoch, i) around the call (the global
+    state is restored after), so an item depends only on those three: the same batches for any
+    DataLoader NUM_WORKERS. The trainer calls `set_epoch` before each epoch (workers are started per
+    epoch, so they see the new value).
 
     `targets` [N, Q] holds the aspect targets in index order. Without targets the aspects are a
     NaN row of length `num_aspects` (a split with no aspect file: metrics skip NaN rows), or an
     empty tensor [0] when `num_aspects` is 0 (the cross-entropy baseline). With targets,
-    `num_aspects` 0 means "take Q from targets"; any other value must equal Q.
+    `num_aspects` 0 means "take Q from targets"; any other value must equal Q. `flipped_targets`
+    [N, Q] are the teacher's rows for the mirrored images (used on mirrored views); `views` says
+    what a view does to the targets (None: nothing, mask = finite targets). `collate_fn` is what a
+    DataLoader of this dataset should collate with (a BatchMixer for mixup/CutMix/smoothing).
     """
 
     def __init__(
-        self, index: ImageIndex, transform: Callable | None, targets: np.ndarray | None, num_aspects: int = 0
+        self,
+        index: ImageIndex,
+        transform: Callable | None,
+        targets: np.ndarray | None,
+        num_aspects: int = 0,
+        *,
+        seed: int = 0,
+        views: ViewPolicy | None = None,
+        flipped_targets: np.ndarray | None = None,
+        collate_fn: Callable | None = None,
     ) -> None:
         if targets is not None:
             targets = np.asarray(targets, dtype=np.float32)
@@ -33,8 +52,15 @@ class AspectDataset(Dataset):
             if num_aspects not in (0, targets.shape[1]):
                 raise ValueError(f"{index.source}: targets have {targets.shape[1]} aspects, expected {num_aspects}")
             num_aspects = targets.shape[1]
+        if flipped_targets is not None:
+            flipped_targets = np.asarray(flipped_targets, dtype=np.float32)
+            if targets is None or flipped_targets.shape != targets.shape:
+                raise ValueError(f"{index.source}: flipped targets must have the targets' shape")
         self.index, self.transform, self.num_aspects = index, transform, int(num_aspects)
         self.targets = None if targets is None else torch.from_numpy(targets)
+        self.flipped_targets = None if flipped_targets is None else torch.from_numpy(flipped_targets)
+        self.seed, self.epoch, self.views = int(seed), 0, views
+        self.collate_fn = collate_fn or default_collate
         self._no_row = torch.full((self.num_aspects,), float("nan"))
 
     def __len__(self) -> int:
@@ -44,9 +70,40 @@ class AspectDataset(Dataset):
     def labels(self) -> list[int]:
         return self.index.labels
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+    def with_transform(self, transform: Callable | None) -> AspectDataset:
+        """The same images and stored targets under `transform`, with no view policy or batch mixing.
+
+        For scoring the training split with the evaluation transform (tools/eval.py --split train).
+        """
+        targets = None if self.targets is None else self.targets.numpy()
+        return AspectDataset(self.index, transform, targets, self.num_aspects, seed=self.seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch of the next pass: part of every sample's augmentation seed (and of the batch mixer's)."""
+        self.epoch = int(epoch)
+        if hasattr(self.collate_fn, "set_epoch"):
+            self.collate_fn.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict:
         image = self.index.load(i)
+        view = WHOLE_IMAGE
         if self.transform is not None:
-            image = self.transform(image)
+            # torch.manual_seed would also seed every CUDA device (~0.3 ms); the transforms draw on the CPU only.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, i))
+                out = self.transform(image)
+            image, view = out if isinstance(out, tuple) else (out, WHOLE_IMAGE)
         aspects = self.targets[i] if self.targets is not None else self._no_row.clone()
-        return {"image": image, "label": self.index.labels[i], "aspects": aspects, "index": i}
+        if self.views is not None:
+            flipped = self.flipped_targets[i] if self.flipped_targets is not None else None
+            aspects, mask = self.views.apply(aspects, view, flipped)
+        else:
+            mask = torch.isfinite(aspects).to(torch.float32)
+        return {
+            "image": image,
+            "label": self.index.labels[i],
+            "aspects": aspects,
+            "aspect_mask": mask,
+            "view": view.as_item(),
+            "index": i,
+        }

@@ -143,7 +143,7 @@ class DecoupledKnowledgeDistiller(Distiller):
             dkd_losses(
                 logits,
                 self.teacher_logits(batch),
-                batch["label"],
+                batch.get("label_index", batch["label"]),  # DKD splits on the image's own class (also under mixup)
                 self.alpha,
                 self.beta,
                 self.temperature,

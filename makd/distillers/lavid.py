@@ -131,7 +131,10 @@ class LaViDDistiller(Distiller):
         logits = self.student(batch["image"])  # [B, C]
         pooled = self._pooled[0].flatten(1)  # [B, D]
         predicted = self.aux_head(pooled).float()  # [B, K]
-        targets = self.class_targets[batch["label"]]  # [B, K]
+        targets = self.class_targets[batch.get("label_index", batch["label"])]  # [B, K]
+        if "mix_index" in batch:  # a mixed image gets the mixed class targets, with its pixels' lambda
+            lam = batch["mix_lambda"].to(targets.dtype)[:, None]
+            targets = lam * targets + (1.0 - lam) * targets[batch["mix_index"]]
         return logits, {
             "loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"]),
             "loss_lavid": self.lam * torch.mean((predicted - targets) ** 2),

@@ -24,15 +24,17 @@ def class_cross_entropy(class_logits: torch.Tensor, labels: torch.Tensor) -> tor
 
 
 def aspect_bce(aspect_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1].
+    """Binary cross-entropy with logits over [B, Q] aspect outputs and soft targets in [0, 1].
 
-    mask [B, Q] in {0, 1} (1 = the target counts): the mean is over supervised entries only (0 when none
-    is); None = every entry counts, the plain mean.
+    Without `mask`: the mean over all B * Q entries. With `mask` [B, Q] (1 = supervise, 0 = ignore,
+    e.g. a flip-sensitive question on a mirrored view): the mean over the supervised entries only
+    (0 when none is); ignored targets may be NaN. An all-ones mask gives the unmasked value.
     """
     if mask is None:
         return F.binary_cross_entropy_with_logits(aspect_logits, targets)
     mask = mask.to(aspect_logits.dtype)
-    per_entry = F.binary_cross_entropy_with_logits(aspect_logits, targets, reduction="none")
+    safe = torch.where(mask > 0, targets, torch.zeros_like(targets))  # NaN * 0 would still be NaN
+    per_entry = F.binary_cross_entropy_with_logits(aspect_logits, safe, reduction="none")
     return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
 
 
@@ -49,7 +51,8 @@ def makd_losses(
     """MaKD's two weighted terms for student logits [B, C + Q].
 
     loss_ce = ce_weight * CE(logits[:, :C], labels); loss_aspect = alpha * BCE(logits[:, C:], soften(targets, T)),
-    the BCE averaged over the entries where `mask` [B, Q] is 1 (None = all entries).
+    averaged over the entries `mask` [B, Q] supervises (all when None). `labels` are class indices [B]
+    or class distributions [B, C] (label smoothing, mixup).
     """
     if logits.shape[1] != num_classes + aspect_targets.shape[1]:
         raise ValueError(

@@ -44,7 +44,7 @@ class MultiAspectDecoupledDistiller(Distiller):
             dkd_losses(
                 logits[:, :C],
                 teacher_logits,
-                batch["label"],
+                batch.get("label_index", batch["label"]),  # DKD splits on the image's own class (also under mixup)
                 self.dkd_alpha,
                 self.dkd_beta,
                 self.temperature,

@@ -106,6 +106,7 @@ def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[D
         pin_memory=pin_memory,
         generator=generator,
         persistent_workers=False,
+        collate_fn=dataset.collate_fn,
     )
     return loader, generator
 
@@ -155,7 +156,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
     )
     for batch in bar:
         batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        labels = batch["label"]
+        labels = batch.get("label_index", batch["label"])  # "label" is [B, C] under smoothing / mixup
         with ctx.amp.autocast():
             class_logits, losses = model(batch)
         total = sum(losses.values())
@@ -265,6 +266,7 @@ def _summary(cfg, data: DataBundle, history: list[dict], info: DistInfo, train_s
         "num_val_images": len(data.val) if data.val is not None else 0,
         "num_test_images": len(data.test),
         "dropped_train_images": len(data.dropped_ids),
+        "recipe": data.recipe,
         "world_size": info.world_size,
         "train_seconds": train_seconds,
         "makd_version": makd.__version__,
@@ -316,6 +318,8 @@ def _read_resume_checkpoint(cfg, run_dir: Path) -> dict[str, Any]:
 
 def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict | None:
     device = resolve_device(cfg.DEVICE, info)
+    if cfg.NUM_THREADS > 0:
+        torch.set_num_threads(cfg.NUM_THREADS)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
         torch.use_deterministic_algorithms(True)
@@ -416,6 +420,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             loader_generator.manual_seed(seed)
             train_loader.sampler.set_epoch(epoch)
             distiller.set_epoch(epoch)
+            train_loader.dataset.set_epoch(epoch)  # per-sample augmentation seeds from (SEED, epoch, index)
             stats = train_one_epoch(state, train_loader, ctx)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
             _check_finite_state(state, row["epoch"])
@@ -508,7 +513,7 @@ def _epoch_line(cfg, row: dict, history: list[dict]) -> str:
     named = [f"{k[11:]} {v:.4f}" for k, v in row.items() if k.startswith("train_loss_")]
     if named:
         parts[-1] += f" ({', '.join(named)})"
-    parts.append(f"train top1 {row['train_top1']:.2f}")
+    parts.append(f"train top1 (augmented) {row['train_top1']:.2f}")
     for split in ("val", "test"):
         if f"{split}_top1" in row:
             parts.append(f"{split} top1 {row[f'{split}_top1']:.2f} top5 {row[f'{split}_top5']:.2f}")
