@@ -102,3 +102,17 @@ def test_odd_overrides_and_missing_file():
         load_cfg(None, ["SOLVER.LR"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_cfg("/nonexistent/config.yaml")
+
+
+def test_cifar100_defaults_fill_only_the_keys_a_config_leaves_unset(tmp_path):
+    # mdistiller's CIFAR files name no image size, crop or normalisation: they must not train at 224 px with rrc
+    cfg = load_cfg(None, ["DATASET.TYPE", "cifar100"])
+    assert (cfg.DATASET.IMAGE_SIZE, cfg.DATASET.RESIZE_RATIO, cfg.DATASET.AUGMENT.CROP) == (32, 1.0, "crop_pad")
+    assert cfg.DATASET.AUGMENT.PAD == 4 and cfg.DATASET.MEAN == [0.5071, 0.4865, 0.4409]
+    given = tmp_path / "mine.yaml"
+    given.write_text("DATASET:\n  TYPE: cifar100\n  IMAGE_SIZE: 40\n  AUGMENT: {CROP: rrc}\n")
+    cfg = load_cfg(str(given))
+    assert (cfg.DATASET.IMAGE_SIZE, cfg.DATASET.AUGMENT.CROP, cfg.DATASET.RESIZE_RATIO) == (40, "rrc", 1.0)
+    assert load_cfg(None, ["DATASET.TYPE", "cifar100", "DATASET.IMAGE_SIZE", "64"]).DATASET.IMAGE_SIZE == 64
+    plain = load_cfg(None)  # other datasets keep the official fine-grained defaults
+    assert (plain.DATASET.IMAGE_SIZE, plain.DATASET.AUGMENT.CROP) == (224, "rrc")

@@ -262,6 +262,42 @@ def _parse_opts(opts: Sequence[str]) -> dict:
     return tree
 
 
+# Defaults that follow from DATASET.TYPE, for the keys a config leaves unset: mdistiller's CIFAR files name no
+# image size, crop or normalisation (its CIFAR loader hard-codes them), so without these an official CIFAR-100
+# config would train at 224 px with RandomResizedCrop.
+DATASET_TYPE_DEFAULTS = {
+    "cifar100": {
+        "DATASET.IMAGE_SIZE": 32,
+        "DATASET.RESIZE_RATIO": 1.0,
+        "DATASET.AUGMENT.CROP": "crop_pad",  # RandomCrop(32, padding 4) + flip, the CIFAR recipe
+        "DATASET.AUGMENT.PAD": 4,
+        "DATASET.MEAN": [0.5071, 0.4865, 0.4409],
+        "DATASET.STD": [0.2673, 0.2564, 0.2762],
+    },
+}
+
+
+def _given_keys(tree: dict, prefix: str = "") -> set[str]:
+    """Dotted names of every leaf key set in a parsed YAML / command-line tree."""
+    keys: set[str] = set()
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys |= _given_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def _apply_dataset_type_defaults(cfg: CN, given: set[str]) -> None:
+    for key, value in DATASET_TYPE_DEFAULTS.get(cfg.DATASET.TYPE.lower(), {}).items():
+        if key not in given:
+            *groups, leaf = key.split(".")
+            node = cfg
+            for group in groups:
+                node = node[group]
+            node[leaf] = value
+
+
 def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = True) -> CN:
     """Defaults <- YAML file <- KEY VALUE overrides, checked and frozen.
 
@@ -278,6 +314,7 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
         _merge(cfg, data, path)
     if overrides:
         _merge(cfg, overrides, "command line")
+    _apply_dataset_type_defaults(cfg, _given_keys(data) | _given_keys(overrides))
     if not cfg.EXPERIMENT.NAME and path:
         cfg.EXPERIMENT.NAME = Path(path).stem
     if check:
