@@ -33,9 +33,16 @@ class MultiAspectDistiller(Distiller):
     needs_aspects = True
 
     def __init__(
-        self, student, num_classes: int, num_aspects: int, ce_weight: float, alpha: float, temperature: float
+        self,
+        student,
+        num_classes: int,
+        num_aspects: int,
+        ce_weight: float,
+        alpha: float,
+        temperature: float,
+        teacher=None,
     ) -> None:
-        super().__init__(student, num_classes, num_aspects)
+        super().__init__(student, num_classes, num_aspects, teacher)
         self.ce_weight, self.alpha, self.temperature = ce_weight, alpha, temperature
 
     @classmethod
