@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tool_modules import load_tool
 
 from makd.artifacts import read_aspect_file, read_sidecar, sha256_file
 from makd.data.demo import UNRELIABLE_QUESTIONS, generate_demo
@@ -17,13 +17,6 @@ from makd.data.demo import UNRELIABLE_QUESTIONS, generate_demo
 REPO = Path(__file__).resolve().parents[1]
 LAVID = Path("/work/.mirror/lliangthomas+lavid/repo")
 FAST = ["DATASET.IMAGE_SIZE", "16", "DATASET.RESIZE_RATIO", "1.0"]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 aspects = load_tool("aspects")

@@ -3,13 +3,13 @@ two commands (tools/make_demo.py, tools/demo.py) run for real on a tiny generate
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tool_modules import load_tool
 
 from makd.artifacts import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
 from makd.config.defaults import ConfigError, load_cfg
@@ -30,13 +30,6 @@ from makd.data.image_ids import image_id, list_image_files
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train_per_class": 6, "test_per_class": 3}
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def file_hashes(root: Path) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 from makd.config import ConfigError, get_cfg, load_cfg
 from makd.config.defaults import uses_aspects, uses_teacher
@@ -301,20 +302,8 @@ def _summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def load_train_tool():
-    """tools/our_train.py itself (what a user runs), imported from its path."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "tool_our_train", Path(__file__).resolve().parents[1] / "tools/our_train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_kd_end_to_end_with_a_trained_teacher_and_exact_resume(release_dataset):
-    train_main = load_train_tool()
+    train_main = load_tool("our_train").main
     config, root = str(release_dataset["config"]), release_dataset["root"]
     teacher_dir = root / "teacher"
     common = [*FAST, "SOLVER.EPOCHS", "2"]

@@ -3,7 +3,6 @@ first epoch, and loses nothing (tools/our_train.py main([...]) on the tiny relea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
 from makd.artifacts import sha256_file
 
@@ -20,14 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
 
 
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location("tool_our_train", REPO / "tools" / "our_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-our_train = load_train_tool()
+our_train = load_tool("our_train")
 
 
 def input_hashes(root: Path) -> dict[str, str]:

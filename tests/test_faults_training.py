@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 from conftest import write_aspects_for, write_release_split
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "our_train.py"
@@ -34,16 +35,7 @@ TIMING_KEYS = ("train_images_per_s", "epoch_seconds")
 EPOCHS = 3
 
 
-def _load_tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tool_our_train_faults", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-our_train = _load_tool()
+our_train = load_tool("our_train")
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from mllm_fixtures import QUESTIONS, tiny_hf_model  # noqa: F401
+from tool_modules import load_tool
 
 from makd.artifacts import read_aspect_file, sha256_file
 from makd.mllm.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _our_train():
-    spec = importlib.util.spec_from_file_location("our_train_for_stage2", REPO / "tools" / "our_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_extracted_aspects_train_the_student(release_dataset, tiny_hf_model, tmp_path):  # noqa: F811
@@ -33,7 +23,7 @@ def test_extracted_aspects_train_the_student(release_dataset, tiny_hf_model, tmp
     assert sorted(table.ids) == sorted(release_dataset["train_ids"])  # flat release folder: bare stems
     overrides = ["DATASET.ASPECT_JSON", str(aspects), "DATASET.QUESTIONS", str(questions), "SOLVER.EPOCHS", "1",
                  "DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0", "EXPERIMENT.NAME", "from_stage2"]
-    assert _our_train().main([str(release_dataset["config"]), *overrides]) == 0
+    assert load_tool("our_train").main([str(release_dataset["config"]), *overrides]) == 0
     summary = json.loads((release_dataset["root"] / "output" / "tiny" / "from_stage2" / "summary.json").read_text())
     assert summary["aspect_sha256"] == sha256_file(aspects)
     assert summary["num_aspects"] == 5 and summary["num_train_images"] == 24

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from test_data_helpers import make_cfg, write_class_folders, write_release
+from tool_modules import load_tool
 
 from makd.config import ConfigError, MethodNotImplementedError, load_cfg
 from makd.data.image_index import DatasetMissingError, build_image_indexes
@@ -115,16 +114,6 @@ def test_official_dataset_names_without_image_paths(tmp_path):
 # ---------------------------------------------------------------- the counting command
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "check_official_configs", REPO / "tools" / "check_official_configs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, capsys):
     configs = tmp_path / "configs"
     # mdistiller's CIFAR-100 shape: no DATASET section (the dataset is the folder), its CIFAR-table student.
@@ -157,7 +146,9 @@ def test_the_counter_trains_refuses_and_fails_each_file_with_one_line(tmp_path, 
     write_yaml(configs / "cifar100" / "crd.yaml", CRD_SHAPED)
     write_yaml(configs / "cifar100" / "typo.yaml", {"DISTILLER": {"TYPE": "NONE"}, "SOLVR": {"LR": 0.1}})
 
-    code = load_tool().main([str(configs), "--work", str(tmp_path / "work"), "--max-batch", "16"])
+    code = load_tool("check_official_configs").main(
+        [str(configs), "--work", str(tmp_path / "work"), "--max-batch", "16"]
+    )
     out = capsys.readouterr().out
     rows = {
         line.split()[0]: line.split(None, 2)[1:]
@@ -194,7 +185,7 @@ def test_the_official_repository_files_are_all_accounted_for_when_its_mirror_is_
         pytest.skip(f"no mirror at {MAKD_MIRROR}")
     archive = subprocess.run(["git", "-C", str(MAKD_MIRROR), "archive", "HEAD", "configs"], capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive.stdout, check=True)
-    code = load_tool().main([str(tmp_path / "configs"), "--load-only"])
+    code = load_tool("check_official_configs").main([str(tmp_path / "configs"), "--load-only"])
     out = capsys.readouterr().out
     assert code == 0
     last = out.rstrip().splitlines()[-1]

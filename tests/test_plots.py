@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tool_modules import load_tool
 
 from makd.analysis.plots import (
     agreement_bars,
@@ -23,13 +23,6 @@ from makd.analysis.run_inference import compute_aspect_metrics, load_run, predic
 from makd.models.heads import classifier_layer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 our_train, plot_tool = load_tool("our_train"), load_tool("plot")

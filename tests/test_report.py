@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
 from makd.analysis.published import dataset_of, normalise_student, published_for
 from makd.analysis.results_table import TableError, summarise
@@ -17,13 +17,6 @@ from makd.config import get_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 T_975_2DF = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (statistical tables)
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 report = load_tool("report")

@@ -6,7 +6,6 @@ every tool runs the checkout's own makd."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 from torch import nn
 
 from makd.artifacts import sha256_file
@@ -26,13 +26,6 @@ from makd.errors import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}_rf", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 our_train = load_tool("our_train")

@@ -4,13 +4,13 @@ study (2 conditions, subprocess trainings, one of them resumed from an interrupt
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tool_modules import load_tool
 
 from makd.analysis.study import (
     StudyError,
@@ -23,13 +23,6 @@ from makd.analysis.study import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 study_tool = load_tool("study")

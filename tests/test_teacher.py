@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 from makd.config import load_cfg
 from makd.models import build_student
@@ -93,14 +94,9 @@ def test_teacher_only_for_methods_that_need_one_and_precomputed_rows(tmp_path, n
 
 
 def test_demo_trains_its_teacher_once_and_distills_from_it(tmp_path, capsys):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "demo.py"
-    spec = importlib.util.spec_from_file_location("tool_demo_methods", path)
-    demo_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_tool)
+    demo_tool = load_tool("demo")
     data, out = tmp_path / "data", tmp_path / "runs"
     argv = ["--data", str(data), "--out", str(out), "--train-per-class", "2", "--test-per-class", "1",
             "--epochs", "1", "DATASET.CACHE_IMAGES", "False", "SOLVER.BATCH_SIZE", "16"]  # fmt: skip

@@ -12,19 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 
 from makd.artifacts import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]
 METRIC_KEYS = ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last", "test_aspect_mae_last")
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 our_train = load_tool("our_train")
