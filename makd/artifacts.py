@@ -173,16 +173,21 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
     return questions
 
 
+def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:
+    """The text of `path`; a missing file or bytes that are not UTF-8 are one ArtifactError line naming `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def read_questions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
     """Questions of a questions file, validated; `expected_count` (Q) is checked when given."""
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"questions file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    questions = parse_questions_text(text, str(path))
+    questions = parse_questions_text(read_utf8_text(path, "questions file"), str(path))
     if expected_count is not None and len(questions) != expected_count:
         raise ArtifactError(f"{path}: holds {len(questions)} questions but {expected_count} were expected")
     return questions

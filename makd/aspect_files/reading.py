@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import ArtifactError, sha256_file
+from makd.artifacts import ArtifactError, read_utf8_text, sha256_file
 
 MAX_LISTED = 5  # problems quoted per kind; the rest are counted
 
@@ -50,10 +50,7 @@ def read_raw(path: str | os.PathLike) -> RawAspectFile:
             f"{path}: pickled aspect files are not read (unpickling runs code, and the official pickles index "
             "images by position in a dataset pickle that is not public); see docs/aspect_files.md"
         )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_utf8_text(path, "aspect file", encoding="utf-8-sig")
     digest = sha256_file(path)
     if path.suffix.lower() != ".jsonl":
         try:

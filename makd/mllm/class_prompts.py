@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from makd.artifacts import ArtifactError
+from makd.artifacts import ArtifactError, read_utf8_text
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"
@@ -114,12 +114,7 @@ def parse_lavid_questions(text: str, source: str = "<questions>") -> list[ClassQ
 
 def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
     path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"--questions {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_utf8_text(path, "--questions", encoding="utf-8-sig")
     if is_lavid_block_text(text):
         return parse_lavid_questions(text, str(path))
     return parse_class_questions(text, str(path))
