@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from makd.config.defaults import flatten_tree
 from makd.errors import MakdError
 
 # Keys that name or place a run without changing what it trains: runs differing only here are seeds of one condition.
@@ -52,17 +53,6 @@ class RunResult:
         return "val" if self.summary.get("test_top1_at_best_val") is not None else "test"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"A": {"B": 1}} -> {"A.B": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """A run's resolved config.yaml, flattened."""
     path = Path(path)
@@ -72,7 +62,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise RunFolderError(f"cannot read {path}: {' '.join(str(err).split())}") from None
     if not isinstance(tree, dict):
         raise RunFolderError(f"{path} is not a YAML mapping of config keys")
-    return flatten(tree)
+    return flatten_tree(tree)
 
 
 def read_run(run_dir: str | os.PathLike) -> RunResult:

@@ -41,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from makd.analysis.run_folders import RunResult, flatten, read_config, read_run
+from makd.analysis.run_folders import RunResult, read_config, read_run
+from makd.config.defaults import flatten_tree
 from makd.errors import MakdError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,7 +222,7 @@ def resolved_config(run: PlannedRun) -> dict[str, Any]:
     from makd.config import load_cfg
 
     cfg = load_cfg(run.argv[0], list(run.argv[1:]))
-    return flatten(yaml.safe_load(cfg.dump()))
+    return flatten_tree(yaml.safe_load(cfg.dump()))
 
 
 def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

@@ -277,15 +277,15 @@ DATASET_TYPE_DEFAULTS = {
 }
 
 
-def _given_keys(tree: dict, prefix: str = "") -> set[str]:
-    """Dotted names of every leaf key set in a parsed YAML / command-line tree."""
-    keys: set[str] = set()
+def flatten_tree(tree: dict, prefix: str = "") -> dict:
+    """A nested config tree (parsed YAML, command-line overrides) by dotted key: {"A": {"B": 1}} -> {"A.B": 1}."""
+    out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            keys |= _given_keys(value, f"{prefix}{key}.")
+            out.update(flatten_tree(value, f"{prefix}{key}."))
         else:
-            keys.add(f"{prefix}{key}")
-    return keys
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _apply_dataset_type_defaults(cfg: CN, given: set[str]) -> None:
@@ -314,7 +314,7 @@ def load_cfg(path: str | None = None, opts: Sequence[str] = (), check: bool = Tr
         _merge(cfg, data, path)
     if overrides:
         _merge(cfg, overrides, "command line")
-    _apply_dataset_type_defaults(cfg, _given_keys(data) | _given_keys(overrides))
+    _apply_dataset_type_defaults(cfg, set(flatten_tree(data)) | set(flatten_tree(overrides)))
     if not cfg.EXPERIMENT.NAME and path:
         cfg.EXPERIMENT.NAME = Path(path).stem
     if check:

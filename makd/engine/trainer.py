@@ -17,7 +17,7 @@ from tqdm import tqdm
 import makd
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import ConfigError, load_cfg
-from makd.config.defaults import distiller_of
+from makd.config.defaults import distiller_of, flatten_tree
 from makd.data.build import DataBundle, build_data, evaluation_view
 from makd.distillers import build_distiller
 from makd.engine import run_folder
@@ -78,16 +78,7 @@ def run_dir_of(cfg) -> Path:
 def _config_differences(saved_yaml: str, cfg) -> list[str]:
     import yaml
 
-    def flatten(tree: dict, prefix: str = "") -> dict:
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flatten(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    saved, current = flatten(yaml.safe_load(saved_yaml)), flatten(yaml.safe_load(cfg.dump()))
+    saved, current = flatten_tree(yaml.safe_load(saved_yaml)), flatten_tree(yaml.safe_load(cfg.dump()))
     keys = sorted(set(saved) | set(current))
     return [k for k in keys if saved.get(k) != current.get(k) and not k.startswith(RESUME_SAFE_KEYS)]
 
