@@ -15,9 +15,8 @@ from makd.analysis.aspect_metrics import aspect_metrics, write_aspect_metrics
 from makd.analysis.run_folders import RunFolderError
 from makd.artifacts import read_questions
 from makd.config import load_cfg
-from makd.data.build import DataBundle, build_data, training_source
+from makd.data.build import DataBundle, build_data, has_training_targets, open_aspect_file, training_source
 from makd.data.datasets import AspectDataset
-from makd.data.target_sources import open_source
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
 from makd.models import build_student, input_family_of
@@ -84,9 +83,10 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
             return run.data.test
         if not run.cfg.DATASET.TEST_ASPECT_JSON:
             return None
-        source = open_source(run.cfg.DATASET.TEST_ASPECT_JSON, key="DATASET.TEST_ASPECT_JSON", kinds=("per_image",))
-        return AspectDataset(run.data.test.index, eval_transform, source.join(run.data.test.index, "nan", "test")[1])
-    if not run.cfg.DATASET.ASPECT_JSON:
+        index, path = run.data.test.index, run.cfg.DATASET.TEST_ASPECT_JSON
+        source = open_aspect_file(run.cfg, path, "DATASET.TEST_ASPECT_JSON", list(index.class_names))
+        return AspectDataset(index, eval_transform, source.join(index, "nan", "test")[1])
+    if not has_training_targets(run.cfg):
         return None
     index = run.data.train.index
     source = training_source(run.cfg, list(index.class_names))

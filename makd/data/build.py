@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from makd.aspect_files.convert import read_class_map
 from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
@@ -24,7 +25,8 @@ from makd.data.image_cache import cache_splits
 from makd.data.image_check import check_images
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.splits import stratified_split
-from makd.data.target_sources import TargetSource, open_source
+from makd.data.target_sources import ANY_KIND, TargetSource, open_source
+from makd.data.target_sources.mixed import MixedSource
 from makd.data.target_sources.per_image import join_aspects
 from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform
 from makd.data.views import view_policy_from_cfg
@@ -48,6 +50,7 @@ class DataBundle:
     test_aspect_path: str = ""
     test_aspect_sha256: str = ""
     recipe: dict = field(default_factory=dict)  # augmentation, batch mixing and view policy, for summary.json
+    aspect_sources: list[dict] = field(default_factory=list)  # describe() of each training target file, for summary
 
 
 def check_num_classes(cfg, train: ImageIndex) -> int:
@@ -62,26 +65,57 @@ def check_num_classes(cfg, train: ImageIndex) -> int:
     return found
 
 
-# The kinds of target file each aspect key reads (makd.data.target_sources).
-TRAINING_KINDS = ("per_image",)
+def has_training_targets(cfg) -> bool:
+    """Whether the config names training targets (DATASET.ASPECT_JSON or DATASET.ASPECT_SOURCES)."""
+    return bool(cfg.DATASET.ASPECT_JSON or cfg.DATASET.ASPECT_SOURCES)
+
+
+def open_aspect_file(cfg, path: str, key: str, class_names: list[str]) -> TargetSource:
+    """A training target file of any kind (per image, per class, multiple choice), recognised by its keys."""
+    class_map = read_class_map(cfg.DATASET.ASPECT_CLASS_MAP) if cfg.DATASET.ASPECT_CLASS_MAP else None
+    return open_source(
+        path,
+        key=key,
+        class_names=class_names,
+        kinds=ANY_KIND,
+        class_map=class_map,
+        class_map_key="DATASET.ASPECT_CLASS_MAP",
+    )
 
 
 def training_source(cfg, class_names: list[str]) -> TargetSource:
-    """DATASET.ASPECT_JSON as a target source, checked against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
-    path = cfg.DATASET.ASPECT_JSON
-    if not path:
+    """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, checked
+    against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
+    d = cfg.DATASET
+    if d.ASPECT_SOURCES:
+        if d.ASPECT_JSON:
+            raise ConfigError(
+                f"DATASET.ASPECT_JSON ({d.ASPECT_JSON}) and DATASET.ASPECT_SOURCES are both set; use one "
+                "(ASPECT_SOURCES assembles several files by question; list this file there)"
+            )
+        if d.ASPECT_JSON_FLIP:
+            raise ConfigError(
+                "DATASET.ASPECT_JSON_FLIP is not read with DATASET.ASPECT_SOURCES (mirrored-view rows of mixed sources "
+                "are not supported); set DATASET.ASPECT_JSON_FLIP '' (MaKD.FLIP_POLICY then applies)"
+            )
+        entries = [str(e) for e in d.ASPECT_SOURCES]
+        source = MixedSource.open_entries(
+            entries, lambda path: open_aspect_file(cfg, path, "DATASET.ASPECT_SOURCES", class_names)
+        )
+    elif not d.ASPECT_JSON:
         raise ConfigError(
             f"DATASET.ASPECT_JSON is empty; DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs the stage-2 aspect file "
             "(set it, or use DISTILLER.TYPE NONE for the baseline)"
         )
-    source = open_source(path, key="DATASET.ASPECT_JSON", class_names=class_names, kinds=TRAINING_KINDS)
+    else:
+        source = open_aspect_file(cfg, d.ASPECT_JSON, "DATASET.ASPECT_JSON", class_names)
     if cfg.MaKD.ASPECT_NUM not in (0, source.num_aspects):  # 0 = take Q from the file
         raise ConfigError(
             f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {source.path} has {source.num_aspects} aspects per image; "
             f"set MaKD.ASPECT_NUM {source.num_aspects}"
         )
-    if cfg.DATASET.QUESTIONS:
-        source.check_questions(cfg.DATASET.QUESTIONS)
+    if d.QUESTIONS:
+        source.check_questions(d.QUESTIONS)
     return source
 
 
@@ -89,11 +123,12 @@ def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray |
     """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
     if not cfg.DATASET.TEST_ASPECT_JSON:
         return None, None
-    source = open_source(cfg.DATASET.TEST_ASPECT_JSON, key="DATASET.TEST_ASPECT_JSON", kinds=("per_image",))
+    source = open_aspect_file(cfg, cfg.DATASET.TEST_ASPECT_JSON, "DATASET.TEST_ASPECT_JSON", list(test.class_names))
     if source.num_aspects != num_aspects:
+        training = "DATASET.ASPECT_SOURCES take" if cfg.DATASET.ASPECT_SOURCES else "DATASET.ASPECT_JSON has"
         raise ConfigError(
             f"DATASET.TEST_ASPECT_JSON {source.path} has {source.num_aspects} aspects per image but "
-            f"DATASET.ASPECT_JSON has {num_aspects}; use the test file made with the same questions"
+            f"{training} {num_aspects}; use the test file made with the same questions"
         )
     return source.join(test, "nan", role="test")[1], source
 
@@ -116,6 +151,13 @@ def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray 
         logger.warning("DATASET.ASPECT_JSON_FLIP is ignored with MaKD.TARGETS %s (a control)", cfg.MaKD.TARGETS)
         return None, ""
     return join_aspects(train, source.table, "error", role="training")[1], source.path
+
+
+def _described(source: TargetSource | None) -> list[dict]:
+    """One entry per training target file: the file itself, or each part of DATASET.ASPECT_SOURCES."""
+    if source is None:
+        return []
+    return source.describe()["sources"] if isinstance(source, MixedSource) else [source.describe()]
 
 
 def _warn_if_test_crops_borders(cfg, test: ImageIndex) -> None:
@@ -207,6 +249,7 @@ def build_data(cfg) -> DataBundle:
         test_aspect_path=test_source.path if test_source else "",
         test_aspect_sha256=test_source.sha256 if test_source else "",
         recipe=recipe,
+        aspect_sources=_described(source),
     )
 
 
