@@ -221,3 +221,24 @@ def test_multiple_choice_part_brings_all_options_of_its_questions(tmp_path):
     assert data.num_aspects == 1 + 5
     assert data.train.targets[0, 1:].tolist() == pytest.approx([0.2, 0.3, 0.5, 0.7, 0.3])
     assert data.aspect_sources[1]["kind"] == "multiple_choice" and data.aspect_sources[1]["target_columns"] == [1, 6]
+
+
+def test_class_level_questions_files_are_checked_with_their_options(tmp_path):
+    from makd.artifacts import questions_sha256
+
+    lines = ["How large is a <object>? | Small | Medium | Large", "What coat has a <object>? | Short | Long"]
+    (tmp_path / "choice_q.txt").write_text("\n".join(lines) + "\n")
+    choice = _write(tmp_path / "choice.json", {c: [[0.2, 0.3, 0.5], [0.9, 0.1]] for c in CLASSES})
+    (tmp_path / "choice.json.meta.json").write_text(json.dumps({"questions_sha256": questions_sha256(lines)}))
+    source = open_source(choice, key="DATASET.ASPECT_JSON", class_names=CLASSES)
+    assert source.kind == "multiple_choice" and source.check_questions(str(tmp_path / "choice_q.txt")) == lines
+    (tmp_path / "two_options.txt").write_text("How large is a <object>? | Small | Large\n" + lines[1] + "\n")
+    with pytest.raises(ConfigError, match=r"two_options.txt: question 1 has 2 options but .*choice.json gives 3"):
+        source.check_questions(str(tmp_path / "two_options.txt"))
+    (tmp_path / "one.txt").write_text(lines[0] + "\n")
+    with pytest.raises(ConfigError, match=r"one.txt holds 1 questions but .*choice.json has 2 multiple-choice"):
+        source.check_questions(str(tmp_path / "one.txt"))
+    edited = [lines[0], "What fur has a <object>? | Short | Long"]
+    (tmp_path / "edited.txt").write_text("\n".join(edited) + "\n")
+    with pytest.raises(ConfigError, match=r"edited.txt \(sha256 \w+\) is not the questions file .*choice.json was"):
+        source.check_questions(str(tmp_path / "edited.txt"))

@@ -60,7 +60,7 @@ class TargetFile:
             if Path(path).is_file():
                 refuse_pickle(path)
             text, digest = read_text_sha256(path, "aspect file", encoding="utf-8-sig")
-        return cls(str(path), text, digest, strict)
+        return cls(str(Path(path)), text, digest, strict)  # the spelling read_aspect_file gave messages
 
     def table(self) -> AspectTable:
         """The strict per-image parse (cached; its ArtifactError is raised again on every call)."""
