@@ -173,15 +173,30 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
     return questions
 
 
-def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:
-    """The text of `path`; a missing file or bytes that are not UTF-8 are one ArtifactError line naming `what`."""
+def read_text_sha256(
+    path: str | os.PathLike, what: str, encoding: str = "utf-8", missing_fix: str = "", not_utf8_hint: str = ""
+) -> tuple[str, str]:
+    """(text, sha256 of the bytes) of `path`, read once; missing, unreadable or not UTF-8 is one ArtifactError line.
+
+    Line ends are read as Path.read_text reads them (universal newlines: "\\r\\n" and "\\r" become "\\n").
+    """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{what} {path} does not exist")
+        raise ArtifactError(f"{what} {path} does not exist{missing_fix}")
     try:
-        return path.read_text(encoding=encoding)
+        data = path.read_bytes()
+    except OSError as err:
+        raise ArtifactError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    try:
+        text = data.decode(encoding)
     except UnicodeDecodeError as err:
-        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}){not_utf8_hint}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n"), hashlib.sha256(data).hexdigest()
+
+
+def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:
+    """The text of `path`; a missing file or bytes that are not UTF-8 are one ArtifactError line naming `what`."""
+    return read_text_sha256(path, what, encoding)[0]
 
 
 def read_questions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
@@ -287,19 +302,20 @@ def _key_lines(text: str, key: str) -> list[int]:
     return [text.count("\n", 0, match.start()) + 1 for match in pattern.finditer(text)]
 
 
-def read_aspect_file(path: str | os.PathLike, expected_aspects: int | None = None) -> AspectTable:
-    """Load and validate an aspect file; Q is derived from its rows and checked against `expected_aspects`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"aspect file {path} does not exist (set DATASET.ASPECT_JSON or run stage 2)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ArtifactError(
-            f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); is it an aspect file?"
-        ) from None
-    except OSError as err:
-        raise ArtifactError(f"aspect file {path} cannot be read ({err.strerror or err})") from None
+def read_aspect_text(path: str | os.PathLike) -> tuple[str, str]:
+    """(text, sha256 of its bytes) of an aspect file, read once."""
+    return read_text_sha256(
+        path,
+        "aspect file",
+        missing_fix=" (set DATASET.ASPECT_JSON or run stage 2)",
+        not_utf8_hint="; is it an aspect file?",
+    )
+
+
+def parse_aspect_text(
+    text: str, path: str | os.PathLike, sha256: str = "", expected_aspects: int | None = None
+) -> AspectTable:
+    """The AspectTable of an aspect file's text; Q is derived from its rows and checked against `expected_aspects`."""
     try:
         rows = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except _DuplicateKey as dup:
@@ -311,7 +327,13 @@ def read_aspect_file(path: str | os.PathLike, expected_aspects: int | None = Non
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     values = validate_aspect_rows(rows, str(path), expected_aspects)
-    return AspectTable(ids=list(rows), values=values, path=str(path), sha256=sha256_file(path))
+    return AspectTable(ids=list(rows), values=values, path=str(path), sha256=sha256)
+
+
+def read_aspect_file(path: str | os.PathLike, expected_aspects: int | None = None) -> AspectTable:
+    """Load and validate an aspect file; Q is derived from its rows and checked against `expected_aspects`."""
+    text, digest = read_aspect_text(path)
+    return parse_aspect_text(text, Path(path), digest, expected_aspects)
 
 
 def write_aspect_file(

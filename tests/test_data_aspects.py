@@ -7,8 +7,9 @@ import pytest
 
 from makd.artifacts import ArtifactError, AspectTable
 from makd.config.defaults import ConfigError
-from makd.data.aspect_targets import join_aspects, make_targets
+from makd.data.aspect_targets import make_targets
 from makd.data.image_index import ImageIndex
+from makd.data.target_sources.per_image import join_aspects
 
 
 def index_of(ids, labels=None):

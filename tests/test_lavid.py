@@ -141,6 +141,9 @@ def test_makd_on_converted_class_file_equals_class_mean_of_per_image_file(releas
             str(release_dataset["config"]), [*common, "DATASET.ASPECT_JSON", str(noisy), "MaKD.TARGETS", "class_mean"]
         )
     )
+    direct = build_data(load_cfg(str(release_dataset["config"]), [*common, "DATASET.ASPECT_JSON", str(class_file)]))
+    assert direct.aspect_sources[0]["kind"] == "per_class"  # recognised by its keys: no conversion needed
+    assert torch.equal(direct.train.targets, teacher.train.targets)
     assert teacher.train.index.ids == control.train.index.ids
     assert torch.abs(teacher.train.targets - control.train.targets).max() < 1e-6
     assert torch.abs(control.train.targets[0] - torch.tensor(by_class["Abyssinian"])).max() < 1e-6
@@ -175,7 +178,7 @@ def _class_folders(root: Path, classes: list[str], per_class: int, seed: int) ->
 
 
 def _train_makd_and_lavid(root: Path, class_file: Path, per_class: int = 2) -> dict[str, dict]:
-    """Train MaKD (on the file converted to image level) and LaViD (on the file itself) for one epoch each."""
+    """Train MaKD (on the file converted to image level, and on the file itself) and LaViD for one epoch each."""
     classes = list(json.loads(class_file.read_text()))
     _class_folders(root / "train", classes, per_class, 0)
     _class_folders(root / "test", classes, 1, 1)
@@ -189,6 +192,7 @@ def _train_makd_and_lavid(root: Path, class_file: Path, per_class: int = 2) -> d
     runs = {
         "MaKD": ["DISTILLER.TYPE", "MaKD", "DATASET.ASPECT_JSON", str(converted), "MaKD.ASPECT_NUM", str(width)],
         "LaViD": ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", str(class_file)],
+        "MaKD_direct": ["DISTILLER.TYPE", "MaKD", "DATASET.ASPECT_JSON", str(class_file)],  # the file itself
     }
     config = root / "base.yaml"
     config.write_text("EXPERIMENT:\n  PROJECT: per_class\nLOG:\n  WANDB: False\n", encoding="utf-8")
@@ -199,7 +203,10 @@ def _train_makd_and_lavid(root: Path, class_file: Path, per_class: int = 2) -> d
         summaries[name] = json.loads((out / "summary.json").read_text())
         counts = (summaries[name]["num_classes"], summaries[name]["num_train_images"])
         assert counts == (len(classes), per_class * len(classes))
-    assert summaries["MaKD"]["num_aspects"] == width
+    assert summaries["MaKD"]["num_aspects"] == summaries["MaKD_direct"]["num_aspects"] == width
+    kind = summaries["MaKD_direct"]["aspect_sources"][0]["kind"]
+    assert kind == ("multiple_choice" if isinstance(next(iter(json.loads(class_file.read_text()).values()))[0], list)
+                    else "per_class")  # fmt: skip
     return summaries
 
 

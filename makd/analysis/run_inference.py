@@ -13,10 +13,9 @@ from torch.utils.data import DataLoader
 
 from makd.analysis.aspect_metrics import aspect_metrics, write_aspect_metrics
 from makd.analysis.run_folders import RunFolderError
-from makd.artifacts import read_aspect_file, read_questions
+from makd.artifacts import read_questions
 from makd.config import load_cfg
-from makd.data.aspect_targets import join_aspects
-from makd.data.build import DataBundle, build_data, read_training_aspects
+from makd.data.build import DataBundle, build_data, has_training_targets, open_aspect_file, training_source
 from makd.data.datasets import AspectDataset
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
@@ -84,13 +83,14 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
             return run.data.test
         if not run.cfg.DATASET.TEST_ASPECT_JSON:
             return None
-        table = read_aspect_file(run.cfg.DATASET.TEST_ASPECT_JSON)
-        return AspectDataset(run.data.test.index, eval_transform, join_aspects(run.data.test.index, table, "nan")[1])
-    if not run.cfg.DATASET.ASPECT_JSON:
+        index, path = run.data.test.index, run.cfg.DATASET.TEST_ASPECT_JSON
+        source = open_aspect_file(run.cfg, path, "DATASET.TEST_ASPECT_JSON", list(index.class_names))
+        return AspectDataset(index, eval_transform, source.join(index, "nan", "test")[1])
+    if not has_training_targets(run.cfg):
         return None
-    table = read_training_aspects(run.cfg)
     index = run.data.train.index
-    return AspectDataset(index, eval_transform, join_aspects(index, table, "nan")[1])
+    source = training_source(run.cfg, list(index.class_names))
+    return AspectDataset(index, eval_transform, source.join(index, "nan")[1])
 
 
 def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:

@@ -63,7 +63,7 @@ def plot_aspects(run_dir: Path, label: str, out_dir: Path) -> list[Path]:
             run.data.class_names,
             questions,
             out_dir,
-            title=Path(run.cfg.DATASET.ASPECT_JSON).name,
+            title=Path(run.cfg.DATASET.ASPECT_JSON).name or "DATASET.ASPECT_SOURCES",
         ).values()
     )
     metrics_path = run_dir / "aspect_metrics.json"

@@ -252,7 +252,8 @@ def convert_image_level(merged: Mapping[str, Any], images: FolderImages | None, 
     return Conversion(rows, "image", mapping, notes)
 
 
-def _singular(key: str) -> str:
+def singular(key: str) -> str:
+    """`key` without a final "s" (not "ss"): "airplanes" and "airplane" pair."""
     return key[:-1] if len(key) > 3 and key.endswith("s") and not key.endswith("ss") else key
 
 
@@ -269,7 +270,7 @@ def match_classes(
     by_singular: dict[str, list[str]] = {}
     for key in file_keys:
         by_key.setdefault(class_key(key), []).append(key)
-        by_singular.setdefault(_singular(class_key(key)), []).append(key)
+        by_singular.setdefault(singular(class_key(key)), []).append(key)
     pairs, missing = {}, []
     for name in folder_classes:
         if name in class_map:
@@ -278,7 +279,7 @@ def match_classes(
                 raise ArtifactError(f"--class-map pairs {name!r} with {target!r}, which is not a key of the file")
             pairs[name] = target
             continue
-        found = by_key.get(class_key(name)) or by_singular.get(_singular(class_key(name))) or []
+        found = by_key.get(class_key(name)) or by_singular.get(singular(class_key(name))) or []
         if len(found) > 1:
             raise ArtifactError(f"file classes {found[0]!r} and {found[1]!r} both match the folder class {name!r}")
         if found:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import ArtifactError, read_utf8_text, sha256_file
+from makd.artifacts import BYTE_ORDER_MARK, ArtifactError, read_text_sha256
 
 MAX_LISTED = 5  # problems quoted per kind; the rest are counted
 
@@ -45,13 +45,23 @@ def read_raw(path: str | os.PathLike) -> RawAspectFile:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"aspect file {path} does not exist")
-    if path.suffix.lower() in (".pkl", ".pickle", ".pt", ".pth"):
+    refuse_pickle(path)
+    return parse_raw(path, *read_text_sha256(path, "aspect file", encoding="utf-8-sig"))
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """An ArtifactError for a pickled aspect file (see docs/aspect_files.md for why pickles are not read)."""
+    if Path(path).suffix.lower() in (".pkl", ".pickle", ".pt", ".pth"):
         raise ArtifactError(
             f"{path}: pickled aspect files are not read (unpickling runs code, and the official pickles index "
             "images by position in a dataset pickle that is not public); see docs/aspect_files.md"
         )
-    text = read_utf8_text(path, "aspect file", encoding="utf-8-sig")
-    digest = sha256_file(path)
+
+
+def parse_raw(path: str | os.PathLike, text: str, digest: str) -> RawAspectFile:
+    """read_raw on a file's text already read (`digest`: the sha256 of its bytes); a leading BOM is ignored."""
+    path = Path(path)
+    text = text.removeprefix(BYTE_ORDER_MARK)
     if path.suffix.lower() != ".jsonl":
         try:
             value = json.loads(text, object_pairs_hook=_Pairs)

@@ -48,7 +48,19 @@ _C.DATASET = CN()
 # with "auto" when TRAIN_IMAGE_PATH is set (the release's flat PNGs); without it, torchvision's names stay theirs.
 _C.DATASET.TYPE = "auto"
 _C.DATASET.NUM_CLASS = 0  # C; 0 = take it from the data; otherwise checked against the data
-_C.DATASET.ASPECT_JSON = ""  # stage-2 aspect file {image_id: [p_1..p_Q]}; required by MaKD
+# Stage-2 aspect file, required by MaKD (or DATASET.ASPECT_SOURCES): per image {image_id: [p_1..p_Q]}, or per
+# class {class: [p_1..p_Q]} / {class: [[p_q1..p_qM], ...]} (stage 2 --level class, LaViD's files), recognised by
+# its keys and spread to every image of the class (makd/data/target_sources).
+_C.DATASET.ASPECT_JSON = ""
+# (new) Targets assembled by question from several files, concatenated in order (instead of ASPECT_JSON): each
+# entry "PATH" (all its questions) or "PATH:NUMBERS", the file's questions by 1-based number ("1-10", "3,5-7"),
+# e.g. ["internvl.json:1-30", "qwen_class.json:31-50"]: per-image targets for some questions, class-level for the
+# others. One string per file keeps its path and questions together (yacs lists hold no nodes); each file's
+# sidecar says which questions it answers (docs/class_level.md).
+_C.DATASET.ASPECT_SOURCES = []
+# (new) Per-class aspect files: pairs of names the class_key rule does not match, a JSON object
+# {dataset class: file class} or lines `dataset class<TAB>file class` (as LaViD.CLASS_MAP).
+_C.DATASET.ASPECT_CLASS_MAP = ""
 _C.DATASET.TEST_ASPECT_JSON = ""  # (new) aspect file of the test images, for the aspect-agreement metrics
 _C.DATASET.QUESTIONS = ""  # (new) questions file the aspect file answers; checked against Q when set
 _C.DATASET.TRAIN_IMAGE_PATH = ""  # training image root (folder layouts); image ids are relative to it

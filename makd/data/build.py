@@ -16,25 +16,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from makd.artifacts import (
-    ArtifactError,
-    AspectTable,
-    questions_text,
-    read_aspect_file,
-    read_questions,
-    read_sidecar,
-    sha256_file,
-    sha256_text,
-    sidecar_path,
-)
+from makd.aspect_files.convert import read_class_map
 from makd.config.defaults import ConfigError, uses_aspects
-from makd.data.aspect_targets import join_aspects, make_targets
+from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
 from makd.data.image_cache import cache_splits
-from makd.data.image_check import bad_images_error, check_images, image_problem
+from makd.data.image_check import check_images
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.splits import stratified_split
+from makd.data.target_sources import ANY_KIND, TargetSource, open_source
+from makd.data.target_sources.mixed import MixedSource
+from makd.data.target_sources.per_image import join_aspects
 from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform
 from makd.data.views import view_policy_from_cfg
 
@@ -57,6 +50,7 @@ class DataBundle:
     test_aspect_path: str = ""
     test_aspect_sha256: str = ""
     recipe: dict = field(default_factory=dict)  # augmentation, batch mixing and view policy, for summary.json
+    aspect_sources: list[dict] = field(default_factory=list)  # describe() of each training target file, for summary
 
 
 def check_num_classes(cfg, train: ImageIndex) -> int:
@@ -71,91 +65,72 @@ def check_num_classes(cfg, train: ImageIndex) -> int:
     return found
 
 
-def read_training_aspects(cfg) -> AspectTable:
-    """DATASET.ASPECT_JSON, checked against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
-    path = cfg.DATASET.ASPECT_JSON
-    if not path:
+def has_training_targets(cfg) -> bool:
+    """Whether the config names training targets (DATASET.ASPECT_JSON or DATASET.ASPECT_SOURCES)."""
+    return bool(cfg.DATASET.ASPECT_JSON or cfg.DATASET.ASPECT_SOURCES)
+
+
+def open_aspect_file(cfg, path: str, key: str, class_names: list[str]) -> TargetSource:
+    """A training target file of any kind (per image, per class, multiple choice), recognised by its keys."""
+    class_map = read_class_map(cfg.DATASET.ASPECT_CLASS_MAP) if cfg.DATASET.ASPECT_CLASS_MAP else None
+    return open_source(
+        path,
+        key=key,
+        class_names=class_names,
+        kinds=ANY_KIND,
+        class_map=class_map,
+        class_map_key="DATASET.ASPECT_CLASS_MAP",
+    )
+
+
+def training_source(cfg, class_names: list[str]) -> TargetSource:
+    """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, checked
+    against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
+    d = cfg.DATASET
+    if d.ASPECT_SOURCES:
+        if d.ASPECT_JSON:
+            raise ConfigError(
+                f"DATASET.ASPECT_JSON ({d.ASPECT_JSON}) and DATASET.ASPECT_SOURCES are both set; use one "
+                "(ASPECT_SOURCES assembles several files by question; list this file there)"
+            )
+        if d.ASPECT_JSON_FLIP:
+            raise ConfigError(
+                "DATASET.ASPECT_JSON_FLIP is not read with DATASET.ASPECT_SOURCES (mirrored-view rows of mixed sources "
+                "are not supported); set DATASET.ASPECT_JSON_FLIP '' (MaKD.FLIP_POLICY then applies)"
+            )
+        entries = [str(e) for e in d.ASPECT_SOURCES]
+        source = MixedSource.open_entries(
+            entries, lambda path: open_aspect_file(cfg, path, "DATASET.ASPECT_SOURCES", class_names)
+        )
+    elif not d.ASPECT_JSON:
         raise ConfigError(
             f"DATASET.ASPECT_JSON is empty; DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs the stage-2 aspect file "
             "(set it, or use DISTILLER.TYPE NONE for the baseline)"
         )
-    table = read_aspect_file(path)
-    if cfg.MaKD.ASPECT_NUM not in (0, table.num_aspects):  # 0 = take Q from the file
+    else:
+        source = open_aspect_file(cfg, d.ASPECT_JSON, "DATASET.ASPECT_JSON", class_names)
+    if cfg.MaKD.ASPECT_NUM not in (0, source.num_aspects):  # 0 = take Q from the file
         raise ConfigError(
-            f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {path} has {table.num_aspects} aspects per image; "
-            f"set MaKD.ASPECT_NUM {table.num_aspects}"
+            f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {source.path} has {source.num_aspects} aspects per image; "
+            f"set MaKD.ASPECT_NUM {source.num_aspects}"
         )
-    if cfg.DATASET.QUESTIONS:
-        check_questions(cfg.DATASET.QUESTIONS, table)
-    return table
+    if d.QUESTIONS:
+        source.check_questions(d.QUESTIONS)
+    return source
 
 
-def recorded_questions_sha256(meta: dict | None) -> str:
-    """The questions sha256 an aspect file's sidecar records ("questions_sha256", or "questions": {"sha256"})."""
-    if not meta:
-        return ""
-    nested = meta.get("questions")
-    if isinstance(nested, dict) and nested.get("sha256"):
-        return str(nested["sha256"])
-    return str(meta.get("questions_sha256") or "")
-
-
-def check_questions(questions_path: str, table: AspectTable) -> None:
-    """The questions file holds Q questions and, when the sidecar says which file it was, is that file."""
-    questions = read_questions(questions_path)
-    if len(questions) != table.num_aspects:
-        raise ConfigError(
-            f"DATASET.QUESTIONS {questions_path} holds {len(questions)} questions but {table.path} has "
-            f"{table.num_aspects} aspects per image; point DATASET.QUESTIONS at the file stage 2 answered"
-        )
-    meta = read_sidecar(table.path)
-    recorded = recorded_questions_sha256(meta)
-    normalised = sha256_text(questions_text(questions))
-    actual = {sha256_file(questions_path), normalised}  # raw bytes or normalised lines
-    if recorded and recorded not in actual:
-        raise ConfigError(
-            f"DATASET.QUESTIONS {questions_path} (sha256 {normalised[:12]}) is not the questions file {table.path} "
-            f"was made from (its sidecar {sidecar_path(table.path).name} records sha256 {recorded[:12]}); point "
-            "DATASET.QUESTIONS at that file, or re-run stage 2 with the edited questions"
-        )
-    listed = meta.get("questions") if isinstance(meta, dict) else None
-    if not recorded and isinstance(listed, list) and [str(q).strip() for q in listed] != questions:
-        raise ConfigError(
-            f"DATASET.QUESTIONS {questions_path} differs from the questions listed in {sidecar_path(table.path)}; "
-            "point DATASET.QUESTIONS at the file stage 2 answered, or re-run stage 2 with the edited questions"
-        )
-
-
-# How many images without an aspect row are decoded to tell a bad file from a missing row.
-_BLAME_CHECK_LIMIT = 64
-
-
-def _join_blaming_bad_images(index: ImageIndex, table: AspectTable, missing: str) -> tuple[ImageIndex, np.ndarray]:
-    """join_aspects, except that when rows are missing and one of those images is not a readable image,
-    the error says what is wrong with that file (a text file named .png is not a missing row)."""
-    try:
-        return join_aspects(index, table, missing)
-    except ArtifactError:
-        row_of = table.index()
-        absent = [p for p, i in enumerate(index.ids) if i not in row_of][:_BLAME_CHECK_LIMIT]
-        if index.paths is not None:
-            problems = [m for m in (image_problem(index.paths[p]) for p in absent) if m]
-            if problems:
-                raise bad_images_error(problems, len(absent)) from None
-        raise
-
-
-def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, AspectTable | None]:
+def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, TargetSource | None]:
     """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
     if not cfg.DATASET.TEST_ASPECT_JSON:
         return None, None
-    table = read_aspect_file(cfg.DATASET.TEST_ASPECT_JSON)
-    if table.num_aspects != num_aspects:
+    source = open_aspect_file(cfg, cfg.DATASET.TEST_ASPECT_JSON, "DATASET.TEST_ASPECT_JSON", list(test.class_names))
+    if source.num_aspects != num_aspects:
+        training = "DATASET.ASPECT_SOURCES take" if cfg.DATASET.ASPECT_SOURCES else "DATASET.ASPECT_JSON has"
         raise ConfigError(
-            f"DATASET.TEST_ASPECT_JSON {table.path} has {table.num_aspects} aspects per image but "
-            f"DATASET.ASPECT_JSON has {num_aspects}; use the test file made with the same questions"
+            f"DATASET.TEST_ASPECT_JSON {source.path} has {source.num_aspects} aspects per image but "
+            f"{training} {num_aspects}; use the test file made with the same questions"
         )
-    return join_aspects(test, table, "nan", role="test")[1], table
+    return source.join(test, "nan", role="test")[1], source
 
 
 def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, str]:
@@ -163,19 +138,26 @@ def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray 
     path = cfg.DATASET.ASPECT_JSON_FLIP
     if not path:
         return None, ""
-    table = read_aspect_file(path)
-    if table.num_aspects != num_aspects:
+    source = open_source(path, key="DATASET.ASPECT_JSON_FLIP", kinds=("per_image",))
+    if source.num_aspects != num_aspects:
         raise ConfigError(
-            f"DATASET.ASPECT_JSON_FLIP {path} has {table.num_aspects} aspects per image but DATASET.ASPECT_JSON "
+            f"DATASET.ASPECT_JSON_FLIP {path} has {source.num_aspects} aspects per image but DATASET.ASPECT_JSON "
             f"has {num_aspects}; score the mirrored images with the same questions (stage 2 --views flip)"
         )
-    view = (read_sidecar(path) or {}).get("view")
+    view = (source.file.sidecar or {}).get("view")
     if view not in (None, "hflip"):
         raise ConfigError(f"DATASET.ASPECT_JSON_FLIP {path}: its sidecar says view {view!r}, not 'hflip'")
     if cfg.MaKD.TARGETS != "teacher":
         logger.warning("DATASET.ASPECT_JSON_FLIP is ignored with MaKD.TARGETS %s (a control)", cfg.MaKD.TARGETS)
         return None, ""
-    return join_aspects(train, table, "error", role="training")[1], table.path
+    return join_aspects(train, source.table, "error", role="training")[1], source.path
+
+
+def _described(source: TargetSource | None) -> list[dict]:
+    """One entry per training target file: the file itself, or each part of DATASET.ASPECT_SOURCES."""
+    if source is None:
+        return []
+    return source.describe()["sources"] if isinstance(source, MixedSource) else [source.describe()]
 
 
 def _warn_if_test_crops_borders(cfg, test: ImageIndex) -> None:
@@ -202,31 +184,31 @@ def build_data(cfg) -> DataBundle:
             raise ConfigError(f"DATASET.VAL_FRACTION {d.VAL_FRACTION} holds out no image of {train.source}; raise it")
         train, val = train.subset(kept), train.subset(held)
 
-    num_aspects, table, test_table = 0, None, None
+    num_aspects, source, test_source = 0, None, None
     train_targets = val_targets = test_targets = flipped = None
     flip_path = ""
     dropped: list[str] = []
     if uses_aspects(cfg):
-        table = read_training_aspects(cfg)
-        num_aspects = table.num_aspects
+        source = training_source(cfg, list(train.class_names))
+        num_aspects = source.num_aspects
         if d.MISSING_ASPECTS == "error":
-            _join_blaming_bad_images(train_all, table, "error")  # validation images are training images: all need rows
-        joined, teacher = _join_blaming_bad_images(train, table, d.MISSING_ASPECTS)
+            source.join(train_all, "error")  # validation images are training images: all need rows
+        joined, teacher = source.join(train, d.MISSING_ASPECTS)
         if len(joined) < len(train):
             kept_ids = set(joined.ids)
             dropped = [i for i in train.ids if i not in kept_ids]
             logger.warning(
                 "dropped %d training images without a row in %s (first: %s)",
                 len(dropped),
-                table.path,
+                source.path,
                 ", ".join(dropped[:3]),
             )
         train = joined
         train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
         flipped, flip_path = _flipped_rows(cfg, train, num_aspects)
         if val is not None:
-            val_targets = join_aspects(val, table, "nan", role="validation")[1]  # teacher rows, for metrics
-        test_targets, test_table = _test_targets(cfg, test, num_aspects)
+            val_targets = source.join(val, "nan", role="validation")[1]  # teacher rows, for metrics
+        test_targets, test_source = _test_targets(cfg, test, num_aspects)
 
     _warn_if_test_crops_borders(cfg, test)
     if d.CACHE_IMAGES:  # the cache pass decodes every image: it is the image check
@@ -261,12 +243,13 @@ def build_data(cfg) -> DataBundle:
         class_names=list(train.class_names),
         num_classes=num_classes,
         num_aspects=num_aspects,
-        aspect_path=table.path if table else "",
-        aspect_sha256=table.sha256 if table else "",
+        aspect_path=source.path if source else "",
+        aspect_sha256=source.sha256 if source else "",
         dropped_ids=dropped,
-        test_aspect_path=test_table.path if test_table else "",
-        test_aspect_sha256=test_table.sha256 if test_table else "",
+        test_aspect_path=test_source.path if test_source else "",
+        test_aspect_sha256=test_source.sha256 if test_source else "",
         recipe=recipe,
+        aspect_sources=_described(source),
     )
 
 

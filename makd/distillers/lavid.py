@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from makd.artifacts import ArtifactError
 from makd.config.defaults import ConfigError
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.distillers.losses import class_cross_entropy
@@ -54,31 +53,22 @@ def class_target_table(
     """(table float32 [C, K], info) with row c = the file's row of dataset class `class_names[c]`, flattened.
 
     A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are listed in info.
+    The file is a per-class or multiple-choice target source (makd.data.target_sources).
     """
-    from makd.aspect_files.convert import check_values, match_classes, merge_duplicates, read_class_map
-    from makd.aspect_files.reading import flatten_values, read_raw
+    from makd.aspect_files.convert import read_class_map
+    from makd.data.target_sources import CLASS_KINDS, open_source
 
-    raw = read_raw(path)
-    merged, _ = merge_duplicates(raw)
-    if not merged:
-        raise ArtifactError(f"LaViD.CLASS_TARGETS {path}: holds no rows")
-    shape = check_values(raw, merged)
     class_map = read_class_map(class_map_path) if class_map_path else None
-    pairs, missing = match_classes(class_names, list(merged), class_map)
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise ArtifactError(
-            f"LaViD.CLASS_TARGETS {path}: class {missing[0]!r}{more} of the dataset has no row (names compared "
-            "case-folded, '_' as space); add the row or pair the names in LaViD.CLASS_MAP"
-        )
-    table = torch.tensor([flatten_values(merged[pairs[name]]) for name in class_names], dtype=torch.float32)
-    info = {
-        "questions": shape[0],
-        "options_per_question": list(shape[1:]) or None,
-        "targets_per_class": int(table.shape[1]),
-        "unused_file_classes": sorted(set(merged) - set(pairs.values())),
-    }
-    return table, info
+    source = open_source(
+        path,
+        key="LaViD.CLASS_TARGETS",
+        class_names=class_names,
+        kinds=CLASS_KINDS,
+        class_map=class_map,
+        class_map_key="LaViD.CLASS_MAP",
+    )
+    table = torch.from_numpy(source.class_table(list(class_names)))
+    return table, source.info
 
 
 def lavid_table(cfg: CN, class_names) -> torch.Tensor:

@@ -18,7 +18,7 @@ import makd
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import ConfigError, load_cfg
 from makd.config.defaults import distiller_of, flatten_tree
-from makd.data.build import DataBundle, build_data, evaluation_view
+from makd.data.build import DataBundle, build_data, evaluation_view, has_training_targets
 from makd.distillers import build_distiller
 from makd.engine import run_folder
 from makd.engine.checkpoint import (
@@ -253,6 +253,7 @@ def _summary(cfg, data: DataBundle, history: list[dict], info: DistInfo, train_s
         "seed": cfg.SEED,
         "aspect_file": data.aspect_path or None,
         "aspect_sha256": data.aspect_sha256 or None,
+        "aspect_sources": data.aspect_sources or None,  # kind, path, sha256, sidecar (and questions) of each file
         "num_train_images": len(data.train),
         "num_val_images": len(data.val) if data.val is not None else 0,
         "num_test_images": len(data.test),
@@ -433,7 +434,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
                 return None
-        if info.is_main and cfg.DATASET.ASPECT_JSON:
+        if info.is_main and has_training_targets(cfg):
             _write_aspect_metrics(cfg, run_dir, data, distiller.student, num_aspects, logger, state.step)
     finally:
         logger.close()

@@ -1,0 +1,166 @@
+"""Per-class target files: `{class name: [p_1..p_Q]}` (stage 2 `--level class`, LaViD's `*_text.json`).
+
+Keys are matched to the dataset's class names by the one rule of makd.aspect_files.convert (class_key: case
+folded, `_` as space, a leading `NNN.` and a final "s" ignored; a class map pairs the rest); every image gets
+its class's row. A dataset class without a row is a one-line error naming it, whatever MISSING_ASPECTS says:
+a missing class is a wrong file, never a few images stage 2 could not read. Recognised in DATASET.ASPECT_JSON
+when its keys name the dataset's classes: every class has a key, or every key names a class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from makd.artifacts import ArtifactError, AspectTable, read_text_sha256
+from makd.aspect_files.convert import check_values, class_key, match_classes, merge_duplicates, singular
+from makd.aspect_files.reading import RawAspectFile, flatten_values, value_shape
+from makd.config.defaults import ConfigError
+from makd.data.image_index import ImageIndex
+from makd.data.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+
+# Keys looked at before a file none of whose keys names a class is called per-image (an image id never does).
+_SAMPLE_KEYS = 1000
+
+
+def names_classes(keys: list[str], class_names: list[str], class_map: dict[str, str] | None) -> bool:
+    """Whether a file with these keys is about the classes: every key names a class, or every class has a key
+    (the `aspects convert --level auto` rule, makd.aspect_files.convert.choose_level).
+
+    The second test normalises every key, about 6 us each; it is skipped when none of the first 1,000 keys names a
+    class, so a per-image file of a million ids is told apart in milliseconds.
+    """
+    if not keys or not class_names:
+        return False
+    known = {class_key(n) for n in class_names} | {singular(class_key(n)) for n in class_names}
+    known |= {class_key(v) for v in (class_map or {}).values()}
+
+    def names_one(key: str) -> bool:
+        return class_key(key) in known or singular(class_key(key)) in known
+
+    if all(names_one(k) for k in keys):
+        return True  # stops at the first key that names no class: an image id, for a per-image file
+    if not any(names_one(k) for k in keys[:_SAMPLE_KEYS]):
+        return False
+    try:
+        _, missing = match_classes(class_names, keys, class_map)
+    except ArtifactError:
+        return True  # two keys match one class: the per-class reading explains it
+    return not missing
+
+
+def keys_and_shape(file: TargetFile) -> tuple[list[str], tuple[int, ...] | str] | None:
+    """(keys, shape of the first value) of `file` for recognition: from the strict parse when it succeeds (no
+    copy of the rows), else from the tolerant one; None when neither reads it."""
+    if file.strict and file.parses_strictly():
+        table = file.table()
+        return table.ids, (table.num_aspects,)
+    try:
+        pairs = file.raw().pairs
+    except ArtifactError:
+        return None
+    return ([k for k, _ in pairs], value_shape(pairs[0][1])) if pairs else None
+
+
+@SOURCE_KINDS.register("per_class")
+class PerClassSource(TargetSource):
+    """Rows keyed by class names; values [p_1..p_Q] (or multiple-choice blocks, see MultipleChoiceSource)."""
+
+    kind = "per_class"
+    row_unit = "class"
+
+    def __init__(
+        self,
+        file: TargetFile,
+        key: str,
+        rows: dict[str, Any],
+        shape: tuple[int, ...],
+        class_map: dict[str, str] | None = None,
+        class_map_key: str = "",
+    ) -> None:
+        super().__init__(file, key)
+        self.rows = rows  # {file class: value}, one per key
+        self.shape = shape  # (Q,) or (Q, M_1, .., M_Q)
+        self.class_map = class_map
+        self.class_map_key = class_map_key
+        self.info: dict[str, Any] = {}  # filled by class_table: which file classes the dataset used
+
+    @classmethod
+    def recognises(cls, file, class_names, class_map) -> bool:
+        found = keys_and_shape(file)
+        if found is None or isinstance(found[1], str) or len(found[1]) != 1:
+            return False
+        return names_classes(found[0], class_names, class_map)
+
+    @classmethod
+    def open(cls, file, key, class_map=None, class_map_key=""):
+        if file.strict and file.parses_strictly():  # already validated: one value per key, all in [0, 1]
+            table: AspectTable = file.table()
+            rows = dict(zip(table.ids, table.values.tolist()))
+            return cls(file, key, rows, (table.num_aspects,), class_map, class_map_key)
+        raw: RawAspectFile = file.raw()
+        merged, _ = merge_duplicates(raw)
+        if not merged:
+            raise ArtifactError(f"{key} {file.path}: holds no rows")
+        return cls(file, key, merged, check_values(raw, merged), class_map, class_map_key)
+
+    @property
+    def num_aspects(self) -> int:
+        return sum(self.shape[1:]) if len(self.shape) > 1 else self.shape[0]
+
+    @property
+    def num_questions(self) -> int:
+        return self.shape[0]
+
+    def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:
+        """A class-level questions file (yes/no lines, `question | options` lines or LaViD's blocks)."""
+        from makd.mllm.class_prompts import is_lavid_block_text, parse_class_questions, parse_lavid_questions
+
+        path = Path(questions_path)
+        text, raw_sha256 = read_text_sha256(path, "questions file", encoding="utf-8-sig")
+        parse = parse_lavid_questions if is_lavid_block_text(text) else parse_class_questions
+        questions = parse(text, str(path))
+        options = [len(q.options) or 1 for q in questions]  # a yes/no question: one value
+        expected = list(self.shape[1:]) or [1] * self.shape[0]
+        if len(questions) == self.num_questions and options != expected:
+            first = next(q for q, (a, b) in enumerate(zip(options, expected)) if a != b)
+            raise ConfigError(
+                f"{questions_path}: question {first + 1} has {len(questions[first].options)} options but {self.path} "
+                f"gives {expected[first]} value(s) for it; point at the questions file stage 2 answered"
+            )
+        # The class-level sidecar records the sha256 of these normalised lines (makd.mllm.class_level); the base
+        # check compares it with both the bytes' and the lines' sha256.
+        return [q.line() for q in questions], raw_sha256
+
+    def class_table(self, class_names: list[str]) -> np.ndarray:
+        """Rows float32 [C, K] with row c = the file's row of dataset class `class_names[c]`, flattened row-major.
+
+        A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are in `info`.
+        """
+        pairs, missing = match_classes(class_names, list(self.rows), self.class_map)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            pair_key = self.class_map_key or "a class map"
+            raise ArtifactError(
+                f"{self.key} {self.path}: class {missing[0]!r}{more} of the dataset has no row (names compared "
+                f"case-folded, '_' as space); add the row or pair the names in {pair_key}"
+            )
+        table = np.asarray([flatten_values(self.rows[pairs[name]]) for name in class_names], dtype=np.float32)
+        self.info = {
+            "questions": self.shape[0],
+            "options_per_question": list(self.shape[1:]) or None,
+            "targets_per_class": int(table.shape[1]),
+            "classes": {name: pairs[name] for name in class_names if class_key(name) != class_key(pairs[name])},
+            "unused_file_classes": sorted(set(self.rows) - set(pairs.values())),
+        }
+        return table
+
+    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
+        """Every image of `index` gets its class's row (`missing` does not apply: a class without a row is an error)."""
+        table = self.class_table(list(index.class_names))
+        return index, table[np.asarray(index.labels, dtype=np.int64)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.info}

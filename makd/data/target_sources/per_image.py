@@ -1,0 +1,108 @@
+"""Per-image target files: this project's `{image_id: [p_1..p_Q]}` (stage 2's output, the released format).
+
+Rows are matched to an index by image id (makd.data.image_ids). The fallback kind: a file that is no other
+kind is read as this one, with makd.artifacts' messages (duplicate ids, values outside [0, 1], ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from makd.artifacts import ArtifactError, AspectTable
+from makd.config.defaults import ConfigError
+from makd.data.image_check import bad_images_error, image_problem
+from makd.data.image_index import ImageIndex
+from makd.data.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+
+MISSING_POLICIES = ("error", "drop", "nan")
+
+# What fixes missing rows, per role: DATASET.MISSING_ASPECTS governs training images only; test rows
+# come from DATASET.TEST_ASPECT_JSON alone, and validation images are training images.
+_MISSING_ROW_FIX = {
+    "training": "run stage 2 on them or set DATASET.MISSING_ASPECTS drop",
+    "validation": "run stage 2 on the training images (validation images are carved from them)",
+    "test": (
+        "run stage 2 on the test images (DATASET.TEST_IMAGE_PATH) and point DATASET.TEST_ASPECT_JSON at its output, "
+        "or set DATASET.TEST_ASPECT_JSON '' to evaluate without the aspect metrics"
+    ),
+}
+
+# How many images without an aspect row are decoded to tell a bad file from a missing row.
+_BLAME_CHECK_LIMIT = 64
+
+
+def join_aspects(
+    index: ImageIndex, table: AspectTable, missing: str = "error", role: str = "training"
+) -> tuple[ImageIndex, np.ndarray]:
+    """Rows of `table` in the order of `index`, matched by image id: (index, targets [N, Q] float32).
+
+    `missing` says what happens to images without a row: "error" (ArtifactError naming how many and
+    the first ids), "drop" (they leave the returned index) or "nan" (they keep a NaN row, for splits
+    whose aspect targets only feed metrics). `role` names the images in the error ("training").
+    """
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(
+            f"DATASET.MISSING_ASPECTS {missing!r} is unknown; use one of {', '.join(MISSING_POLICIES[:2])}"
+        )
+    row_of = table.index()
+    rows = [row_of.get(i) for i in index.ids]
+    absent = [i for i, r in zip(index.ids, rows) if r is None]
+    if absent and (missing == "error" or len(absent) == len(index)):
+        hint = ""
+        if len(absent) == len(index):  # nothing matched: almost always ids made from another root or layout
+            hint = (
+                f"; no id matches: the file's ids look like {', '.join(repr(i) for i in table.ids[:2])}, these "
+                f"images' like {', '.join(repr(i) for i in index.ids[:2])} "
+                f"(run stage 2 on {index.root or index.source})"
+            )
+        raise ArtifactError(
+            f"{len(absent)} {role} images have no row in {table.path} (first: {', '.join(absent[:3])}); "
+            f"{_MISSING_ROW_FIX.get(role, _MISSING_ROW_FIX['training'])}{hint}"
+        )
+    if missing == "drop" and absent:
+        keep = [p for p, r in enumerate(rows) if r is not None]
+        index, rows = index.subset(keep), [rows[p] for p in keep]
+    targets = np.full((len(rows), table.num_aspects), np.nan, dtype=np.float32)
+    found = np.array([r is not None for r in rows], dtype=bool)
+    if found.any():
+        targets[found] = table.values[np.array([r for r in rows if r is not None], dtype=np.int64)]
+    return index, targets
+
+
+@SOURCE_KINDS.register("per_image")
+class PerImageSource(TargetSource):
+    """`{image_id: [p_1..p_Q]}`; `table` holds the validated rows."""
+
+    kind = "per_image"
+
+    def __init__(self, file: TargetFile, key: str, table: AspectTable) -> None:
+        super().__init__(file, key)
+        self.table = table
+
+    @classmethod
+    def recognises(cls, file, class_names, class_map) -> bool:
+        return file.strict and file.parses_strictly()
+
+    @classmethod
+    def open(cls, file, key, class_map=None, class_map_key=""):
+        return cls(file, key, file.table())
+
+    @property
+    def num_aspects(self) -> int:
+        return self.table.num_aspects
+
+    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
+        """join_aspects; for training images, when rows are missing and one of those images is not a readable
+        image, the error says what is wrong with that file (a text file named .png is not a missing row)."""
+        try:
+            return join_aspects(index, self.table, missing, role)
+        except ArtifactError:
+            if role != "training":
+                raise
+            row_of = self.table.index()
+            absent = [p for p, i in enumerate(index.ids) if i not in row_of][:_BLAME_CHECK_LIMIT]
+            if index.paths is not None:
+                problems = [m for m in (image_problem(index.paths[p]) for p in absent) if m]
+                if problems:
+                    raise bad_images_error(problems, len(absent)) from None
+            raise
