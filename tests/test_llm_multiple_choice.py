@@ -206,7 +206,7 @@ def test_lavid_pet_questions_pass_the_checks_as_file_and_as_reply(tmp_path):
 
 
 def test_lavid_files_with_unindented_options_are_read(tmp_path):
-    # the layout of half of LaViD's files (e.g. questions/caltech101/chat_50-5.txt): options not indented
+    # the layout of 8 of LaViD's 32 files (e.g. questions/caltech101/chat_50-5.txt): options not indented
     path = tmp_path / "lavid.txt"
     path.write_text("What kind of surface does the class touch?  \n1. Ground  \n2. Water  \n3. Air  \n\n"
                     "Is the class alive?\n1. Yes\n2. No\n", encoding="utf-8")  # fmt: skip
