@@ -10,6 +10,7 @@ a report of finished runs is still worth having when a teacher file was moved.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,8 +60,15 @@ def _located(path: str, run: RunResult) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, hashed once per report for all the runs that name it (aspect files can be GBs)."""
+    return sha256_file(path)
+
+
 def _cost_of(path: Path, sha256: str, shown: str, hops: int = 0) -> TeacherCost:
-    if sha256 and sha256_file(path) != sha256:
+    stat = path.stat()
+    if sha256 and _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns) != sha256:
         return TeacherCost(None, f"{shown} changed since the run (sha256 differs)")
     try:
         meta = read_sidecar(path)
