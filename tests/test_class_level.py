@@ -215,7 +215,7 @@ def test_stage1_multiple_choice_prompts_and_screening():
     from makd.llm.prompts import fill, load_prompts
 
     prompts = load_prompts(Path(__file__).resolve().parents[1] / "makd/llm/prompt_files/lavid_multiple_choice.yaml")
-    text = fill(prompts.generate, {"C": 2, "M": 10, "N": 8, "CLASS_LIST": "pug, beagle"})
+    text = fill(prompts.generate, {"C": 2, "M": 10, "N": 8, "OPTIONS": 5, "CLASS_LIST": "pug, beagle"})
     assert "<object>" in text and "exactly 5" in text and "pug, beagle" in text
     five = " | Black | White | Brown | Grey | Mixed"
     candidates = [

@@ -42,6 +42,7 @@ class FakeServer:
         self.yes_only_for_image: int | None = None  # top_logprobs with Yes but not No
         self.no_logprobs = False
         self.raw_reply: bytes | None = None  # a 200 whose body is not JSON (a proxy's HTML page)
+        self.usage_tokens: int | None = None  # usage.prompt_tokens = this + image index (None: no usage sent)
         self.lock = threading.Lock()
         server = self
 
@@ -108,7 +109,10 @@ class FakeServer:
             "finish_reason": "length",
             "logprobs": None if self.no_logprobs else {"content": [entry]},
         }
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice]}
+        if self.usage_tokens is not None:
+            reply["usage"] = {"prompt_tokens": self.usage_tokens + image_index, "completion_tokens": 1}
+        return reply
 
     def __enter__(self) -> FakeServer:
         self.thread.start()
@@ -224,3 +228,14 @@ def test_rate_limiter_spaces_requests():
         t.join()
     assert time.monotonic() - started >= 0.05
     assert host_free("http://user:key@10.0.0.1:8000/v1") == "/v1"
+
+
+def test_cost_counts_answered_prompts_and_the_servers_prompt_tokens(server, data):
+    server.usage_tokens = 300  # image i costs 300 + i prompt tokens per question
+    server.status_script = [429]  # a retried request is paid once, from its successful reply
+    assert run(server, data) == 0
+    meta = read_sidecar(data["out"])
+    expected = {"prompts_scored": 12, "prompt_tokens": 3 * (300 + 301 + 302 + 303)}
+    assert {k: meta["cost"][k] for k in expected} == expected
+    assert meta["cost"]["tokens_processed"] == expected["prompt_tokens"]  # the server's count, prefix cache unseen
+    assert meta["cost_this_run"]["prompts_scored"] == 12 and meta["cost"]["seconds"] > 0

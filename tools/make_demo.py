@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from makd.data.demo import generate_demo  # noqa: E402
+from makd.data.demo_class_teacher import write_class_teacher  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="teacher logit scale: < 1 under-confident, > 1 over-confident")
     parser.add_argument("--unreliable-noise-factor", type=float, default=3.0,
                         help="noise multiplier of the questions the teacher answers poorly")
+    parser.add_argument("--class-teacher", action="store_true",
+                        help="also write a simulated class-level (text-only, LaViD-style) teacher: class_teacher.json "
+                             "{class: [p_1..p_Q]} and its spread to the images, class_teacher_{train,test}.json")
+    parser.add_argument("--class-teacher-noise", type=float, default=1.0,
+                        help="std of the class-level teacher's logit noise (drawn once per class and question)")
+    parser.add_argument("--class-teacher-calibration", type=float, default=1.0,
+                        help="class-level teacher logit scale")
     return parser
 
 
@@ -38,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             teacher_calibration=args.teacher_calibration, unreliable_noise_factor=args.unreliable_noise_factor,
             overwrite=args.overwrite,
         )
+        if args.class_teacher:
+            write_class_teacher(args.out, noise=args.class_teacher_noise,
+                                calibration=args.class_teacher_calibration, overwrite=True)  # a new demo folder
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -48,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] simulated teacher agrees with the true answers on {min(accuracy.values()):.1%} to "
           f"{max(accuracy.values()):.1%} of training images per question; details in "
           f"{json.dumps(str(Path(summary['out_dir']) / 'dataset.json'))}")
+    if args.class_teacher:
+        print(f"[demo] simulated class-level teacher: {Path(summary['out_dir']) / 'class_teacher.json'} "
+              "(16 classes x 16 questions) and its spread to the images, class_teacher_{train,test}.json")
     return 0
 
 

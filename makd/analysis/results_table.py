@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from makd.analysis.published import PublishedFigure, published_for
 from makd.analysis.run_folders import RunResult
 from makd.analysis.statistics import CONFIDENCE, MeanSd, PairedDifference, mean_sd, paired_difference
+from makd.analysis.teacher_cost import NO_TEACHER, TeacherCost, condition_cost, cost_columns, format_cost, teacher_cost
 from makd.atomic_files import atomic_write_text
 from makd.errors import MakdError
 
@@ -37,6 +38,7 @@ class ConditionRow:
     dataset: str | None = None
     student: str = ""
     published: list[PublishedFigure] = field(default_factory=list)
+    teacher: TeacherCost = field(default_factory=lambda: TeacherCost(None, NO_TEACHER))  # what labelling cost
 
     @property
     def seeds(self) -> list[int]:
@@ -65,6 +67,7 @@ def summarise(
             best_selected_on=selected.pop() if len(selected) == 1 else "mixed",
             diff_last=None if name == reference else paired_difference({r.seed: r.last_top1 for r in runs}, ref_last),
             diff_best=None if name == reference else paired_difference({r.seed: r.best_top1 for r in runs}, ref_best),
+            teacher=condition_cost(runs),
         )
         if paper:
             row.dataset, row.student, row.published = published_for(runs[0].config)
@@ -106,16 +109,18 @@ def format_markdown(
         f"# {title}",
         "",
         f"Test top-1 (%), mean ± sd over seeds; Δ = paired difference to **{reference}** over the seeds both have, "
-        f"with its {level} % t confidence interval.",
+        f"with its {level} % t confidence interval. Teacher cost: what labelling the training targets cost "
+        "(prompts scored, tokens processed, seconds), from the sidecar of the target file each run names; "
+        f"{NO_TEACHER} = no teacher.",
         "",
         f"| condition | n | seeds | test top-1 last | {best} | Δ last vs {reference} [{level} % CI] "
-        f"| Δ best vs {reference} [{level} % CI] |",
-        "|---|---|---|---|---|---|---|",
+        f"| Δ best vs {reference} [{level} % CI] | teacher cost |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
-            f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} |"
+            f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} | {format_cost(row.teacher)} |"
         )
     if any(row.best_selected_on != "val" for row in rows):
         lines += [
@@ -172,6 +177,11 @@ CSV_COLUMNS = (
     "dataset",
     "student",
     "published",
+    "teacher_prompts_scored",
+    "teacher_prompt_tokens",
+    "teacher_tokens_processed",
+    "teacher_seconds",
+    "teacher_cost_note",
 )
 
 
@@ -206,6 +216,7 @@ def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
                 row.dataset or "",
                 row.student,
                 "; ".join(f"{f.source}:{f.method}={f.top1}" for f in row.published),
+                *cost_columns(row.teacher),
             ]
         )
     return out.getvalue()
@@ -225,6 +236,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
             "best_epoch",
             "train_seconds",
             "run_dir",
+            "teacher_cost",
         )
     )
     for row in rows:
@@ -239,6 +251,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
                     run.summary.get("best_epoch", ""),
                     f"{run.summary.get('train_seconds', 0.0):.1f}",
                     str(run.path),
+                    format_cost(teacher_cost(run)),
                 ]
             )
     return out.getvalue()

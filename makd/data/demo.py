@@ -285,6 +285,13 @@ def simulate_teacher(
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+def simulated_cost(prompts: int) -> dict[str, Any]:
+    """The cost fields of a stage-2 sidecar for a simulated teacher: the prompts a real one would have scored
+    (tokens and seconds are unknown). tools/report.py shows them beside accuracy."""
+    return {"prompts_scored": int(prompts), "prompt_tokens": None, "tokens_processed": None, "seconds": None,
+            "simulated": True}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- the generator
 def _check_args(
     image_size: int,
@@ -427,7 +434,8 @@ def generate_demo(
             write_aspect_file(
                 work / f"aspects_{name}.json",
                 aspects,
-                meta={**fixed, **teacher_meta, "split": name, "image_root": name},
+                meta={**fixed, **teacher_meta, "split": name, "image_root": name,
+                      "cost": simulated_cost(len(aspects) * len(questions))},
             )
             write_aspect_file(
                 work / f"truth_{name}.json", truths, meta={**truth_meta, "split": name, "image_root": name}

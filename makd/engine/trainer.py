@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 import makd
+from makd.artifacts import sha256_file
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import ConfigError, load_cfg
 from makd.config.defaults import distiller_of, flatten_tree
@@ -263,6 +264,10 @@ def _summary(cfg, data: DataBundle, history: list[dict], info: DistInfo, train_s
         "train_seconds": train_seconds,
         "makd_version": makd.__version__,
     }
+    if cfg.DISTILLER.TYPE.startswith("LaViD") and cfg.LaViD.CLASS_TARGETS:
+        # LaViD reads its per-class teacher file itself; named here so a report can find the teacher's cost
+        summary["class_targets_file"] = cfg.LaViD.CLASS_TARGETS
+        summary["class_targets_sha256"] = sha256_file(cfg.LaViD.CLASS_TARGETS)
     for key in ("test_aspect_mae", "test_aspect_auc"):
         if key in last:
             summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None

@@ -2,9 +2,9 @@
 
 A candidate is one line "question | option 1 | ... | option M" (makd.mllm.class_prompts). It is kept when it
 parses, has exactly M options (when M is fixed), holds the `<object>` placeholder (the only place the class
-name goes), ends its question with "?", names no class of the dataset (makd.class_mentions' rule, applied to
-the question and to each option) and is no near duplicate of a question kept before it (the yes/no rule of
-makd.llm.screening on the question text).
+name goes), ends its question with "?", names no class of the dataset (makd.class_mentions' rule on the
+question; any mention in an option, since an option is a bare answer) and is no near duplicate of a question
+kept before it (the yes/no rule of makd.llm.screening on the question text).
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ def choice_problem(
         return f"has no {PLACEHOLDER} placeholder (the class is named only through it)"
     if not question.text.endswith("?"):
         return "the question does not end with '?'"
-    for text in (question.text.replace(PLACEHOLDER, "object"), *question.options):
-        leaked = class_name_leak(text, class_names, rule)
-        if leaked:
-            return f"names the class {leaked!r}"
+    leaked = class_name_leak(question.text.replace(PLACEHOLDER, "object"), class_names, rule)
+    # An option is a bare answer ("Beagle"), not a sentence: the syntax of `rule` cannot see it name the object,
+    # and any mention of a class there offers the label as an answer.
+    for option in question.options:
+        leaked = leaked or class_name_leak(option, class_names, "any_mention")
+    if leaked:
+        return f"names the class {leaked!r}"
     return None
 
 

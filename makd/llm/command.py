@@ -1,5 +1,9 @@
 """`python tools/make_questions.py`: class names -> LLM (generate N, select Q) -> questions file + sidecar.
 
+`--kind multiple-choice` asks for LaViD-style questions about a class instead (`<object>` placeholder, exactly
+`--options` options, the prompts of makd/llm/prompt_files/lavid_multiple_choice.yaml unless --prompts is given)
+and writes the class-level questions file that `make_makd_logits_json.py --level class` reads.
+
 The questions file is written only when it is complete, atomically, after its sidecar; the sidecar
 records model, server host, prompts, N, Q, temperature, seed, every raw reply and the date (never
 the API key). See docs/stage1.md.
@@ -28,9 +32,12 @@ from makd.llm.prompts import PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
 from makd.llm.response_cache import ResponseCache
 from makd.llm.screening import read_allow_list
+from makd.mllm.class_prompts import OPTION_LETTERS, PLACEHOLDER, read_class_questions, write_class_questions
 
 log = logging.getLogger("makd.llm")
 PROG = "make_questions"
+MULTIPLE_CHOICE_PROMPTS = Path(__file__).resolve().parent / "prompt_files" / "lavid_multiple_choice.yaml"
+KIND_NAMES = {"yes-no": "yes_no", "multiple-choice": "multiple_choice"}
 
 
 class UsageError(MakdError, ValueError):
@@ -41,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Stage 1 of MaKD: ask an LLM for N yes/no aspect questions, keep the Q best."
     )
+    parser.add_argument(
+        "--kind",
+        choices=sorted(KIND_NAMES),
+        default="yes-no",
+        help="yes-no: the paper's questions about an image (default); multiple-choice: LaViD-style questions "
+        "about a class, '<object>' for the class, exactly --options options, one line 'question | opt | ...' "
+        "(for make_makd_logits_json.py --level class)",
+    )
+    parser.add_argument("--options", type=int, default=5, help="options per multiple-choice question (default 5)")
     parser.add_argument(
         "--classes",
         required=True,
@@ -117,6 +133,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("max_rounds", "retries"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+    if not 2 <= args.options <= len(OPTION_LETTERS):
+        raise UsageError(f"--options {args.options} must be between 2 and {len(OPTION_LETTERS)} (labels A..Z)")
     if args.temperature < 0 or args.backoff < 0 or args.timeout <= 0:
         raise UsageError("--temperature and --backoff must be >= 0 and --timeout > 0")
     if not args.dry_run:
@@ -143,6 +161,8 @@ def _task(args: argparse.Namespace, classes: ClassList, prompts: PromptSet) -> Q
         max_rounds=args.max_rounds,
         allowed_names=(*args.allow_class_name, *(read_allow_list(args.allow_list) if args.allow_list else ())),
         leak_rule=args.class_name_rule,
+        kind=KIND_NAMES[args.kind],
+        options=args.options,
     )
 
 
@@ -191,6 +211,9 @@ def sidecar_meta(
         "allow_class_names": task.allow_class_names,
         "allowed_class_names": list(task.allowed_names),
         "class_name_rule": task.leak_rule,
+        "kind": task.kind,
+        "options": task.options if task.multiple_choice else None,
+        "placeholder": PLACEHOLDER if task.multiple_choice else None,
         "prompts": task.prompts.as_dict(),
         "exchanges": [dataclasses.asdict(e) for e in result.exchanges],
         "candidates": result.candidates,
@@ -198,6 +221,14 @@ def sidecar_meta(
         "requests_sent": client.requests_sent,
         "cache_hits": client.cache_hits,
     }
+
+
+def check_class_questions(path: str | os.PathLike, task: QuestionTask) -> None:
+    """The class-level reader of stage 2 reads the written file as Q questions of exactly M options."""
+    questions = read_class_questions(path)
+    wrong = [q for q in questions if len(q.options) != task.options]
+    if len(questions) != task.q or wrong:
+        raise UsageError(f"{path}: read back {len(questions)} questions ({len(wrong)} without {task.options} options)")
 
 
 def _setup_logging() -> None:
@@ -239,7 +270,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
     classes = read_classes(args.classes)
-    prompts = load_prompts(args.prompts) if args.prompts else PromptSet()
+    if args.prompts:
+        prompts = load_prompts(args.prompts)
+    else:
+        prompts = load_prompts(MULTIPLE_CHOICE_PROMPTS) if args.kind == "multiple-choice" else PromptSet()
     task = _task(args, classes, prompts)
     if task.num_images is None and any(prompts.uses(name, "M") for name in prompts.as_dict()):
         raise UsageError(
@@ -273,8 +307,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         result = make_questions(client, task)
         meta = _scrubbed(sidecar_meta(task, classes, result, client, args.json_mode), key)
-        write_questions(args.out, result.questions, meta)
-        read_questions(args.out, expected_count=task.q)  # the stage-2 reader accepts it as is
+        if task.multiple_choice:
+            write_class_questions(args.out, result.questions, meta)
+            check_class_questions(args.out, task)
+        else:
+            write_questions(args.out, result.questions, meta)
+            read_questions(args.out, expected_count=task.q)  # the stage-2 reader accepts it as is
     except MakdError as err:  # a server may echo the key back in an error: never print it
         raise type(err)(scrub(one_line(str(err)), key)) from None
     finally:

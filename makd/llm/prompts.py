@@ -59,12 +59,13 @@ DEFAULT_SELECT_EXACT = (
 )
 
 # Placeholders each template may use; anything else in {UPPER_CASE} is a typo we report.
+# {OPTIONS} is the number of options of a multiple-choice question (--options).
 PLACEHOLDERS = {
-    "generate": {"C", "M", "N", "Q", "CLASS_LIST"},
-    "select": {"C", "M", "N", "Q", "CLASS_LIST", "QUESTION_LIST"},
-    "generate_more": {"C", "M", "N", "Q", "CLASS_LIST", "K", "PROBLEMS"},
-    "select_more": {"C", "M", "N", "Q", "CLASS_LIST", "K", "PROBLEMS"},
-    "select_exact": {"C", "M", "N", "Q", "CLASS_LIST", "PROBLEMS"},
+    "generate": {"C", "M", "N", "Q", "OPTIONS", "CLASS_LIST"},
+    "select": {"C", "M", "N", "Q", "OPTIONS", "CLASS_LIST", "QUESTION_LIST"},
+    "generate_more": {"C", "M", "N", "Q", "OPTIONS", "CLASS_LIST", "K", "PROBLEMS"},
+    "select_more": {"C", "M", "N", "Q", "OPTIONS", "CLASS_LIST", "K", "PROBLEMS"},
+    "select_exact": {"C", "M", "N", "Q", "OPTIONS", "CLASS_LIST", "PROBLEMS"},
     "system": set(),
 }
 _PLACEHOLDER = re.compile(r"\{([A-Z][A-Z_]*)\}")

@@ -5,6 +5,11 @@ fewer than N survive it asks for more in the same conversation, at most `max_rou
 Step 2 shows the kept candidates as the assistant's numbered list and asks for Q of them; every
 chosen item must be a candidate (by text or by number). Too few chosen -> ask for the missing ones;
 too many -> ask again for exactly Q; still wrong after `max_rounds` replies -> LLMError saying what came back.
+
+Two kinds of question (`QuestionTask.kind`): the paper's yes/no questions, screened by makd.llm.screening, and
+LaViD-style multiple-choice questions about a class ("question | option 1 | ... | option M", `<object>` for the
+class), screened by makd.llm.choice_screening with exactly `options` options; their replies may also hold
+question/option blocks (makd.llm.reply_parsing.parse_choice_reply).
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from dataclasses import dataclass, field
 
 from makd.artifacts import normalize_text
 from makd.llm.chat_client import ChatClient, ChatReply, LLMError
+from makd.llm.choice_screening import screen_multiple_choice
 from makd.llm.prompts import PromptSet, fill
-from makd.llm.reply_parsing import Item, parse_reply
-from makd.llm.screening import screen_questions, summarize_rejections
+from makd.llm.reply_parsing import Item, parse_choice_reply, parse_reply
+from makd.llm.screening import Screening, screen_questions, summarize_rejections
+from makd.mllm.class_prompts import OPTION_SEPARATOR
+
+KINDS = ("yes_no", "multiple_choice")
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ class QuestionTask:
     max_rounds: int = 3
     allowed_names: tuple[str, ...] = ()  # class names questions may use in this run (the allow-list)
     leak_rule: str = "names_object"  # makd.class_mentions.LEAK_RULES
+    kind: str = "yes_no"  # KINDS
+    options: int = 5  # options per multiple-choice question
 
     def values(self) -> dict[str, object]:
         """Placeholder values shared by every template."""
@@ -46,8 +57,30 @@ class QuestionTask:
             "M": self.num_images,
             "N": self.n,
             "Q": self.q,
+            "OPTIONS": self.options,
             "CLASS_LIST": ", ".join(self.classes),
         }
+
+    @property
+    def multiple_choice(self) -> bool:
+        return self.kind == "multiple_choice"
+
+    def parse(self, text: str) -> list[Item]:
+        return parse_choice_reply(text) if self.multiple_choice else parse_reply(text)
+
+    def screen(self, items: Sequence[str], kept: Sequence[str]) -> Screening:
+        """The acceptable, new candidates among `items` (the checks of this kind of question)."""
+        if self.multiple_choice:
+            names = () if self.allow_class_names else [c for c in self.classes if c not in self.allowed_names]
+            return screen_multiple_choice(items, self.options, names, already_kept=kept, leak_rule=self.leak_rule)
+        return screen_questions(
+            items,
+            self.classes,
+            self.allow_class_names,
+            already_kept=kept,
+            allowed_names=self.allowed_names,
+            leak_rule=self.leak_rule,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,15 +168,8 @@ def generate_candidates(
     prompt = generate
     while True:
         reply = chat.ask(prompt)
-        items = [str(i) for i in parse_reply(reply.text)]  # a bare number is no question: rejected below
-        screening = screen_questions(
-            items,
-            task.classes,
-            task.allow_class_names,
-            already_kept=kept,
-            allowed_names=task.allowed_names,
-            leak_rule=task.leak_rule,
-        )
+        items = [str(i) for i in task.parse(reply.text)]  # a bare number is no question: rejected below
+        screening = task.screen(items, kept)
         if screening.suffix_note():
             log.info("generate round %d: %s", len(chat.exchanges), screening.suffix_note())
         kept += screening.kept
@@ -158,10 +184,17 @@ def generate_candidates(
         )
         if len(kept) >= task.n or len(chat.exchanges) >= task.max_rounds:
             break
-        problems = (
-            f"{len(kept)} of the questions so far are usable; {len(rejected)} were not one-sentence yes/no "
-            "questions, repeated another question or named a class."
-        )
+        if task.multiple_choice:
+            problems = (
+                f"{len(kept)} of the questions so far are usable; {len(rejected)} did not have exactly "
+                f"{task.options} distinct options or the <object> placeholder, repeated another question or "
+                "named a class."
+            )
+        else:
+            problems = (
+                f"{len(kept)} of the questions so far are usable; {len(rejected)} were not one-sentence yes/no "
+                "questions, repeated another question or named a class."
+            )
         prompt = fill(
             task.prompts.generate_more,
             {**task.values(), "K": task.n - len(kept), "PROBLEMS": problems},
@@ -180,6 +213,12 @@ def match_selection(
 ) -> tuple[list[str], list[str], int]:
     """(new candidates named by `items`, items not in the candidate list, count of repeats)."""
     by_key = {normalize_text(c): c for c in candidates}
+    # A multiple-choice line copied without its options still names its candidate (when only one has that question).
+    questions = [normalize_text(c.split(OPTION_SEPARATOR, 1)[0]) for c in candidates if OPTION_SEPARATOR in c]
+    for c in candidates:
+        question = normalize_text(c.split(OPTION_SEPARATOR, 1)[0])
+        if OPTION_SEPARATOR in c and questions.count(question) == 1:
+            by_key.setdefault(question, c)
     taken = {normalize_text(c) for c in chosen}
     found: list[str] = []
     invented: list[str] = []
@@ -232,7 +271,7 @@ def select_questions(
     prompt = select
     while True:
         reply = chat.ask(prompt)
-        found, invented, repeats = match_selection(parse_reply(reply.text), candidates, chosen)
+        found, invented, repeats = match_selection(task.parse(reply.text), candidates, chosen)
         all_invented += invented
         chosen += found
         log.info(

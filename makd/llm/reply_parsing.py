@@ -4,6 +4,11 @@ Accepted shapes, tried in order: a JSON list; a JSON object holding a list (unde
 any other key); JSON inside a ```json fence or surrounded by prose; and, when there is no JSON,
 a plain numbered or bulleted list, one item per line. Servers without structured output, and
 models that ignore it, reply in all of these shapes.
+
+Multiple-choice replies (`parse_choice_reply`) may also give a question with its options as a JSON object
+({"question": ..., "options": [...]}), or as text blocks: a question line, then its options on indented or
+lettered lines ("    1. Black", "A) Black"), LaViD's layout. Each becomes one line "question | option | ...",
+the class-level questions format (makd.mllm.class_prompts); the screening then judges it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from makd.mllm.class_prompts import OPTION_SEPARATOR, lavid_placeholder
 
 Item = str | int
 
@@ -20,6 +27,11 @@ _MARKER = re.compile(r"^\s*(?:(?:q(?:uestion)?\s*)?\(?\d+[.):\]]|[-*\u2022\u2013
 _PREFERRED_KEYS = ("questions", "selected_questions", "selected", "selection", "items", "answer")
 _TEXT_KEYS = ("question", "text", "q")
 _NUMBER_KEYS = ("index", "number", "id")
+_OPTION_KEYS = ("options", "choices", "answers")
+# An option line: indented and numbered or lettered ("    1. Black", "  b) White"), or an upper-case letter label
+# at the start of a line ("A. Black", "(B) White").
+_OPTION_LINE = re.compile(r"^(?:\s+\(?(?:\d{1,2}|[A-Za-z])[.):]|\s*\(?[A-Z][.):])\s+(.+?)\s*$")
+_OPTION_LABEL = re.compile(r"^\(?(?:[A-Za-z]|\d{1,2})[.):]\s+")
 
 
 def strip_marker(line: str) -> str:
@@ -59,7 +71,11 @@ def _items_from_json(value: Any) -> list[Item] | None:
         elif isinstance(entry, dict):
             text = next((entry[k] for k in _TEXT_KEYS if isinstance(entry.get(k), str)), None)
             number = next((entry[k] for k in _NUMBER_KEYS if isinstance(entry.get(k), int)), None)
-            if text is not None:
+            options = next((entry[k] for k in _OPTION_KEYS if isinstance(entry.get(k), list)), None)
+            if text is not None and options:  # a multiple-choice question: one line, options after " | "
+                labelled = [_OPTION_LABEL.sub("", str(o).strip()) for o in options]
+                items.append(OPTION_SEPARATOR.join([strip_marker(text), *labelled]))
+            elif text is not None:
                 items.append(strip_marker(text))
             elif number is not None:
                 items.append(number)
@@ -77,8 +93,8 @@ def _json_candidates(text: str) -> list[str]:
     return found
 
 
-def parse_reply(text: str) -> list[Item]:
-    """Items of a reply: str (a question, markers stripped) or int (a 1-based number of a listed question)."""
+def _json_items(text: str) -> list[Item] | None:
+    """The items of the reply's JSON payload, or None when it holds none."""
     for candidate in _json_candidates(text or ""):
         try:
             value = json.loads(candidate)
@@ -87,6 +103,42 @@ def parse_reply(text: str) -> list[Item]:
         items = _items_from_json(value)
         if items is not None:
             return [i for i in items if i != ""]
+    return None
+
+
+def parse_reply(text: str) -> list[Item]:
+    """Items of a reply: str (a question, markers stripped) or int (a 1-based number of a listed question)."""
+    items = _json_items(text)
+    return items if items is not None else _line_items(text)
+
+
+def _option_blocks(text: str) -> list[Item] | None:
+    """Question lines with their option lines joined by " | " (LaViD's "the class" read as "the <object>");
+    None when no line is an option line. An option line before any question is kept alone (the screening
+    rejects it)."""
+    lines = (text or "").splitlines()
+    if not any(_OPTION_LINE.match(line) for line in lines):
+        return None
+    blocks: list[list[str]] = []
+    for line in lines:
+        option = _OPTION_LINE.match(line)
+        if option and blocks:
+            blocks[-1].append(option.group(1).strip("*_` "))
+        elif line.strip() and not line.strip().startswith("```"):
+            blocks.append([lavid_placeholder(strip_marker(line))])
+    return [OPTION_SEPARATOR.join(block) for block in blocks if block[0]]
+
+
+def parse_choice_reply(text: str) -> list[Item]:
+    """Items of a multiple-choice reply: JSON first, then question/option blocks, then one item per line."""
+    for parse in (_json_items, _option_blocks):
+        items = parse(text)
+        if items is not None:
+            return items
+    return _line_items(text)
+
+
+def _line_items(text: str) -> list[Item]:
     items: list[Item] = []
     for line in (text or "").splitlines():
         if line.strip().startswith("```") or line.strip() in ("{", "}", "[", "]", "],", '"questions": ['):

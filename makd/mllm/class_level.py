@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import math
 import sys
-import time
 from collections.abc import Sequence
 from concurrent.futures import wait
 from pathlib import Path
@@ -41,6 +40,7 @@ from makd.mllm.class_prompts import (
     default_templates,
     read_class_questions,
 )
+from makd.mllm.cost import Cost, CostMeter, total_cost
 from makd.mllm.extraction import ExtractionError
 from makd.mllm.model_loading import ModelLoadError, resolve_device, resolve_dtype
 from makd.mllm.openai_scorer import OpenAICompatibleScorer
@@ -57,23 +57,6 @@ def renormalised(values: Sequence[float]) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64)
     x = np.exp(x - x.max())
     return x / x.sum()
-
-
-class Cost:
-    """What one run spent: prompts scored, prompt tokens (unpadded), tokens through the model (with padding)."""
-
-    def __init__(self) -> None:
-        self.prompts = 0
-        self.prompt_tokens = 0
-        self.tokens_processed = 0
-
-    def describe(self, seconds: float) -> dict:
-        return {
-            "prompts_scored": self.prompts,
-            "prompt_tokens": self.prompt_tokens,
-            "tokens_processed": self.tokens_processed,
-            "seconds": round(seconds, 3),
-        }
 
 
 class CausalLMScorer:
@@ -165,10 +148,6 @@ class CausalLMScorer:
 class ServerTextScorer(OpenAICompatibleScorer):
     """Answer distributions from a text-only model behind an OpenAI-compatible server (one request per prompt)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cost = Cost()
-
     def text_messages(self, query: str) -> list[dict]:
         user = {"role": "user", "content": query}
         return [user] if self.system_message is None else [{"role": "system", "content": self.system_message}, user]
@@ -192,12 +171,6 @@ class ServerTextScorer(OpenAICompatibleScorer):
         except Exception:
             self._failed.set()
             raise
-        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-        tokens = usage.get("prompt_tokens")
-        if isinstance(tokens, int):
-            with self._lock:
-                self.cost.prompt_tokens += tokens
-                self.cost.tokens_processed += tokens
         top = self._top_logprobs(reply)
         listed = [top.get(w) for w in words]
         if all(v is None for v in listed):
@@ -338,7 +311,7 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
                                 / prompts_per_class))  # fmt: skip
     writer = PartialWriter(partial, settings, state)
     failed: list[str] = []
-    started = time.perf_counter()
+    meter = CostMeter(scorer.cost)
     try:
         for start in range(0, len(todo), per_step):
             for name in todo[start : start + per_step]:
@@ -351,10 +324,12 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
                     continue
                 rows[name] = _flat(row, multiple_choice)
                 writer.add_row(name, rows[name])
+            writer.add_cost(meter.increment())  # a resumed run's sidecar adds this run's cost to its own
             writer.flush()
     finally:
         writer.close()
-    seconds = time.perf_counter() - started
+    cost_this_run = meter.this_run()
+    seconds = cost_this_run["seconds"]
     if failed:
         raise ExtractionError(
             f"{len(failed)} classes got no answer ({failed[0]!r} first; none of the answer words was listed); "
@@ -387,7 +362,8 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
         },
         "teacher": scorer.describe(),
         "resumed_rows": len(state.rows) if state else 0,
-        "cost_this_run": scorer.cost.describe(seconds),
+        "cost": total_cost(state.cost if state else None, len(state.rows) if state else 0, cost_this_run),
+        "cost_this_run": cost_this_run,
         "written": utc_now(),
     }
     atomic_write_json(output, result)

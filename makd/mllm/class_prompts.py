@@ -6,7 +6,7 @@ line is the question alone; a multiple-choice line is the question and its M opt
 `<object>` is replaced by the class name. A question without it is put into a template that names the class
 ("Consider a photo of a {class}. {question}"); several templates are paraphrases whose answers are averaged.
 Options are shown as lettered lines (A. .., B. ..) and the answer is read from the letter tokens.
-LaViD's own question files (a question line, indented numbered options, blank lines between) are read too.
+LaViD's own question files (a question line, numbered options, blank lines between) are read too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from makd.artifacts import ArtifactError, read_utf8_text
+from makd.artifacts import ArtifactError, questions_text, read_utf8_text, sha256_text, sidecar_path, utc_now
+from makd.atomic_files import atomic_write_json, atomic_write_text
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"
@@ -76,12 +78,23 @@ def parse_class_questions(text: str, source: str = "<questions>") -> list[ClassQ
     return questions
 
 
-_LAVID_OPTION = re.compile(r"^\s+\d+[.)]\s*(.+?)\s*$")  # "    1. Mostly black"
+# "    1. Mostly black"; 8 of LaViD's 32 files do not indent their options ("1. Ground").
+_LAVID_OPTION = re.compile(r"^\s*\d+[.)]\s*(.+?)\s*$")
+
+
+def lavid_placeholder(question: str) -> str:
+    """LaViD names the class as "the class": that phrase becomes "the <object>"."""
+    return re.sub(r"\bthe class\b", f"the {PLACEHOLDER}", question, flags=re.IGNORECASE)
 
 
 def is_lavid_block_text(text: str) -> bool:
-    """LaViD's question files: a question line, then indented numbered options, blocks split by blank lines."""
-    return any(_LAVID_OPTION.match(line) for line in text.splitlines())
+    """LaViD's question files: a question line, then numbered options (indented or not), blocks split by blank
+    lines. Recognised by a numbered line right after a line that is not one (a question and its first option)."""
+    lines = text.splitlines()
+    return any(
+        _LAVID_OPTION.match(line) and previous.strip() and not _LAVID_OPTION.match(previous)
+        for previous, line in zip(lines, lines[1:])
+    )
 
 
 def parse_lavid_questions(text: str, source: str = "<questions>") -> list[ClassQuestion]:
@@ -102,7 +115,7 @@ def parse_lavid_questions(text: str, source: str = "<questions>") -> list[ClassQ
         elif line.strip():
             if text_now is not None:
                 raise ArtifactError(f"{source}:{number}: a question line where an option or a blank line was expected")
-            text_now = re.sub(r"\bthe class\b", f"the {PLACEHOLDER}", line.strip(), flags=re.IGNORECASE)
+            text_now = lavid_placeholder(line.strip())
         elif text_now is not None:
             line_text = OPTION_SEPARATOR.join([text_now, *options])
             questions.extend(parse_class_questions(line_text, f"{source} (question ending at line {number})"))
@@ -118,6 +131,16 @@ def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
     if is_lavid_block_text(text):
         return parse_lavid_questions(text, str(path))
     return parse_class_questions(text, str(path))
+
+
+def write_class_questions(path: str | os.PathLike, lines: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
+    """Validate and atomically write a class-level questions file (and its sidecar when `meta` is given)."""
+    text = questions_text(lines)
+    parse_class_questions(text, str(path))  # refuse to write what could not be read back
+    if meta is not None:
+        full = {"num_questions": len(lines), "sha256": sha256_text(text), "date": utc_now(), **meta}
+        atomic_write_json(sidecar_path(path), full)
+    atomic_write_text(path, text)
 
 
 def check_templates(templates: Sequence[str], questions: Sequence[ClassQuestion]) -> None:

@@ -32,6 +32,7 @@ from makd.atomic_files import check_output_location
 from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.data.image_ids import image_id, list_image_files
 from makd.errors import MakdError
+from makd.mllm.cost import Cost, CostMeter, total_cost
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
 from makd.mllm.scorer import Scorer
 
@@ -303,6 +304,8 @@ def run_extraction(
     for r in runs:
         r.writer = PartialWriter(partial_path(r.output), run_settings(plan, scorer, r.view), r.state)
     started, scored = time.monotonic(), 0
+    # Cost is recorded in the identity view's partial file and sidecar: one pass scores every view.
+    meter = CostMeter(getattr(scorer, "cost", None) or Cost())
     bar = tqdm(
         total=len(plan.files),
         initial=len(plan.files) - len(work),
@@ -327,21 +330,23 @@ def run_extraction(
                 continue
             step.append(loaded)
             if len(step) == images_per_step:
-                scored += _score_step(step, plan, scorer, runs)
+                scored += _score_step(step, plan, scorer, runs, meter)
                 bar.update(len(step))
                 step = []
         if step:
-            scored += _score_step(step, plan, scorer, runs)
+            scored += _score_step(step, plan, scorer, runs, meter)
             bar.update(len(step))
     finally:
         bar.close()
         for r in runs:
             if r.writer is not None:
                 r.writer.close()
-    return _finish(plan, scorer, runs, tool, time.monotonic() - started, scored)
+    return _finish(plan, scorer, runs, tool, time.monotonic() - started, scored, meter)
 
 
-def _score_step(step: list[LoadedImage], plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun]) -> int:
+def _score_step(
+    step: list[LoadedImage], plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], meter: CostMeter
+) -> int:
     for r in runs:
         items = [item for item in step if r.view in item.prepared]
         if not items:
@@ -361,11 +366,15 @@ def _score_step(step: list[LoadedImage], plan: ExtractionPlan, scorer: Scorer, r
                 continue
             r.rows[item.image_id] = [float(v) for v in row]
             r.writer.add_row(item.image_id, r.rows[item.image_id])
+        if r.view == "identity":
+            r.writer.add_cost(meter.increment())  # a resumed run's sidecar adds this step's cost to its own
         r.writer.flush()
     return len(step)
 
 
-def _finish(plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str, elapsed: float, scored: int) -> dict:
+def _finish(
+    plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str, elapsed: float, scored: int, meter: CostMeter
+) -> dict:
     shard_ids = [image_id(f, plan.image_root) for f in plan.files]
     outputs = plan.outputs()
     metas: list[tuple[ViewRun, dict]] = []
@@ -397,6 +406,14 @@ def _finish(plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str
             "seconds_this_run": round(elapsed, 3),
             "images_per_second_this_run": round(scored / elapsed, 4) if elapsed > 0 else None,
         }
+        if r.view == "identity":
+            this_run = meter.this_run()
+            resumed = len(r.state.rows) if r.state else 0
+            meta["cost"] = total_cost(r.state.cost if r.state else None, resumed, this_run)
+            meta["cost_this_run"] = this_run
+        else:
+            meta["cost"] = None
+            meta["cost_note"] = f"scored in the same pass as {outputs['identity'].name}, whose cost covers both"
         if r.view != "identity":
             meta["main_output"] = outputs["identity"].name
         elif len(outputs) > 1:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from makd.mllm.chat_template import TEMPLATE_NAME, answer_context, build_prompt, with_answer_suffix
+from makd.mllm.cost import Cost
 from makd.mllm.extraction import ExtractionError
 from makd.mllm.model_loading import InternVLParts
 from makd.mllm.prefix_scoring import (
@@ -27,6 +28,7 @@ from makd.mllm.prefix_scoring import (
     packed_mode_agrees,
     score_images_shared_prefix,
     split_shared_prefix,
+    tokens_through_model,
 )
 from makd.mllm.tiling import TilingSpec, normalize_tiles, tile_tensor
 from makd.mllm.yes_no import YesNoTokens, resolve_yes_no_tokens
@@ -75,6 +77,7 @@ class InternVLScorer:
                 )
                 self.prefix_mode = "expanded"
         self._split_cache: dict[tuple[int, tuple[str, ...]], SplitPrompts] = {}
+        self.cost = Cost()
 
     def prompt(self, question: str, n_tiles: int) -> str:
         """The exact prompt string for one question about an image of `n_tiles` tiles."""
@@ -129,7 +132,14 @@ class InternVLScorer:
                     self.parts, split, features, self.tokens, self.batch_size, self.prefix_mode
                 )
                 result[batch] = scores.numpy()
+                self._count(split, len(batch))
         return result
+
+    def _count(self, split: SplitPrompts, n_images: int) -> None:
+        """Cost of `n_images` images: Q prompts each, every prompt's full length, the prefix counted once."""
+        self.cost.prompts += n_images * len(split.suffixes)
+        self.cost.prompt_tokens += n_images * sum(len(split.prefix) + len(s) for s in split.suffixes)
+        self.cost.tokens_processed += n_images * tokens_through_model(split, self.batch_size, self.prefix_mode)
 
     def describe(self) -> dict:
         return {

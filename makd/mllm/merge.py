@@ -14,6 +14,7 @@ from pathlib import Path
 
 from makd.artifacts import ArtifactError, read_aspect_file, read_sidecar, sha256_file, write_aspect_file
 from makd.data.image_ids import image_id, list_image_files
+from makd.mllm.cost import COST_FIELDS, add_costs
 from makd.mllm.extraction import VOLATILE_KEYS
 
 SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit", "view")
@@ -99,7 +100,11 @@ def merge_shards(
             {"path": str(p), "sha256": sha256_file(p), "shard": m["shard"]} for _, (p, m) in sorted(shards.items())
         ],
     }
-    for key in ("seconds_this_run", "images_per_second_this_run", "resumed_rows"):
+    for key in ("seconds_this_run", "images_per_second_this_run", "resumed_rows", "cost_this_run"):
         meta.pop(key, None)
+    costs = [m.get("cost") for _, m in shards.values()]
+    if meta.get("view", "identity") == "identity":  # a flip file's cost is in its main file's sidecar
+        # a shard without a recorded cost (an older makd) leaves the total unknown, not undercounted
+        meta["cost"] = {k: None for k in COST_FIELDS} if None in costs else add_costs(costs)
     write_aspect_file(output, rows, meta)
     return meta

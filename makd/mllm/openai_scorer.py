@@ -24,6 +24,7 @@ from PIL import Image
 
 from makd.llm.openai_client import OpenAIClient, OpenAIRequestError, RetryPolicy, first_choice, resolve_api_key
 from makd.mllm.chat_template import with_answer_suffix
+from makd.mllm.cost import Cost
 from makd.mllm.yes_no import p_yes_from_top_logprobs
 
 FAILURE_HINT = "finished rows are kept; rerun the same command with --resume when the server is healthy"
@@ -107,6 +108,7 @@ class OpenAICompatibleScorer:
         self.limiter = RateLimiter(rate_limit)
         self.rate_limit = rate_limit
         self.one_sided = 0
+        self.cost = Cost()  # prompts answered; tokens as the server's usage.prompt_tokens reports them
         self._lock = threading.Lock()
         self._failed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="makd-openai")
@@ -132,6 +134,7 @@ class OpenAICompatibleScorer:
         for future, (row, col) in futures.items():
             value = future.result()
             out[row, col] = np.nan if value is None else value
+        self.cost.prompts += len(futures)
         return out
 
     def score_one(self, url: str, question: str) -> float | None:
@@ -179,11 +182,18 @@ class OpenAICompatibleScorer:
         }
         label = f"model {self.model!r}"
         try:
-            return self.transport.chat(body, label, self._before_try)
+            reply = self.transport.chat(body, label, self._before_try)
         except OpenAIRequestError as err:
             raise ServerError(*err.args) from None
         except self.transport._openai.BadRequestError as err:  # the request itself is wrong: retrying cannot help
             raise ServerError(self.transport.describe(err, label, "check --base-url, --model and the server")) from None
+        usage = reply.get("usage") if isinstance(reply, dict) and isinstance(reply.get("usage"), dict) else {}
+        tokens = usage.get("prompt_tokens")
+        if isinstance(tokens, int) and not isinstance(tokens, bool):
+            with self._lock:
+                self.cost.prompt_tokens += tokens
+                self.cost.tokens_processed += tokens
+        return reply
 
     def _top_logprobs(self, reply: dict) -> dict[str, float]:
         """{token: logprob} of the first answer position, validated."""

@@ -2,8 +2,10 @@
 
 Line 1 is a header with the settings that determine the numbers; a resumed run must match them. Then one
 JSON object per line: `{"id": ..., "p": [p_1..p_Q]}` for a finished image or `{"id": ..., "error": ...}` for
-an image that could not be scored (retried on resume). A process killed mid-write leaves at most one
-truncated last line; reading drops it and truncates the file back to the last complete line.
+an image that could not be scored (retried on resume), and `{"cost": {...}}` after each step: what that step
+spent (makd.mllm.cost), so that a resumed run's sidecar can count the earlier runs' cost too. A process killed
+mid-write leaves at most one truncated last line; reading drops it and truncates the file back to the last
+complete line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from makd.artifacts import ArtifactError
+from makd.mllm.cost import add_costs
 
 FORMAT = "makd-partial-rows-1"
 
@@ -31,6 +34,7 @@ class PartialState:
     settings: dict | None  # None: no complete header (killed at once), nothing to keep
     rows: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None  # the summed cost records of the earlier runs (None: none recorded)
     complete_bytes: int = 0  # length up to the last complete line
 
 
@@ -53,6 +57,9 @@ def read_partial(path: str | os.PathLike) -> PartialState:
     for number, raw in enumerate(complete[1:], start=2):
         try:
             record = json.loads(raw)
+            if isinstance(record, dict) and set(record) == {"cost"} and isinstance(record["cost"], dict):
+                state.cost = add_costs([state.cost, record["cost"]])
+                continue
             image_id = record["id"]
         except (ValueError, KeyError, TypeError):
             raise ArtifactError(f"{path}:{number}: malformed row {raw[:80]!r}; the file is damaged") from None
@@ -110,6 +117,10 @@ class PartialWriter:
 
     def add_error(self, image_id: str, reason: str) -> None:
         self._write({"id": image_id, "error": reason})
+
+    def add_cost(self, increment: dict[str, Any]) -> None:
+        """What the rows written since the last cost record cost (a CostMeter increment)."""
+        self._write({"cost": increment})
 
     def _write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")

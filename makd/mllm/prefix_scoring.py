@@ -81,6 +81,16 @@ def p_yes_from_hidden(parts: InternVLParts, hidden: torch.Tensor, tokens: YesNoT
 PREFIX_MODES = ("packed", "expanded")
 
 
+def tokens_through_model(split: SplitPrompts, batch_size: int, mode: str = "packed") -> int:
+    """Tokens one image's scoring runs through the language model: its prefix once, then each batch of suffixes
+    (packed: end to end; expanded: right-padded to the batch's longest). For the sidecar's cost."""
+    total = len(split.prefix)
+    for start in range(0, len(split.suffixes), batch_size):
+        lengths = [len(s) for s in split.suffixes[start : start + batch_size]]
+        total += sum(lengths) if mode == "packed" else len(lengths) * max(lengths)
+    return total
+
+
 def score_shared_prefix(
     parts: InternVLParts,
     split: SplitPrompts,
