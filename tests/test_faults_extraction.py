@@ -24,6 +24,9 @@ import threading
 import time
 from pathlib import Path
 
+if __name__ == "__main__":  # run as the fault driver: this checkout's makd, not the installed one, is imported
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from mllm_fixtures import questions_file, random_image, tiny_hf_model  # noqa: F401
 
 from makd.artifacts import read_aspect_file, read_sidecar
@@ -165,6 +168,5 @@ def test_killed_anywhere_resumes_to_the_same_bytes(tiny_hf_model, questions_file
 
 
 if __name__ == "__main__":  # the fault driver (see drive)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     spec = json.loads(Path(sys.argv[1]).read_text())
     print(json.dumps(drive(spec["argv"], spec["faults"], Path(spec["output"]), Path(spec["logs"]))))
