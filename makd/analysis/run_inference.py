@@ -18,6 +18,7 @@ from makd.config import load_cfg
 from makd.data.aspect_targets import join_aspects
 from makd.data.build import DataBundle, build_data, read_training_aspects
 from makd.data.datasets import AspectDataset
+from makd.data.device_batch import prepare_batch
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
 from makd.models import build_student, input_family_of
@@ -60,7 +61,7 @@ def predict(run: LoadedRun, dataset: AspectDataset, batch_size: int = 256) -> di
     outputs, labels, teacher = [], [], []
     try:
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-            outputs.append(run.student(batch["image"]).float())
+            outputs.append(run.student(prepare_batch(batch, dataset, torch.device("cpu"))["image"]).float())
             labels.append(batch["label"])
             teacher.append(batch["aspects"].float())
     finally:
@@ -85,12 +86,14 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
         if not run.cfg.DATASET.TEST_ASPECT_JSON:
             return None
         table = read_aspect_file(run.cfg.DATASET.TEST_ASPECT_JSON)
-        return AspectDataset(run.data.test.index, eval_transform, join_aspects(run.data.test.index, table, "nan")[1])
+        rows = join_aspects(run.data.test.index, table, "nan")[1]
+        return AspectDataset(run.data.test.index, eval_transform, rows, preprocess=run.data.test.preprocess)
     if not run.cfg.DATASET.ASPECT_JSON:
         return None
     table = read_training_aspects(run.cfg)
     index = run.data.train.index
-    return AspectDataset(index, eval_transform, join_aspects(index, table, "nan")[1])
+    rows = join_aspects(index, table, "nan")[1]
+    return AspectDataset(index, eval_transform, rows, preprocess=run.data.test.preprocess)
 
 
 def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:
