@@ -148,3 +148,38 @@ def test_persistent_training_workers_see_every_epoch(data_dir):  # noqa: F811
             for key in ("image", "label", "aspects", "aspect_mask", "mix_lambda", "index", "epoch"):
                 assert torch.equal(a[key], b[key]), key
     assert not torch.equal(serial[0][0]["image"], serial[1][0]["image"])  # new draws each epoch
+
+
+def test_worker_count_from_the_machine(monkeypatch):
+    from makd.data import loader_settings
+
+    assert loader_settings.worker_count(0) == 0 and loader_settings.worker_count(3) == 3
+    monkeypatch.setattr(loader_settings, "usable_cpus", lambda: 12)
+    assert loader_settings.worker_count(-1) == 8  # capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_settings.worker_count(-1) == 2  # 12 CPUs shared by 4 processes, one each for training
+    monkeypatch.setattr(loader_settings, "usable_cpus", lambda: 1)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert loader_settings.worker_count(-1) == 0
+    settings = loader_settings.loader_settings(2, False, persistent=True)
+    assert settings == {"num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
+    assert "prefetch_factor" not in loader_settings.loader_settings(0, True, persistent=True)
+
+
+def test_bench_data_former_path_draws_the_same_views(image_files):
+    """tools/bench_data.py's rebuilt former path: the same View per sample as the uint8 path, pixels within 1/255."""
+    from tool_modules import load_tool
+
+    from makd.data.datasets import AspectDataset
+    from makd.data.transforms import train_transform
+
+    bench = load_tool("bench_data")
+    former = bench.FormerDataset(image_files, bench.FormerTrainTransform(56))
+    new = AspectDataset(image_files, train_transform(image_size=56), None, 0, preprocess=DevicePreprocess(MEAN, STD))
+    worst = 0.0
+    for i in range(len(image_files)):
+        a, b = former[i], new[i]
+        assert a["view"] == b["view"]
+        got = prepare_batch(default_collate([b]), new, CPU)["image"][0]
+        worst = max(worst, float((got - a["image"]).abs().max()))
+    assert 0 < worst <= 1 / 255 / min(STD) + 1e-6  # at most one level of 255, after normalisation
