@@ -183,3 +183,15 @@ def test_bench_data_former_path_draws_the_same_views(image_files):
         got = prepare_batch(default_collate([b]), new, CPU)["image"][0]
         worst = max(worst, float((got - a["image"]).abs().max()))
     assert 0 < worst <= 1 / 255 / min(STD) + 1e-6  # at most one level of 255, after normalisation
+
+
+def test_channels_last_key_trains_a_channels_last_student(release_dataset):
+    """DATASET.CHANNELS_LAST: the run trains and exports a student whose convolution weights are channels_last."""
+    from tool_modules import load_tool
+
+    out = release_dataset["root"] / "channels_last"
+    opts = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0", "DATASET.CHANNELS_LAST", "True"]
+    assert load_tool("our_train").main([str(release_dataset["config"]), *opts, "OUTPUT_DIR", str(out)]) == 0
+    weights = torch.load(out / "student.pth", weights_only=False)["model"]
+    convs = [w for w in weights.values() if w.ndim == 4]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
