@@ -1,5 +1,6 @@
-"""DATASET.AUGMENT keys, checked on the pixels the training loader yields; per-sample seeds (same batches for
-any NUM_WORKERS); label smoothing, mixup and CutMix (mixed images get the mixed aspect targets)."""
+"""DATASET.AUGMENT keys, checked on the pixels the model receives (the loader's uint8 items after the device step);
+per-sample seeds (same batches for any NUM_WORKERS); label smoothing, mixup and CutMix (mixed images get the
+mixed aspect targets)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
+from torchvision.transforms import v2
 
 from makd.artifacts import write_aspect_file
 from makd.config import load_cfg
 from makd.config.defaults import ConfigError
 from makd.data.build import build_data
+from makd.data.device_batch import prepare_batch
 from makd.data.transforms import AugmentSpec, test_transform
 
 SIZE, Q, C = 16, 3, 2
@@ -61,17 +64,30 @@ def cfg_of(data_dir, *opts, image_size: int = SIZE):
     )  # fmt: skip
 
 
-# The whole image, normalised: the test pipeline at RESIZE_RATIO 1 on 16-px images (Resize(16) is the identity).
-normalised = test_transform(image_size=SIZE, resize_ratio=1.0, mean=[MEAN] * 3, std=[STD] * 3)
+# The whole image: the test pipeline at RESIZE_RATIO 1 on 16-px images (Resize(16) is the identity).
+whole_image = test_transform(image_size=SIZE, resize_ratio=1.0)
+CPU = torch.device("cpu")
+
+
+def model_input(dataset, batch: dict) -> dict:
+    """A collated batch as the model receives it: the dataset's device step (normalise, erase, mix) on the CPU."""
+    return prepare_batch(batch, dataset, CPU)
 
 
 def items(dataset, epoch: int = 0) -> list[dict]:
+    """Every item of `dataset` at `epoch`, its image as the model receives it (float, normalised, erased)."""
     dataset.set_epoch(epoch)
-    return [dataset[i] for i in range(len(dataset))]
+    return [{**item, "image": model_input(dataset, default_collate([item]))["image"][0]} for item in map(
+        dataset.__getitem__, range(len(dataset)))]  # fmt: skip
+
+
+# The former per-sample float pipeline (PIL -> normalised float tensor), as the reference of the whole image.
+former_float = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([MEAN] * 3, [STD] * 3)])
 
 
 def originals(dataset) -> list[torch.Tensor]:
-    return [normalised(dataset.index.load(i)) for i in range(len(dataset))]
+    """The whole images, normalised (DATASET.MEAN / STD of the tests)."""
+    return [former_float(dataset.index.load(i)).as_subclass(torch.Tensor) for i in range(len(dataset))]
 
 
 def test_defaults_are_the_official_recipe(data_dir):
@@ -200,7 +216,7 @@ def test_mixup_mixes_aspect_targets_with_the_images_lambda(data_dir):
     base = ("DATASET.AUGMENT.CROP", "resize", "DATASET.AUGMENT.HFLIP", "False")
     data = build_data(cfg_of(data_dir, *base, "DATASET.AUGMENT.MIXUP_ALPHA", "1.0"))
     unmixed = items(data.train)
-    batch = next(iter(DataLoader(data.train, batch_size=8, collate_fn=data.train.collate_fn)))
+    batch = model_input(data.train, next(iter(DataLoader(data.train, batch_size=8, collate_fn=data.train.collate_fn))))
     lam = float(batch["mix_lambda"][0])
     assert 0.0 < lam < 1.0 and torch.equal(batch["mix_lambda"], torch.full((8,), lam))
     partners = _partner_check(batch, unmixed, lam)
@@ -215,7 +231,7 @@ def test_cutmix_pastes_a_box_and_mixes_targets_by_its_area(data_dir):
     loader = DataLoader(data.train, batch_size=8, collate_fn=data.train.collate_fn)
     for epoch in range(3):  # some lambda of 1 (empty box) is possible: look at a few epochs
         data.train.set_epoch(epoch)
-        batch = next(iter(loader))
+        batch = model_input(data.train, next(iter(loader)))
         lam = float(batch["mix_lambda"][0])
         partner = batch["mix_index"]
         assert sorted(partner.tolist()) == list(range(8))
@@ -247,9 +263,11 @@ def test_same_batches_for_any_num_workers_and_new_draws_each_epoch(data_dir):
         serial, parallel = batches(0, epoch), batches(2, epoch)
         assert len(serial) == len(parallel) == 3
         for a, b in zip(serial, parallel):
+            assert a["image"].dtype == torch.uint8 and a["mix_plan"] == b["mix_plan"]  # workers ship uint8
             for key in ("image", "label", "aspects", "aspect_mask", "mix_lambda", "index"):
                 assert torch.equal(a[key], b[key]), key
             assert torch.equal(a["view"]["hflip"], b["view"]["hflip"])
+            assert torch.equal(model_input(data.train, a)["image"], model_input(data.train, b)["image"])
     assert not torch.equal(batches(0, 0)[0]["image"], batches(0, 1)[0]["image"])
 
 
@@ -287,10 +305,8 @@ def test_training_split_scored_with_the_evaluation_transform(data_dir):
     data = build_data(cfg_of(data_dir, "DATASET.AUGMENT.POLICY", "trivial", "DATASET.AUGMENT.MIXUP_ALPHA", "1.0"))
     scored = data.train.with_transform(data.test.transform)
     for epoch in (0, 1):
-        scored.set_epoch(epoch)
-        for i, whole in enumerate(originals(data.train)):
-            item = scored[i]
+        for item, whole in zip(items(scored, epoch), originals(data.train)):
             assert torch.equal(item["image"], whole) and item["view"] == {"hflip": False, "crop_area": 1.0}
-            assert torch.equal(item["aspects"], data.train.targets[i]) and item["aspect_mask"].sum() == Q
+            assert torch.equal(item["aspects"], data.train.targets[item["index"]]) and item["aspect_mask"].sum() == Q
     batch = next(iter(DataLoader(scored, batch_size=8, collate_fn=scored.collate_fn)))
     assert batch["label"].dtype == torch.int64 and "mix_lambda" not in batch  # no batch mixing either

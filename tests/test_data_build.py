@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image, write_class_folders, write_release
+from torch.utils.data import default_collate
 
 from makd.artifacts import ArtifactError, sha256_file, write_aspect_file, write_questions
 from makd.config.defaults import ConfigError
 from makd.data.build import build_data
+from makd.data.device_batch import prepare_batch
 from makd.data.export import export_images
 from makd.data.export import main as export_main
 from makd.data.image_cache import cache_images
@@ -60,9 +62,10 @@ def test_makd_bundle(folders):
     assert data.aspect_sha256 == sha256_file(tmp_path / "aspects.json")
     item = data.train[7]
     image, label, aspects = item["image"], item["label"], item["aspects"]
-    assert image.shape == (3, 8, 8) and image.dtype == torch.float32 and label == 1
+    assert image.shape == (3, 8, 8) and image.dtype == torch.uint8 and label == 1  # normalised on the device
     assert aspects.dtype == torch.float32 and aspects.tolist() == pytest.approx(rows[data.train.index.ids[7]])
-    image, label, aspects = (data.test[5][k] for k in ("image", "label", "aspects"))
+    batch = prepare_batch(default_collate([data.test[5]]), data.test, torch.device("cpu"))
+    image, label, aspects = batch["image"][0], int(batch["label"][0]), batch["aspects"][0]
     assert image.shape == (3, 8, 8) and label == 2 and aspects.shape == (Q,) and torch.isnan(aspects).all()
     # the test transform is deterministic: Resize(10) + CenterCrop(8) + normalisation
     raw = Image.open(tmp_path / "test/cat/img_1.png").convert("RGB").resize((13, 10), Image.BILINEAR)

@@ -17,6 +17,7 @@ from makd.artifacts import read_questions
 from makd.config import load_cfg
 from makd.data.build import DataBundle, build_data, has_training_targets, open_aspect_file, training_source
 from makd.data.datasets import AspectDataset
+from makd.data.device_batch import prepare_batch
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
 from makd.models import build_student, input_family_of
@@ -59,7 +60,7 @@ def predict(run: LoadedRun, dataset: AspectDataset, batch_size: int = 256) -> di
     outputs, labels, teacher = [], [], []
     try:
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-            outputs.append(run.student(batch["image"]).float())
+            outputs.append(run.student(prepare_batch(batch, dataset, torch.device("cpu"))["image"]).float())
             labels.append(batch["label"])
             teacher.append(batch["aspects"].float())
     finally:
@@ -85,12 +86,13 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
             return None
         index, path = run.data.test.index, run.cfg.DATASET.TEST_ASPECT_JSON
         source = open_aspect_file(run.cfg, path, "DATASET.TEST_ASPECT_JSON", list(index.class_names))
-        return AspectDataset(index, eval_transform, source.join(index, "nan", "test")[1])
+        rows = source.join(index, "nan", "test")[1]
+        return AspectDataset(index, eval_transform, rows, preprocess=run.data.test.preprocess)
     if not has_training_targets(run.cfg):
         return None
     index = run.data.train.index
     source = training_source(run.cfg, list(index.class_names))
-    return AspectDataset(index, eval_transform, source.join(index, "nan")[1])
+    return AspectDataset(index, eval_transform, source.join(index, "nan")[1], preprocess=run.data.test.preprocess)
 
 
 def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:

@@ -78,7 +78,12 @@ _C.DATASET.MEAN = [0.485, 0.456, 0.406]  # (new) normalisation mean (ImageNet, a
 _C.DATASET.STD = [0.229, 0.224, 0.225]  # (new) normalisation std
 _C.DATASET.CACHE_IMAGES = False  # (new) decode + pre-resize every image once into a uint8 RAM cache
 _C.DATASET.CHECK_IMAGES = True  # (new) decode every train/val/test image once before training (False: skip)
-_C.DATASET.NUM_WORKERS = 2  # DataLoader worker processes
+# DataLoader worker processes; -1 = from the machine (usable CPUs per process - 1, at most 8:
+# makd/data/loader_settings.py). The batches are the same for any value.
+_C.DATASET.NUM_WORKERS = -1
+# (new) uint8 images on the device are converted to float laid out channels_last, and the student with them
+# (faster convolutions on recent GPUs with AMP; unmeasured here: no GPU was available, so off by default)
+_C.DATASET.CHANNELS_LAST = False
 _C.DATASET.TEST = CN()
 _C.DATASET.TEST.BATCH_SIZE = 64  # evaluation batch size (never drops the last batch)
 _C.DATASET.ASPECT_JSON_FLIP = ""  # (new) stage 2 `--views flip` file: the teacher's rows for the mirrored images
@@ -139,6 +144,9 @@ _C.SOLVER.LR_DECAY_RATE = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0  # (new) linear warmup from lr/100 over this many epochs (per-step)
 _C.SOLVER.MIN_LR = 0.0  # (new) cosine floor
 _C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
+# (new) torch.compile the student in place (nn.Module.compile: checkpoints keep their keys). Off by default:
+# unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
+_C.SOLVER.COMPILE = False
 _C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
 
 _C.MaKD = CN()
@@ -447,7 +455,7 @@ def check_value_ranges(cfg: CN) -> None:
         ("SOLVER.GRAD_CLIP", s.GRAD_CLIP, s.GRAD_CLIP >= 0, ">= 0 (0 = off)"),
         ("MaKD.ALPHA", cfg.MaKD.ALPHA, cfg.MaKD.ALPHA >= 0, ">= 0"),
         ("MaKD.CE_WEIGHT", cfg.MaKD.CE_WEIGHT, cfg.MaKD.CE_WEIGHT >= 0, ">= 0"),
-        ("DATASET.NUM_WORKERS", cfg.DATASET.NUM_WORKERS, cfg.DATASET.NUM_WORKERS >= 0, ">= 0"),
+        ("DATASET.NUM_WORKERS", cfg.DATASET.NUM_WORKERS, cfg.DATASET.NUM_WORKERS >= -1, ">= 0, or -1 for auto"),
         ("DATASET.TEST.BATCH_SIZE", cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.TEST.BATCH_SIZE >= 1, ">= 1"),
         ("DATASET.IMAGE_SIZE", cfg.DATASET.IMAGE_SIZE, cfg.DATASET.IMAGE_SIZE >= 1, ">= 1"),
         ("DATASET.RESIZE_RATIO", cfg.DATASET.RESIZE_RATIO, cfg.DATASET.RESIZE_RATIO >= 1, ">= 1"),

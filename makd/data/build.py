@@ -21,9 +21,11 @@ from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
+from makd.data.device_batch import DevicePreprocess
 from makd.data.image_cache import cache_splits
 from makd.data.image_check import check_images
 from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.data.loader_settings import worker_count
 from makd.data.splits import stratified_split
 from makd.data.target_sources import ANY_KIND, TargetSource, open_source
 from makd.data.target_sources.mixed import MixedSource
@@ -215,9 +217,10 @@ def build_data(cfg) -> DataBundle:
         train, val, test = cache_splits([train, val, test], shorter_side_size(d.IMAGE_SIZE, d.RESIZE_RATIO))
     elif d.CHECK_IMAGES:
         start = time.perf_counter()
-        checked = check_images([train, val, test], num_workers=d.NUM_WORKERS)
+        checked = check_images([train, val, test], num_workers=worker_count(d.NUM_WORKERS))
         logger.info("checked %d images in %.1f s", checked, time.perf_counter() - start)
-    eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
+    eval_tf = test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO)
+    on_device = DevicePreprocess.from_cfg(cfg)  # uint8 batches -> normalised float, erasing, mixing
     bound = cfg.MaKD.MIN_CROP_AREA if num_aspects and cfg.MaKD.SMALL_CROP == "bound" else 0.0
     spec = AugmentSpec.from_cfg(cfg, min_scale=bound)
     views = view_policy_from_cfg(cfg, num_aspects) if num_aspects else None
@@ -230,16 +233,17 @@ def build_data(cfg) -> DataBundle:
     return DataBundle(
         train=AspectDataset(
             train,
-            train_transform(image_size=d.IMAGE_SIZE, mean=d.MEAN, std=d.STD, spec=spec),
+            train_transform(image_size=d.IMAGE_SIZE, spec=spec),
             train_targets,
             num_aspects,
             seed=cfg.SEED,
             views=views,
             flipped_targets=flipped,
             collate_fn=mixer,
+            preprocess=on_device,
         ),
-        val=None if val is None else AspectDataset(val, eval_tf, val_targets, num_aspects),
-        test=AspectDataset(test, eval_tf, test_targets, num_aspects),
+        val=None if val is None else AspectDataset(val, eval_tf, val_targets, num_aspects, preprocess=on_device),
+        test=AspectDataset(test, eval_tf, test_targets, num_aspects, preprocess=on_device),
         class_names=list(train.class_names),
         num_classes=num_classes,
         num_aspects=num_aspects,
@@ -260,6 +264,4 @@ def evaluation_view(dataset: AspectDataset, cfg) -> AspectDataset:
     The view shares the images (and a cache), labels and stored targets; it has no view policy or mixing.
     """
     d = cfg.DATASET
-    return dataset.with_transform(
-        test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO, mean=d.MEAN, std=d.STD)
-    )
+    return dataset.with_transform(test_transform(image_size=d.IMAGE_SIZE, resize_ratio=d.RESIZE_RATIO))

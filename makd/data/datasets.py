@@ -14,15 +14,19 @@ from makd.data.views import ViewPolicy
 
 
 class AspectDataset(Dataset):
-    """Item i = {"image": [3, H, W] float, "label": int, "aspects": float32 [Q], "aspect_mask": float32 [Q],
-    "view": {"hflip": bool, "crop_area": float}, "index": i}.
+    """Item i = {"image": uint8 [3, S, S], "label": int, "aspects": float32 [Q], "aspect_mask": float32 [Q],
+    "view": {"hflip": bool, "crop_area": float}, "index": i, "epoch": int} (+ "erase": int64 [4] when the
+    transform draws random-erasing boxes).
 
     The item is a dict so that a method or a view policy can add keys without changing every consumer.
-    `transform` maps a PIL image to a tensor, or to (tensor, View) when it draws a view (TrainTransform).
-    Its randomness comes from torch's generator seeded by (seed, epoch, i) around the call (the global
-    state is restored after), so an item depends only on those three: the same batches for any
-    DataLoader NUM_WORKERS. The trainer calls `set_epoch` before each epoch (workers are started per
-    epoch, so they see the new value).
+    `transform` maps the uint8 tensor [3, H, W] of ImageIndex.load_uint8 to a tensor, or to (tensor, View)
+    when it draws a view (TrainTransform); `preprocess` (a DevicePreprocess) is what turns this dataset's
+    collated batches into model input on the device (makd/data/device_batch.py; None: the images are the
+    model input already). The transform's randomness comes from torch's generator seeded by (seed, epoch, i)
+    around the call (the global state is restored after), so an item depends only on those three: the same
+    batches for any DataLoader NUM_WORKERS. The epoch is `set_epoch`'s, or the one of an (epoch, i) key:
+    the trainer's sampler yields such keys so that persistent DataLoader workers, which keep the copy of the
+    dataset they started with, still see each epoch.
 
     `targets` [N, Q] holds the aspect targets in index order. Without targets the aspects are a
     NaN row of length `num_aspects` (a split with no aspect file: metrics skip NaN rows), or an
@@ -44,6 +48,7 @@ class AspectDataset(Dataset):
         views: ViewPolicy | None = None,
         flipped_targets: np.ndarray | None = None,
         collate_fn: Callable | None = None,
+        preprocess: Callable | None = None,
     ) -> None:
         if targets is not None:
             targets = np.asarray(targets, dtype=np.float32)
@@ -61,6 +66,7 @@ class AspectDataset(Dataset):
         self.flipped_targets = None if flipped_targets is None else torch.from_numpy(flipped_targets)
         self.seed, self.epoch, self.views = int(seed), 0, views
         self.collate_fn = collate_fn or default_collate
+        self.preprocess = preprocess
         self._no_row = torch.full((self.num_aspects,), float("nan"))
 
     def __len__(self) -> int:
@@ -71,12 +77,14 @@ class AspectDataset(Dataset):
         return self.index.labels
 
     def with_transform(self, transform: Callable | None) -> AspectDataset:
-        """The same images and stored targets under `transform`, with no view policy or batch mixing.
+        """The same images, stored targets and device step under `transform`, with no view policy or batch mixing.
 
         For scoring the training split with the evaluation transform (tools/eval.py --split train).
         """
         targets = None if self.targets is None else self.targets.numpy()
-        return AspectDataset(self.index, transform, targets, self.num_aspects, seed=self.seed)
+        return AspectDataset(
+            self.index, transform, targets, self.num_aspects, seed=self.seed, preprocess=self.preprocess
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch of the next pass: part of every sample's augmentation seed (and of the batch mixer's)."""
@@ -84,13 +92,14 @@ class AspectDataset(Dataset):
         if hasattr(self.collate_fn, "set_epoch"):
             self.collate_fn.set_epoch(epoch)
 
-    def __getitem__(self, i: int) -> dict:
-        image = self.index.load(i)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
+        image = self.index.load_uint8(i)
         view = WHOLE_IMAGE
         if self.transform is not None:
             # torch.manual_seed would also seed every CUDA device (~0.3 ms); the transforms draw on the CPU only.
             with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, i))
+                torch.default_generator.manual_seed(sample_seed(self.seed, epoch, i))
                 out = self.transform(image)
             image, view = out if isinstance(out, tuple) else (out, WHOLE_IMAGE)
         aspects = self.targets[i] if self.targets is not None else self._no_row.clone()
@@ -99,11 +108,15 @@ class AspectDataset(Dataset):
             aspects, mask = self.views.apply(aspects, view, flipped)
         else:
             mask = torch.isfinite(aspects).to(torch.float32)
-        return {
+        item = {
             "image": image,
             "label": self.index.labels[i],
             "aspects": aspects,
             "aspect_mask": mask,
             "view": view.as_item(),
             "index": i,
+            "epoch": epoch,
         }
+        if view.erase is not None:
+            item["erase"] = torch.tensor(view.erase, dtype=torch.int64)
+        return item

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
-from PIL import Image
-from torchvision.transforms.v2 import functional as F
+import torch
 from tqdm import tqdm
 
 from makd.data.image_check import bad_images_error
 from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import ImageIndex
+from makd.data.transforms import resize_shorter_side
 
 
 class PackedImages:
@@ -58,11 +58,11 @@ class PackedImages:
         return PackedImages.from_arrays([self[int(p)] for p in positions])
 
 
-def shrink(image: Image.Image, shorter_side: int) -> Image.Image:
-    """`image` with its shorter side reduced to `shorter_side` (aspect kept), unchanged when already smaller."""
-    if min(image.size) <= shorter_side:
+def shrink(image: torch.Tensor, shorter_side: int) -> torch.Tensor:
+    """uint8 [3, H, W] with its shorter side reduced to `shorter_side` (aspect kept), unchanged when already smaller."""
+    if min(image.shape[-2:]) <= shorter_side:
         return image
-    return F.resize(image, shorter_side)  # the test transform's own Resize, so re-applying it is a no-op
+    return resize_shorter_side(image, shorter_side)  # the test transform's own Resize: re-applying it is a no-op
 
 
 def cache_images(index: ImageIndex, shorter_side: int, num_threads: int | None = None) -> ImageIndex:
@@ -85,7 +85,7 @@ def cache_splits(
     def decode(item: tuple[ImageIndex, int]) -> np.ndarray | str:
         index, i = item
         try:
-            return np.asarray(shrink(index.load(i), shorter_side), dtype=np.uint8)
+            return shrink(index.load_uint8(i), shorter_side).permute(1, 2, 0).numpy()  # [H, W, 3]
         except ImageLoadError as err:
             return str(err)
 

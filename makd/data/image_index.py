@@ -11,10 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from makd.config.defaults import ConfigError
 from makd.data.image_decode import ImageLoadError, read_rgb
+from makd.data.transforms import pil_to_uint8
 from makd.errors import MakdError
 from makd.registry import Registry
 
@@ -76,6 +78,19 @@ class ImageIndex:
         if self.pixels is not None:
             return Image.fromarray(np.asarray(self.pixels[i]))  # uint8 [H, W, 3] -> RGB
         return read_rgb(self.paths[i])
+
+    def load_uint8(self, i: int) -> torch.Tensor:
+        """Image `i` as a uint8 tensor [3, H, W] (the training and test transforms' input).
+
+        In-memory pixels come without a copy: a channels-last view of the array (never written to: every
+        transform returns new tensors); files are decoded by read_rgb, as everywhere.
+        """
+        if self.pixels is not None:
+            array = np.asarray(self.pixels[i])
+            if not array.flags.writeable:  # torch refuses to wrap read-only arrays silently
+                array = array.copy()
+            return torch.from_numpy(array).permute(2, 0, 1)
+        return pil_to_uint8(read_rgb(self.paths[i]))
 
     def describe(self, i: int) -> str:
         """Where image `i` comes from (its file, or its id for in-memory data), for messages."""

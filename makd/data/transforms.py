@@ -1,18 +1,27 @@
-"""Train/test image transforms (torchvision.transforms.v2 on PIL images).
+"""Train/test image transforms (torchvision.transforms.v2 on uint8 image tensors [3, H, W]).
+
+Both take the uint8 tensor of ImageIndex.load_uint8 and return a uint8 tensor [3, IMAGE_SIZE, IMAGE_SIZE]:
+the conversion to float, normalisation with MEAN/STD, random erasing and mixup/CutMix run on whole batches
+on the training device (makd/data/device_batch.py), so workers collate and ship 1 byte per value, not 4.
 
 Train (`TrainTransform`, configured by DATASET.AUGMENT): a crop ("rrc" RandomResizedCrop, the CIFAR
 "crop_pad" or a deterministic "resize"), an optional horizontal flip, an optional TrivialAugment /
-RandAugment, normalisation, optional random erasing. It returns the image AND the view it drew (flip,
-visible area), so that the aspect targets can follow the view (makd/data/views.py). It draws from
-torch's global generator: AspectDataset seeds it per sample from (SEED, epoch, index).
+RandAugment, and the box of the optional random erasing (drawn here, applied after normalisation). It
+returns the image AND the view it drew (flip, visible area, erasing box), so that the aspect targets can
+follow the view (makd/data/views.py). It draws from torch's global generator: AspectDataset seeds it per
+sample from (SEED, epoch, index).
 
-Test: Resize(round(IMAGE_SIZE * RESIZE_RATIO)) + CenterCrop(IMAGE_SIZE). Both end in a float tensor
-[3, IMAGE_SIZE, IMAGE_SIZE] normalised with MEAN/STD.
+Test (`EvalTransform`): Resize(round(IMAGE_SIZE * RESIZE_RATIO)) + CenterCrop(IMAGE_SIZE).
+
+Resize kernels. Every resize to a fixed shorter side (the test Resize, the image cache, the "resize" and
+"crop_pad" fitting) is PIL's antialiased bilinear, as before the uint8 path, so evaluation is bit-identical
+to the former per-sample float pipeline (tests/test_device_batch.py). The random resized crop uses
+torchvision's uint8 tensor kernel, 3x faster than PIL's; the two differ by at most 1 level of 255 on about
+0.3 % of values (measured in docs/data.md), which is below what the random crop itself varies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,8 +34,18 @@ from torchvision.transforms.v2 import functional as F
 from makd.config.defaults import ConfigError
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a uint8 tensor [3, H, W] (channels-last in memory, as PIL and the cache hold it)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def resize_shorter_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [3, H, W] with its shorter side resized to `size` by PIL's antialiased bilinear (see the module
+    docstring: the one kernel of the test Resize, the cache and the deterministic train fitting)."""
+    if min(image.shape[-2:]) == size:
+        return image  # what PIL does too (a copy of the same pixels)
+    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    return pil_to_uint8(F.resize(pil, size, antialias=True))
 
 
 def shorter_side_size(image_size: int, resize_ratio: float) -> int:
@@ -63,6 +82,7 @@ class View:
 
     hflip: bool = False
     crop_area: float = 1.0
+    erase: tuple[int, int, int, int] | None = None  # random erasing's (top, left, height, width); (0, 0, 0, 0): none
 
     def as_item(self) -> dict:
         return {"hflip": bool(self.hflip), "crop_area": float(self.crop_area)}
@@ -115,34 +135,32 @@ class AugmentSpec:
 
 
 class TrainTransform:
-    """PIL RGB image -> (float tensor [3, S, S] normalised, View), S = image_size.
+    """uint8 [3, H, W] -> (uint8 [3, S, S], View), S = image_size; normalisation and erasing follow on the batch.
 
-    Random draws use torch's global generator in a fixed order (crop, flip, policy, erasing), so
+    Random draws use torch's global generator in a fixed order (crop, flip, policy, erasing box), so
     seeding it before the call fixes the output.
     """
 
-    def __init__(self, spec: AugmentSpec, *, image_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, spec: AugmentSpec, *, image_size: int) -> None:
         self.spec, self.size = spec, int(image_size)
         policy = {
-            "none": [],
-            "trivial": [v2.TrivialAugmentWide()],
-            "randaugment": [v2.RandAugment(num_ops=spec.randaugment_n, magnitude=spec.randaugment_m)],
+            "none": None,
+            "trivial": v2.TrivialAugmentWide(),
+            "randaugment": v2.RandAugment(num_ops=spec.randaugment_n, magnitude=spec.randaugment_m),
         }
         if spec.policy not in policy:
             raise ConfigError(f"DATASET.AUGMENT.POLICY {spec.policy!r} is unknown; use one of {', '.join(policy)}")
-        tail = _to_normalized_tensor(mean, std)
-        if spec.erasing > 0:
-            tail.append(v2.RandomErasing(p=spec.erasing, value=0))
-        self.photometric = v2.Compose([*policy[spec.policy], *tail])
+        self.policy = policy[spec.policy]
+        self.erasing = v2.RandomErasing(p=spec.erasing, value=0) if spec.erasing > 0 else None
 
-    def _crop(self, image: Image.Image) -> tuple[Image.Image, float]:
+    def _crop(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         s, spec = self.size, self.spec
-        width, height = image.size
+        height, width = image.shape[-2:]
         if spec.crop == "rrc":
             top, left, h, w = v1.RandomResizedCrop.get_params(image, list(spec.scale), list(spec.ratio))
             return F.resized_crop(image, top, left, h, w, [s, s], antialias=True), (h * w) / (height * width)
         # resize and crop_pad both start from the whole image at IMAGE_SIZE (shorter side, centre crop).
-        fitted = F.center_crop(F.resize(image, s, antialias=True), [s, s])
+        fitted = F.center_crop(resize_shorter_side(image, s), [s, s])
         shorter = min(width, height)
         area = (shorter * shorter) / (width * height)  # the centre square of the original
         if spec.crop == "resize":
@@ -156,30 +174,47 @@ class TrainTransform:
             return F.crop(padded, top, left, h, w), area * max(inside_w, 0) * max(inside_h, 0) / (s * s)
         raise ConfigError(f"DATASET.AUGMENT.CROP {spec.crop!r} is unknown; use rrc, crop_pad or resize")
 
-    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, View]:
+    def _erase_box(self, image: torch.Tensor) -> tuple[int, int, int, int] | None:
+        """RandomErasing's own draws (apply with p, then its box) on the final image's shape; the box is
+        applied after normalisation by the device step, so the erased values are 0 there, as before."""
+        if self.erasing is None:
+            return None
+        if torch.rand(1) >= self.erasing.p:  # the order of torchvision's RandomErasing.forward
+            return (0, 0, 0, 0)
+        params = self.erasing.make_params([image])
+        if params["v"] is None:  # no box fitted in its 10 attempts: nothing erased
+            return (0, 0, 0, 0)
+        return (int(params["i"]), int(params["j"]), int(params["h"]), int(params["w"]))
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, View]:
         cropped, area = self._crop(image)
         flipped = self.spec.hflip and bool(torch.rand(1) < 0.5)
         if flipped:
             cropped = F.horizontal_flip(cropped)
-        return self.photometric(cropped), View(hflip=flipped, crop_area=float(area))
+        if self.policy is not None:
+            cropped = self.policy(cropped)
+        # .contiguous(): the item owns its pixels (a crop of a cached image is otherwise a view of the cache).
+        return cropped.contiguous(), View(hflip=flipped, crop_area=float(area), erase=self._erase_box(cropped))
 
 
-def train_transform(
-    *, image_size: int, mean: Sequence[float], std: Sequence[float], spec: AugmentSpec | None = None
-) -> TrainTransform:
+class EvalTransform:
+    """uint8 [3, H, W] -> uint8 [3, S, S]: shorter side to round(S * RESIZE_RATIO) (PIL's kernel), centre crop."""
+
+    def __init__(self, *, image_size: int, resize_ratio: float) -> None:
+        self.size, self.shorter_side = int(image_size), shorter_side_size(image_size, resize_ratio)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return F.center_crop(resize_shorter_side(image, self.shorter_side), [self.size, self.size]).contiguous()
+
+
+def train_transform(*, image_size: int, spec: AugmentSpec | None = None) -> TrainTransform:
     """The training transform; without `spec`, the official RandomResizedCrop(image_size) + flip."""
-    return TrainTransform(spec or AugmentSpec(), image_size=image_size, mean=mean, std=std)
+    return TrainTransform(spec or AugmentSpec(), image_size=image_size)
 
 
-def test_transform(*, image_size: int, resize_ratio: float, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """PIL RGB image -> float tensor [3, image_size, image_size] (shorter side resized, centre crop, normalised)."""
-    return v2.Compose(
-        [
-            v2.Resize(shorter_side_size(image_size, resize_ratio)),
-            v2.CenterCrop(image_size),
-            *_to_normalized_tensor(mean, std),
-        ]
-    )
+def test_transform(*, image_size: int, resize_ratio: float) -> EvalTransform:
+    """uint8 [3, H, W] -> uint8 [3, image_size, image_size] (shorter side resized, centre crop)."""
+    return EvalTransform(image_size=image_size, resize_ratio=resize_ratio)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

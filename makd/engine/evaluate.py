@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from makd.data.device_batch import prepare_batch
+from makd.data.loader_settings import loader_settings
 from makd.engine.distributed import DistInfo, all_gather_arrays, all_reduce_sum
 from makd.engine.metrics import aspect_agreement, topk_correct
 
@@ -35,10 +37,8 @@ def make_eval_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=num_workers,
         drop_last=False,
-        pin_memory=pin_memory,
-        persistent_workers=False,
+        **loader_settings(num_workers, pin_memory, persistent=False),  # evaluation is once per LOG.EVAL_FREQ
     )
 
 
@@ -59,8 +59,9 @@ def evaluate(
     correct1 = correct5 = loss_sum = count = 0.0
     predicted, teacher = [], []
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
-        labels, aspects = batch["label"].to(device, non_blocking=True), batch["aspects"]
+        aspects = batch["aspects"]  # compared on the CPU
+        batch = prepare_batch(batch, loader.dataset, device)
+        images, labels = batch["image"], batch["label"]
         outputs = student(images).float()  # [B, C (+ Q)]
         class_logits = outputs[:, :num_classes]
         c1, c5 = topk_correct(class_logits, labels, (1, 5))

@@ -20,6 +20,8 @@ from makd.atomic_files import atomic_copy, atomic_write_json, check_output_locat
 from makd.config import ConfigError, load_cfg
 from makd.config.defaults import distiller_of, flatten_tree
 from makd.data.build import DataBundle, build_data, evaluation_view, has_training_targets
+from makd.data.device_batch import prepare_batch
+from makd.data.loader_settings import loader_settings
 from makd.distillers import build_distiller
 from makd.engine import run_folder
 from makd.engine.checkpoint import (
@@ -50,8 +52,12 @@ class NonFiniteLossError(MakdError, RuntimeError):
     """A training loss became NaN or infinite."""
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation drawn from (seed, epoch) and split across ranks (padded to equal length by wrapping)."""
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    """A permutation drawn from (seed, epoch) and split across ranks (padded to equal length by wrapping).
+
+    It yields (epoch, index) keys: persistent DataLoader workers keep the dataset copy they started with,
+    so the epoch of every sample's augmentation seed travels with its index (AspectDataset.__getitem__).
+    """
 
     def __init__(self, length: int, seed: int, info: DistInfo) -> None:
         self.length, self.seed, self.info, self.epoch = length, seed, info, 0
@@ -64,7 +70,7 @@ class EpochShuffleSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.length, generator=generator).tolist()
         order += order[: self.per_rank * self.info.world_size - self.length]
-        return iter(order[self.info.rank :: self.info.world_size])
+        return iter([(self.epoch, i) for i in order[self.info.rank :: self.info.world_size]])
 
     def __len__(self) -> int:
         return self.per_rank
@@ -93,12 +99,10 @@ def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[D
         dataset,
         batch_size=cfg.SOLVER.BATCH_SIZE,
         sampler=sampler,
-        num_workers=cfg.DATASET.NUM_WORKERS,
         drop_last=drop_last,
-        pin_memory=pin_memory,
         generator=generator,
-        persistent_workers=False,
         collate_fn=dataset.collate_fn,
+        **loader_settings(cfg.DATASET.NUM_WORKERS, pin_memory, persistent=True),
     )
     return loader, generator
 
@@ -147,7 +151,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         dynamic_ncols=True,
     )
     for batch in bar:
-        batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = prepare_batch(batch, loader.dataset, ctx.device)  # uint8 -> normalised, erased, mixed floats
         labels = batch.get("label_index", batch["label"])  # "label" is [B, C] under smoothing / mixup
         with ctx.amp.autocast():
             class_logits, losses = model(batch)
@@ -338,6 +342,10 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     )
     teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
     distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher, data.class_names).to(device)
+    if cfg.DATASET.CHANNELS_LAST:  # the device step hands it channels_last images (makd/data/device_batch.py)
+        distiller.student.to(memory_format=torch.channels_last)
+    if cfg.SOLVER.COMPILE:
+        distiller.student.compile()
     pin = device.type == "cuda"
     train_loader, loader_generator = make_train_loader(data.train, cfg, info, pin)
     eval_loaders = {

@@ -221,6 +221,8 @@ def precompute_teacher_logits(
     teacher: nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
 ) -> torch.Tensor:
     """Teacher logits [N, C] (float32, on `device`) of every item of `dataset`, in index order."""
+    from makd.data.device_batch import prepare_batch  # makd.models stays importable without the data package
+
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
-    rows = [teacher(batch["image"].to(device)).float() for batch in loader]
+    rows = [teacher(prepare_batch(batch, dataset, device)["image"]).float() for batch in loader]
     return torch.cat(rows)
