@@ -32,6 +32,9 @@ _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda
 _C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
 _C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
 _C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = torch's default
+# (new) what the student learns: "classification" (image classes) or "detection" (COCO-format boxes, a Faster
+# R-CNN student; the DETECTION group below and docs/detection.md)
+_C.TASK = "classification"
 
 _C.EXPERIMENT = CN()
 _C.EXPERIMENT.PROJECT = "makd"  # group of runs (run folder parent; wandb project)
@@ -383,10 +386,13 @@ def uses_teacher(cfg: CN) -> bool:
 
 
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
+TASKS = ("classification", "detection")  # values of TASK (makd.engine.tasks.task_of builds each)
 
 
 def check_cfg(cfg: CN) -> None:
     """Checks that need no data; each failure is one line naming the key and the fix."""
+    if cfg.TASK not in TASKS:
+        raise ConfigError(f"TASK {cfg.TASK!r} is unknown; use one of {', '.join(TASKS)}")
     method = distiller_of(cfg)
     method.check_config(cfg)
     if cfg.MaKD.TARGETS not in TARGET_MODES:

@@ -28,8 +28,9 @@ class ContiguousShardSampler(Sampler[int]):
 
 
 def make_eval_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, info: DistInfo, pin_memory: bool
+    dataset: Dataset, batch_size: int, num_workers: int, info: DistInfo, pin_memory: bool, collate_fn=None
 ) -> DataLoader:
+    """Every sample of `dataset` once, this rank's contiguous share; `collate_fn` None = torch's default."""
     sampler = ContiguousShardSampler(len(dataset), info.rank, info.world_size)
     return DataLoader(
         dataset,
@@ -39,6 +40,7 @@ def make_eval_loader(
         drop_last=False,
         pin_memory=pin_memory,
         persistent_workers=False,
+        collate_fn=collate_fn,
     )
 
 
