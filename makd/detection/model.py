@@ -15,7 +15,7 @@ checkpoint, those of a trained classifier (build_student's own loading: every we
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +27,10 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 
+from makd.config.defaults import ASPECT_LEVELS
 from makd.distillers.losses import aspect_bce, soften_targets
 from makd.models import build_student
 from makd.models.errors import StudentError
-
-ASPECT_LEVELS = ("box", "image")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,6 @@ class DetectorSettings:
     detections_per_image: int = 100
     image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    extra: dict = field(default_factory=dict)  # room for keys a later version adds (ignored)
 
 
 # ----------------------------------------------------------------------------- backbone
