@@ -10,6 +10,7 @@ from pathlib import Path
 
 from makd.errors import run_command
 from makd.mllm.extraction import ExtractionError, Shard, parse_views, plan_extraction, run_extraction, view_output
+from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import partial_path
 
 PROG = "make_makd_logits_json.py"
@@ -216,8 +217,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ExtractionError(f"--images-per-step {args.images_per_step}: must be >= 1")
         views = parse_views(args.views)
         # Every input and output location is checked before the (slow) model load.
-        plan = plan_extraction(args.questions, args.images, output, shard, args.limit, args.resume,
-                               args.overwrite, args.strict, views)  # fmt: skip
+        plan = plan_extraction(args.questions, ImageFolderItems(args.images), output, shard, args.limit,
+                               args.resume, args.overwrite, args.strict, views)  # fmt: skip
         _quiet_transformers()
         scorer = build_scorer(args)
         per_step = args.images_per_step
