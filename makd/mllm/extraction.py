@@ -146,7 +146,7 @@ def plan_extraction(
         items = items[:limit]
     if not items:
         raise ExtractionError(
-            f"--shard {shard.index}/{shard.count}: this shard holds no {source.noun}s ({len(source.items)} in total)"
+            f"--shard {shard.index}/{shard.count}: this shard holds no {source.nouns} ({len(source.items)} in total)"
         )
     output = Path(output)
     if output.suffix.lower() != ".json":
@@ -357,6 +357,7 @@ def _score_step(step: list[LoadedItem], plan: ExtractionPlan, scorer: Scorer, ru
 
 def _finish(plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str, elapsed: float, scored: int) -> dict:
     shard_ids = [item.id for item in plan.items]
+    prompts = plan.source.prompts(plan.questions)
     outputs = plan.outputs()
     metas: list[tuple[ViewRun, dict]] = []
     for r in runs:
@@ -374,6 +375,7 @@ def _finish(plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str
             "questions_sha256": questions_sha256(plan.questions),
             "num_questions": len(plan.questions),
             "questions": plan.questions,
+            **({"prompts": prompts} if prompts != plan.questions else {}),  # what was asked, when a source frames it
             **plan.source.sidecar(),
             "num_images_planned": len(plan.items),
             "shard": None

@@ -32,6 +32,7 @@ class Item:
 
 class ItemSource(Protocol):
     noun: str  # "image" or "box", for messages
+    nouns: str  # its plural
     items: list[Item]  # every item of the source, in the order shards slice it
 
     def read(self, item: Item) -> Image.Image:
@@ -50,7 +51,7 @@ class ItemSource(Protocol):
 class ImageFolderItems:
     """Every image file under a folder, one item each, keyed by the one image-id rule."""
 
-    noun = "image"
+    noun, nouns = "image", "images"
 
     def __init__(self, root: str | os.PathLike) -> None:
         from makd.mllm.extraction import ExtractionError  # here: extraction.py imports this module
