@@ -226,3 +226,18 @@ def test_killed_box_runs_resume_to_the_same_bytes(tiny_hf_model, questions_file,
     assert output.read_bytes() == unbroken.read_bytes()
     assert flip.read_bytes() == (tmp_path / "unbroken.flip.json").read_bytes()
     assert not partial_path(output).exists() and read_sidecar(output)["resumed_rows"] == 12
+
+
+def test_boxes_of_an_unreadable_image_are_listed_and_strict_stops(tiny_hf_model, questions_file, coco_set, tmp_path,
+                                                                  capsys):  # fmt: skip
+    instances, images = coco_set
+    (images / "c.png").write_bytes(b"not an image")
+    out = tmp_path / "boxes.json"
+    assert run_boxes(tiny_hf_model, questions_file, instances, images, out) == 0
+    assert read_aspect_file(out).ids == ["5#101", "5#102"]
+    skipped = read_sidecar(out)["skipped_images"]
+    assert [s["id"] for s in skipped] == ["11#300"] and "not an image" in skipped[0]["reason"]
+    assert "warning: skipped unreadable image " in capsys.readouterr().err
+    assert run_boxes(tiny_hf_model, questions_file, instances, images, tmp_path / "s.json", "--strict") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: unreadable image ") and "c.png (box 11#300)" in err and "--strict stops here" in err
