@@ -50,6 +50,15 @@ def parse_box_id(value: str) -> tuple[int, int]:
         ) from None
 
 
+def is_box_id(value: str) -> bool:
+    """Whether `value` follows the box-id rule (for tools that read files keyed either way)."""
+    try:
+        parse_box_id(value)
+    except DatasetFormatError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class CocoImage:
     """One image entry: COCO id, file name relative to the images folder, size in pixels."""
