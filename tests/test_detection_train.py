@@ -212,3 +212,14 @@ def test_two_process_distributed_detection_run_on_cpu(demo, tmp_path):
     assert rows[0]["test_num_samples"] == 6  # every test image scored exactly once over the two ranks
     detections = json.loads((out / "detections_test.json").read_text())
     assert {d["image_id"] for d in detections} <= set(range(1, 7))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "detection").glob("[!_]*.yaml")))
+def test_coco_configs_load_and_their_detector_builds(name):
+    from makd.detection.model import build_backbone
+    from makd.detection.task import settings_from_config
+
+    cfg = load_cfg(str(REPO / "configs" / "detection" / name))
+    assert cfg.TASK == "detection" and cfg.DISTILLER.TYPE in ("NONE", "MaKD")
+    backbone = build_backbone(cfg.DISTILLER.STUDENT, settings_from_config(cfg))
+    assert len(backbone.body.return_layers) + 1 == len(cfg.DETECTION.ANCHOR_SIZES)
