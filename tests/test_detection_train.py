@@ -188,6 +188,23 @@ def test_detection_config_errors_are_one_line(demo, tmp_path):
         load_cfg(str(CONFIG), ["TASK", "segmentation"])
     with pytest.raises(MakdError, match="DETECTION.TRAIN_JSON is empty"):
         load_cfg(str(CONFIG), ["DETECTION.TRAIN_JSON", ""])
+    with pytest.raises(MakdError, match="DATASET.VAL_FRACTION is not supported for TASK detection"):
+        load_cfg(str(CONFIG), ["DATASET.VAL_FRACTION", "0.1"])
+
+
+def test_eval_tool_refuses_a_detection_config_in_one_line(capsys):
+    assert load_tool("eval").main([str(CONFIG), "student.pth"]) == 2
+    assert "tools/eval.py scores classification students" in capsys.readouterr().err
+
+
+def test_test_file_with_other_categories_is_refused(demo, tmp_path, capsys):
+    data = json.loads((demo / "instances_test.json").read_text())
+    data["categories"].append({"id": 99, "name": "purple_plain"})
+    other = tmp_path / "instances_test.json"
+    other.write_text(json.dumps(data))
+    assert our_train.main(_args(demo, tmp_path / "run", "DETECTION.TEST_JSON", str(other))) == 2
+    assert "list different category ids" in capsys.readouterr().err
+    assert not any((tmp_path / "run").iterdir())  # refused before anything was written into the run folder
 
 
 @pytest.mark.skipif(os.environ.get("MAKD_SKIP_DDP") == "1", reason="MAKD_SKIP_DDP=1")

@@ -443,6 +443,11 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
     so two calls on one checkpoint give the same numbers.
     """
     cfg = load_cfg(config_path, opts)
+    if cfg.TASK != "classification":
+        raise ConfigError(
+            f"tools/eval.py scores classification students, but {config_path} has TASK {cfg.TASK}; a detection "
+            "run's final test mAP is in its summary.json and detections_test.json (docs/detection.md)"
+        )
     info = DistInfo()
     device = resolve_device(cfg.DEVICE, info)
     data = build_data(cfg)
