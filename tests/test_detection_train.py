@@ -108,6 +108,15 @@ def test_resume_of_a_detection_run_equals_the_unbroken_run(demo, tmp_path):
     )
 
 
+def test_resuming_a_finished_run_writes_the_same_detections_again(demo, tmp_path):
+    out = tmp_path / "done"
+    assert our_train.main(_args(demo, out, "SOLVER.EPOCHS", "1")) == 0
+    first = (out / "detections_test.json").read_text()
+    (out / "detections_test.json").unlink()
+    assert our_train.main([*_args(demo, out, "SOLVER.EPOCHS", "1"), "--resume"]) == 0
+    assert (out / "detections_test.json").read_text() == first  # evaluated again, on the main process alone
+
+
 def test_saved_detections_score_the_same_under_pycocotools(demo, tmp_path):
     out = tmp_path / "run"
     assert our_train.main(_args(demo, out, "SOLVER.EPOCHS", "3")) == 0

@@ -27,7 +27,7 @@ from makd.detection.data import DetectionDataset, apply_control, join_rows
 from makd.detection.model import DetectorSettings, build_detector
 from makd.engine import run_folder
 from makd.engine.checkpoint import save_checkpoint
-from makd.engine.distributed import all_gather_arrays
+from makd.engine.distributed import DistInfo, all_gather_arrays
 from makd.engine.metrics import aspect_agreement
 from makd.engine.tasks import Task, move_to
 from makd.engine.train_state import finite_number
@@ -145,13 +145,16 @@ class DetectionTask(Task):
     def batch_counts(self, outputs, batch) -> tuple[int, None]:
         return len(batch["images"]), None
 
-    @torch.inference_mode()
     def evaluate(self, split: str, loader) -> dict[str, float]:
         """COCO mAP / mAP@50 / mAP@75 (%) of the split, and the box (or image) aspect agreement with the teacher.
 
         Each process scores its share; detections and aspect pairs are gathered, so every rank computes the same
         numbers from the whole split.
         """
+        return self._evaluate(split, loader, self.info)
+
+    @torch.inference_mode()
+    def _evaluate(self, split: str, loader, info: DistInfo) -> dict[str, float]:
         detector = self.model.student
         was_training = detector.training
         detector.eval()
@@ -180,7 +183,7 @@ class DetectionTask(Task):
                 predicted.append(pairs[0][rows])
                 teacher.append(pairs[1][rows])
         detector.train(was_training)
-        gathered = all_gather_arrays((detections, predicted, teacher, seen), self.info)
+        gathered = all_gather_arrays((detections, predicted, teacher, seen), info)
         detections = [d for part in gathered for d in part[0]]
         result: dict[str, Any] = coco_map(
             self.instances[split], detections, image_ids=[i.id for i in loader.dataset.coco.images]
@@ -212,13 +215,14 @@ class DetectionTask(Task):
 
     def finish(self, run_dir: Path, logger, step: int) -> None:
         """The final model's test detections (COCO results) and per-category AP, in the run folder."""
-        if "test" not in self.last_evaluation:  # resumed after the last epoch: evaluate once more
+        if "test" not in self.last_evaluation:  # resumed after the last epoch: evaluate once more, here alone
             from makd.engine.evaluate import make_eval_loader
 
+            alone = DistInfo()  # only the main process finishes: no other rank would join a gather
             loader = make_eval_loader(
-                self.eval_sets["test"], self.cfg.DATASET.TEST.BATCH_SIZE, 0, self.info, False, self.eval_collate
+                self.eval_sets["test"], self.cfg.DATASET.TEST.BATCH_SIZE, 0, alone, False, self.eval_collate
             )
-            self.evaluate("test", loader)
+            self._evaluate("test", loader, alone)
         last = self.last_evaluation["test"]
         atomic_write_json(run_dir / run_folder.DETECTIONS, last["detections"])
         atomic_write_json(run_dir / run_folder.CATEGORY_AP, {"test": last["category_ap"]})
