@@ -179,6 +179,13 @@ def test_missing_box_rows_are_unsupervised_and_a_file_of_another_set_is_refused(
     rows = join_rows(coco, read_aspect_file(partial), "box", 16, "training")
     assert rows.num_missing == 5 and rows.num_supervised == len(table.ids) - 5
     assert np.isnan(np.concatenate(rows.boxes)).all(axis=1).sum() == 5
+    assert rows.missing_examples == table.ids[:3]
+    assert (
+        our_train.main(_args(demo, tmp_path / "partial", "DATASET.ASPECT_JSON", str(partial), "SOLVER.EPOCHS", "1"))
+        == 0
+    )
+    assert "warning: 5 training boxes have no row" in capsys.readouterr().err
+    assert _summary(tmp_path / "partial")["unsupervised_train_rows"] == 5
     # an image-level file given for box-level training
     code = our_train.main(_args(demo, tmp_path / "x", "DATASET.ASPECT_JSON", str(demo / "image_aspects_train.json")))
     assert code == 2 and "is not '<image id>#<annotation id>'" in capsys.readouterr().err

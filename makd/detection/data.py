@@ -12,7 +12,7 @@ category: per box its label; per image the label of its largest box (images with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -95,9 +95,8 @@ def apply_control(coco: CocoSet, rows: AspectRows, level: str, mode: str, seed: 
     out = stacked.copy()
     out[supervised] = make_targets(mode, stacked[supervised], labels[supervised], seed)
     if level == "box":
-        sizes = np.cumsum([len(b) for b in rows.boxes])[:-1]
-        return AspectRows(list(np.split(out, sizes)), rows.images, rows.num_supervised, rows.num_missing)
-    return AspectRows(rows.boxes, out, rows.num_supervised, rows.num_missing)
+        return replace(rows, boxes=list(np.split(out, np.cumsum([len(b) for b in rows.boxes])[:-1])))
+    return replace(rows, images=out)
 
 
 class DetectionDataset(Dataset):

@@ -7,6 +7,7 @@ pycocotools' COCOeval scores to the same numbers) and category_ap.json (per-cate
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,14 @@ class DetectionTask(Task):
         self.num_aspects = table.num_aspects if table is not None else 0
         self.table = table
         rows = join_rows(self.train_coco, table, level, self.num_aspects, "training")
+        if rows.num_missing and self.info.is_main:
+            what = "boxes" if level == "box" else "images"
+            print(
+                f"[makd] warning: {rows.num_missing} training {what} have no row in {table.path} (first: "
+                f"{', '.join(rows.missing_examples)}); they train the detector but not the aspect outputs",
+                file=sys.stderr,
+                flush=True,
+            )
         self.train_rows = apply_control(self.train_coco, rows, level, cfg.MaKD.TARGETS, cfg.SEED)
         test_table = None
         if self.uses_aspects and cfg.DATASET.TEST_ASPECT_JSON:
