@@ -92,6 +92,17 @@ def test_inspect_reports_every_problem_instead_of_stopping(tmp_path, capsys):
     assert "problems: 3" in text
 
 
+def test_inspect_counts_box_keyed_rows(tmp_path, capsys):
+    from makd.artifacts import write_aspect_file
+
+    path = tmp_path / "boxes.json"  # stage 2 per box keys rows "<image id>#<annotation id>"
+    write_aspect_file(path, {"5#101": [0.2, 0.9], "5#102": [0.4, 0.1], "cat/img_1": [0.5, 0.5], "7#x": [0.3, 0.3]})
+    report = run_json(capsys, "inspect", str(path))
+    assert report["keys"]["box_ids"] == 2 and report["problems"]["count"] == 0
+    assert aspects.main(["inspect", str(path)]) == 0
+    assert "1 with a folder prefix, 2 box ids (<image id>#<annotation id>)" in capsys.readouterr().out
+
+
 def test_pickles_and_non_json_are_refused_in_one_line(tmp_path, capsys):
     pickle = tmp_path / "aspects.pkl"
     pickle.write_bytes(b"\x80\x04K\x01.")

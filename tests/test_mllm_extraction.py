@@ -156,12 +156,13 @@ def test_existing_output_and_partial_are_never_overwritten(
 
 def test_resume_refuses_other_settings(tiny_hf_model, questions_file, image_folder, tmp_path, capsys):  # noqa: F811
     from makd.mllm.extraction import plan_extraction, run_settings
+    from makd.mllm.items import ImageFolderItems
 
     root, _ = image_folder
     out = tmp_path / "aspects.json"
     # The header a run with --max-tiles 12 writes; this run asks for 2 tiles.
     scorer = InternVLScorer(load_internvl(str(tiny_hf_model), device="cpu", dtype="float32"), max_tiles=12)
-    settings = run_settings(plan_extraction(questions_file, root, out, limit=2), scorer)
+    settings = run_settings(plan_extraction(questions_file, ImageFolderItems(root), out, limit=2), scorer)
     partial_path(out).write_text(json.dumps({"format": "makd-partial-rows-1", "settings": settings}) + "\n")
     assert run(tiny_hf_model, questions_file, root, out, "--resume", "--limit", "2") == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")][0]

@@ -18,6 +18,7 @@ import numpy as np
 
 from makd.aspect_files.reading import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 from makd.data.image_ids import IMAGE_EXTENSIONS
+from makd.detection.coco import is_box_id
 
 LOGIT_GRID_STEPS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
 GRID_SHARE = 0.99  # a grid is reported when at least this share of the values' logits sit on it
@@ -38,9 +39,10 @@ class Inspection:
         out = [f"{r['path']} ({r['format']}, sha256 {r['sha256'][:12]}..)"]
         out.append(f"rows: {r['rows']} pairs, {r['distinct_keys']} distinct keys; kind: {r['kind']}")
         keys = r["keys"]
+        boxes = f", {keys['box_ids']} box ids (<image id>#<annotation id>)" if keys.get("box_ids") else ""
         out.append(
             f"keys: {keys['with_image_extension']} with an image extension, {keys['with_folder']} with a folder "
-            f"prefix; e.g. {', '.join(repr(k) for k in keys['examples']) or '(none)'}"
+            f"prefix{boxes}; e.g. {', '.join(repr(k) for k in keys['examples']) or '(none)'}"
         )
         dup = r["duplicates"]
         if dup["keys"]:
@@ -167,6 +169,7 @@ def inspect_file(raw: RawAspectFile) -> Inspection:
         "keys": {
             "with_image_extension": sum(_has_image_extension(k) for k in keys),
             "with_folder": sum("/" in k or "\\" in k for k in keys),
+            "box_ids": sum(is_box_id(k) for k in keys),  # stage 2 per box: "<image id>#<annotation id>"
             "examples": keys[:3],
         },
         "duplicates": {

@@ -32,6 +32,9 @@ _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda
 _C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
 _C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
 _C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = torch's default
+# (new) what the student learns: "classification" (image classes) or "detection" (COCO-format boxes, a Faster
+# R-CNN student; the DETECTION group below and docs/detection.md)
+_C.TASK = "classification"
 
 _C.EXPERIMENT = CN()
 _C.EXPERIMENT.PROJECT = "makd"  # group of runs (run folder parent; wandb project)
@@ -171,6 +174,36 @@ _C.MaKD.FLIP_POLICY = "mask"
 _C.MaKD.MIN_CROP_AREA = 0.0  # crops showing less than this fraction of the image are "small"; 0 = off
 _C.MaKD.SMALL_CROP = "mask"  # "mask" (a small crop's aspect targets all leave the BCE) or "bound" (no crop is
 # smaller: the rrc scale range starts at MIN_CROP_AREA in MaKD runs)
+
+# (new) TASK detection (makd/detection, docs/detection.md): a COCO-format set, a Faster R-CNN student on an FPN over
+# DISTILLER.STUDENT's stages (DISTILLER.STUDENT_PRETRAINED: a local classifier checkpoint for the backbone), and
+# MaKD's aspect term per box or per image. DISTILLER.TYPE NONE is the detector alone, MaKD adds the aspect term
+# (MaKD.ALPHA, MaKD.TEMPERATURE, MaKD.TARGETS as in classification). Images are read from DATASET.TRAIN_IMAGE_PATH
+# and DATASET.TEST_IMAGE_PATH (each instances file's file_names are relative to its folder), normalised with
+# DATASET.MEAN / STD; the aspect rows come from DATASET.ASPECT_JSON (and DATASET.TEST_ASPECT_JSON for the
+# agreement metrics). Sizes default to torchvision's Faster R-CNN; configs/detection/ has small CPU settings.
+_C.DETECTION = CN()
+_C.DETECTION.TRAIN_JSON = ""  # COCO instances file of the training images
+_C.DETECTION.TEST_JSON = ""  # COCO instances file of the test images (mAP, per-category AP)
+# "box": the box head gets Q aspect outputs, trained on the row of the ground-truth box each positive proposal is
+# matched to; DATASET.ASPECT_JSON is keyed by box id "<image id>#<annotation id>" (stage 2 --boxes).
+# "image": an auxiliary head on the pooled FPN features, trained on image-level rows keyed by the image id rule
+# (file_name without extension; stage 2 on the images folder).
+_C.DETECTION.ASPECT_LEVEL = "box"
+_C.DETECTION.MIN_SIZE = 800  # shorter image side after the detector's resize (torchvision: 800)
+_C.DETECTION.MAX_SIZE = 1333  # longer side cap (torchvision: 1333)
+_C.DETECTION.FPN_CHANNELS = 256  # FPN output channels (torchvision: 256)
+_C.DETECTION.RETURNED_STAGES = []  # 1-based backbone stages fed to the FPN; [] = all (ResNet: 1-4)
+_C.DETECTION.ANCHOR_SIZES = [32, 64, 128, 256, 512]  # anchor side per FPN level: one per returned stage + 1 (pool)
+_C.DETECTION.BOX_HEAD_DIM = 1024  # width of the two-layer box head (torchvision: 1024)
+_C.DETECTION.RPN_BATCH_PER_IMAGE = 256  # anchors sampled per image for the RPN loss
+_C.DETECTION.RPN_PRE_NMS_TRAIN = 2000  # proposals kept per level before NMS, training
+_C.DETECTION.RPN_POST_NMS_TRAIN = 2000  # proposals kept after NMS, training
+_C.DETECTION.RPN_PRE_NMS_TEST = 1000  # the same two at test time
+_C.DETECTION.RPN_POST_NMS_TEST = 1000  # (proposals the box head scores per image)
+_C.DETECTION.BOX_BATCH_PER_IMAGE = 512  # proposals sampled per image for the box head's losses (25% positive)
+_C.DETECTION.SCORE_THRESH = 0.05  # detections below this score are dropped before evaluation (torchvision: 0.05)
+_C.DETECTION.DETECTIONS_PER_IMAGE = 100  # at most this many detections per image (COCO evaluates 100)
 
 _C.LOG = CN()
 _C.LOG.PREFIX = "./output"  # run folders go under PREFIX/PROJECT/NAME
@@ -403,10 +436,13 @@ def uses_teacher(cfg: CN) -> bool:
 
 
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
+TASKS = ("classification", "detection")  # values of TASK (makd.engine.tasks.task_of builds each)
 
 
 def check_cfg(cfg: CN) -> None:
     """Checks that need no data; each failure is one line naming the key and the fix."""
+    if cfg.TASK not in TASKS:
+        raise ConfigError(f"TASK {cfg.TASK!r} is unknown; use one of {', '.join(TASKS)}")
     method = distiller_of(cfg)
     method.check_config(cfg)
     if cfg.MaKD.TARGETS not in TARGET_MODES:
@@ -428,8 +464,12 @@ def check_cfg(cfg: CN) -> None:
     if cfg.NUM_THREADS < 0:
         raise ConfigError(f"NUM_THREADS must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)
+    if cfg.TASK == "detection":
+        check_detection_cfg(cfg)
     train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
-    if train and test and os.path.realpath(train) == os.path.realpath(test) and not cfg.DATASET.TEST_SPLIT_FILE:
+    # (detection: the instances files say which images are test images; one folder may hold both)
+    same = train and test and os.path.realpath(train) == os.path.realpath(test)
+    if cfg.TASK == "classification" and same and not cfg.DATASET.TEST_SPLIT_FILE:
         raise ConfigError(
             f"DATASET.TRAIN_IMAGE_PATH and DATASET.TEST_IMAGE_PATH are the same folder ({train}); "
             "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
@@ -510,3 +550,54 @@ def check_augment_cfg(cfg: CN) -> None:
         raise ConfigError("DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA must be >= 0 (0 = off)")
     if a.PAD < 0 or a.RANDAUGMENT_N < 0 or not 0 <= a.RANDAUGMENT_M <= 30:
         raise ConfigError("DATASET.AUGMENT.PAD and RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+
+
+DETECTION_METHODS = ("NONE", "MaKD")  # the detector alone, or with MaKD's aspect term
+ASPECT_LEVELS = ("box", "image")
+
+
+def check_detection_cfg(cfg: CN) -> None:
+    """The DETECTION keys and what TASK detection supports; one line each, naming the key and the fix."""
+    d = cfg.DETECTION
+    if cfg.DISTILLER.TYPE not in DETECTION_METHODS:
+        raise ConfigError(
+            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE!r} is not available for TASK detection; use "
+            f"{' or '.join(DETECTION_METHODS)}"
+        )
+    if d.ASPECT_LEVEL not in ASPECT_LEVELS:
+        raise ConfigError(
+            f"DETECTION.ASPECT_LEVEL {d.ASPECT_LEVEL!r} is unknown; use one of {', '.join(ASPECT_LEVELS)}"
+        )
+    if cfg.DATASET.VAL_FRACTION > 0:
+        raise ConfigError(
+            "DATASET.VAL_FRACTION is not supported for TASK detection (the best epoch is selected on the test "
+            "mAP and reported as such); set it to 0"
+        )
+    for key in ("TRAIN_JSON", "TEST_JSON"):
+        if not d[key]:
+            raise ConfigError(f"DETECTION.{key} is empty; give the COCO instances file of the split")
+    for key in ("TRAIN_IMAGE_PATH", "TEST_IMAGE_PATH"):
+        if not cfg.DATASET[key]:
+            raise ConfigError(f"DATASET.{key} is empty; give the images folder the instances file's file_names are in")
+    positive = (
+        "MIN_SIZE",
+        "MAX_SIZE",
+        "FPN_CHANNELS",
+        "BOX_HEAD_DIM",
+        "RPN_BATCH_PER_IMAGE",
+        "RPN_PRE_NMS_TRAIN",
+        "RPN_POST_NMS_TRAIN",
+        "RPN_PRE_NMS_TEST",
+        "RPN_POST_NMS_TEST",
+        "BOX_BATCH_PER_IMAGE",
+        "DETECTIONS_PER_IMAGE",
+    )
+    for key in positive:
+        if d[key] < 1:
+            raise ConfigError(f"DETECTION.{key} must be >= 1, got {d[key]}")
+    if d.MAX_SIZE < d.MIN_SIZE:
+        raise ConfigError(f"DETECTION.MAX_SIZE {d.MAX_SIZE} is below DETECTION.MIN_SIZE {d.MIN_SIZE}")
+    if not d.ANCHOR_SIZES or any(not isinstance(s, int) or s < 1 for s in d.ANCHOR_SIZES):
+        raise ConfigError(f"DETECTION.ANCHOR_SIZES must be positive integers in pixels, got {list(d.ANCHOR_SIZES)}")
+    if not 0.0 <= d.SCORE_THRESH < 1.0:
+        raise ConfigError(f"DETECTION.SCORE_THRESH must be in [0, 1), got {d.SCORE_THRESH}")

@@ -30,14 +30,16 @@ class ContiguousShardSampler(Sampler[int]):
 
 
 def make_eval_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, info: DistInfo, pin_memory: bool
+    dataset: Dataset, batch_size: int, num_workers: int, info: DistInfo, pin_memory: bool, collate_fn=None
 ) -> DataLoader:
+    """Every sample of `dataset` once, this rank's contiguous share; `collate_fn` None = torch's default."""
     sampler = ContiguousShardSampler(len(dataset), info.rank, info.world_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         drop_last=False,
+        collate_fn=collate_fn,
         **loader_settings(num_workers, pin_memory, persistent=False),  # evaluation is once per LOG.EVAL_FREQ
     )
 

@@ -25,8 +25,10 @@ TENSORBOARD = "tensorboard"  # folder of TensorBoard event files (RunLogger)
 WANDB_ID = "wandb_id.txt"  # the wandb run id, so --resume continues the same wandb run (RunLogger)
 WANDB = "wandb"  # wandb's own folder (wandb.init(dir=run_dir))
 ASPECT_METRICS = "aspect_metrics.json"  # per-question teacher/student metrics of the final student
+DETECTIONS = "detections_test.json"  # TASK detection: the final model's test detections (COCO results)
+CATEGORY_AP = "category_ap.json"  # TASK detection: per-category AP of the final model
 PLOTS = "plots"  # tools/plot.py's default output: figures of this run, stale once the run is replaced
-RUN_FILES = (CONFIG, LATEST, BEST, STUDENT, SUMMARY, METRICS, WANDB_ID, ASPECT_METRICS)
+RUN_FILES = (CONFIG, LATEST, BEST, STUDENT, SUMMARY, METRICS, WANDB_ID, ASPECT_METRICS, DETECTIONS, CATEGORY_AP)
 RUN_FOLDERS = (TENSORBOARD, WANDB, PLOTS)
 _EPOCH_SNAPSHOT = re.compile(r"epoch_(\d+)\.pth")
 # makd.atomic_files.atomic_write's temp files (".<name>.<random>.tmp"), left behind only by a kill mid-write.

@@ -1,4 +1,5 @@
-"""The training loop: data, student, distiller, optimizer and schedule from one frozen config."""
+"""The training loop of every task (makd.engine.tasks): the run folder, checkpoints and exact resume, the epoch
+loop and its seeding, logging, DDP and the divergence checks, from one frozen config."""
 
 from __future__ import annotations
 
@@ -14,21 +15,16 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-import makd
-from makd.artifacts import sha256_file
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import ConfigError, load_cfg
-from makd.config.defaults import distiller_of, flatten_tree
-from makd.data.build import DataBundle, build_data, evaluation_view, has_training_targets
-from makd.data.device_batch import prepare_batch
+from makd.config.defaults import flatten_tree
+from makd.data.build import build_data, evaluation_view
 from makd.data.loader_settings import loader_settings
-from makd.distillers import build_distiller
 from makd.engine import run_folder
 from makd.engine.checkpoint import (
     check_resume_files,
     load_checkpoint,
     read_latest,
-    save_checkpoint,
     save_train_state,
     student_state_dict,
 )
@@ -38,13 +34,12 @@ from makd.engine.optim import build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, seed_everything
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
+from makd.engine.tasks import Task, task_of
 from makd.engine.train_state import CheckpointError, TrainState, finite_number
 from makd.errors import MakdError, one_line
 from makd.models import build_student, input_family_of
-from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 
 # Keys that may differ between a run and its resumption without changing the result.
-SUMMARY_LINE_KEYS = ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last")
 RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
 
 
@@ -133,10 +128,12 @@ class EpochContext:
     logger: RunLogger
     info: DistInfo
     amp: MixedPrecision
+    task: Task
 
 
 def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) -> dict[str, float]:
-    """One pass over the training split (advances `state.step`); returns mean losses, train top-1, throughput."""
+    """One pass over the training split (advances `state.step`); returns mean losses, train top-1 (when the task
+    has one), throughput."""
     model, cfg, optimizer, scheduler, scaler = ctx.model, ctx.cfg, state.optimizer, state.scheduler, state.scaler
     model.train()
     sums: dict[str, float] = {}
@@ -151,10 +148,9 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         dynamic_ncols=True,
     )
     for batch in bar:
-        batch = prepare_batch(batch, loader.dataset, ctx.device)  # uint8 -> normalised, erased, mixed floats
-        labels = batch.get("label_index", batch["label"])  # "label" is [B, C] under smoothing / mixup
+        batch = ctx.task.batch_to_device(batch, loader.dataset)
         with ctx.amp.autocast():
-            class_logits, losses = model(batch)
+            outputs, losses = model(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             values = {k: float(v.detach()) for k, v in losses.items()}
@@ -177,9 +173,9 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
             optimizer.step()
         scheduler.step()
         state.step += 1
-        size = labels.numel()
+        size, right = ctx.task.batch_counts(outputs, batch)
         seen += size
-        correct += int((class_logits.argmax(dim=1) == labels).sum())
+        correct = None if right is None else correct + right
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
         sums["loss"] = sums.get("loss", 0.0) + float(total.detach()) * size
@@ -195,7 +191,8 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         bar.set_postfix(loss=f"{float(total.detach()):.3f}", refresh=False)
     elapsed = time.perf_counter() - start
     stats = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-    stats["train_top1"] = 100.0 * correct / max(seen, 1)
+    if correct is not None:
+        stats["train_top1"] = 100.0 * correct / max(seen, 1)
     stats["train_images_per_s"] = seen * ctx.info.world_size / max(elapsed, 1e-9)
     stats["epoch_seconds"] = elapsed
     return stats
@@ -208,89 +205,46 @@ def _kept(state: TrainState) -> str:
     return f"the last good {run_folder.LATEST} (epoch {state.epoch}) is kept"
 
 
-# An evaluation is good when these are finite; aspect AUC may be NaN legitimately (an aspect with one answer).
+# Classification's selection metric and finite keys: the defaults of the helpers below (and of older callers).
 EVALUATION_KEYS = ("top1", "top5", "loss")
 
 
-def _is_good_row(row: dict, split: str) -> bool:
-    return all(finite_number(row.get(f"{split}_{key}")) for key in EVALUATION_KEYS)
+def _is_good_row(row: dict, split: str, keys: tuple[str, ...] = EVALUATION_KEYS) -> bool:
+    return all(finite_number(row.get(f"{split}_{key}")) for key in keys)
 
 
-def _best_epochs(history: list[dict]) -> dict[str, Any]:
-    """Best test top-1 over evaluated epochs and, when a validation split exists, the val-selected epoch.
+def best_epochs(history: list[dict], metric: str = "top1", keys: tuple[str, ...] = EVALUATION_KEYS) -> dict[str, Any]:
+    """Best test `metric` over evaluated epochs and, when a validation split exists, the val-selected epoch.
 
-    Only epochs whose evaluation is finite (top-1, top-5 and loss) can be best.
+    Only epochs whose evaluation is finite (every one of `keys`) can be best. Keys: test_<metric>_best,
+    test_<metric>_best_epoch, and val_<metric>_best + test_<metric>_at_best_val with a validation split.
     """
-    evaluated = [row for row in history if "test_top1" in row and _is_good_row(row, "test")]
+    test, val = f"test_{metric}", f"val_{metric}"
+    evaluated = [row for row in history if test in row and _is_good_row(row, "test", keys)]
     out: dict[str, Any] = {}
     if not evaluated:
         return out
-    by_test = max(evaluated, key=lambda row: (row["test_top1"], -row["epoch"]))
-    out.update(test_top1_best=by_test["test_top1"], test_top1_best_epoch=by_test["epoch"])
-    if "val_top1" in evaluated[0]:
-        validated = [row for row in evaluated if _is_good_row(row, "val")]
+    by_test = max(evaluated, key=lambda row: (row[test], -row["epoch"]))
+    out.update({f"{test}_best": by_test[test], f"{test}_best_epoch": by_test["epoch"]})
+    if val in evaluated[0]:
+        validated = [row for row in evaluated if _is_good_row(row, "val", keys)]
         if not validated:
             return out
-        by_val = max(validated, key=lambda row: (row["val_top1"], -row["epoch"]))
+        by_val = max(validated, key=lambda row: (row[val], -row["epoch"]))
         out.update(
-            val_top1_best=by_val["val_top1"],
-            test_top1_at_best_val=by_val["test_top1"],
-            best_epoch=by_val["epoch"],
-            best_selected_on="val",
+            {
+                f"{val}_best": by_val[val],
+                f"{test}_at_best_val": by_val[test],
+                "best_epoch": by_val["epoch"],
+                "best_selected_on": "val",
+            }
         )
     else:
         out.update(best_epoch=by_test["epoch"], best_selected_on="test")
     return out
 
 
-def _summary(cfg, data: DataBundle, history: list[dict], info: DistInfo, train_seconds: float) -> dict[str, Any]:
-    last = [row for row in history if "test_top1" in row][-1]
-    summary = {
-        "test_top1_last": last["test_top1"],
-        "test_top5_last": last["test_top5"],
-        **_best_epochs(history),
-        "epochs": cfg.SOLVER.EPOCHS,
-        "num_classes": data.num_classes,
-        "num_aspects": data.num_aspects,
-        "student": cfg.DISTILLER.STUDENT,
-        "distiller": cfg.DISTILLER.TYPE,
-        "targets": cfg.MaKD.TARGETS if data.num_aspects else None,
-        "seed": cfg.SEED,
-        "aspect_file": data.aspect_path or None,
-        "aspect_sha256": data.aspect_sha256 or None,
-        "aspect_sources": data.aspect_sources or None,  # kind, path, sha256, sidecar (and questions) of each file
-        "num_train_images": len(data.train),
-        "num_val_images": len(data.val) if data.val is not None else 0,
-        "num_test_images": len(data.test),
-        "dropped_train_images": len(data.dropped_ids),
-        "recipe": data.recipe,
-        "world_size": info.world_size,
-        "train_seconds": train_seconds,
-        "makd_version": makd.__version__,
-    }
-    if cfg.DISTILLER.TYPE.startswith("LaViD") and cfg.LaViD.CLASS_TARGETS:
-        # LaViD reads its per-class teacher file itself; named here so a report can find the teacher's cost
-        summary["class_targets_file"] = cfg.LaViD.CLASS_TARGETS
-        summary["class_targets_sha256"] = sha256_file(cfg.LaViD.CLASS_TARGETS)
-    for key in ("test_aspect_mae", "test_aspect_auc"):
-        if key in last:
-            summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None
-    return summary
-
-
-def _export_student(path: Path, student, cfg, data: DataBundle) -> None:
-    save_checkpoint(
-        path,
-        {
-            "model": student.state_dict(),
-            "student": cfg.DISTILLER.STUDENT,
-            "num_outputs": data.num_classes + data.num_aspects,
-            "num_classes": data.num_classes,
-            "num_aspects": data.num_aspects,
-            "class_names": data.class_names,
-            "config": cfg.dump(),
-        },
-    )
+_best_epochs = best_epochs  # the name tests and older code use
 
 
 def train(cfg, *, resume: bool = False, overwrite: bool = False, stop_after_epoch: int | None = None) -> dict | None:
@@ -331,40 +285,18 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         check_output_location(run_dir / run_folder.CONFIG, "run folder (OUTPUT_DIR)")
     latest = _read_resume_checkpoint(cfg, run_dir) if resume else None
 
-    data = build_data(cfg)
-    method = distiller_of(cfg)  # the registered method declares what it needs and its head width
-    num_aspects = data.num_aspects if method.needs_aspects else 0
-    student = build_student(
-        cfg.DISTILLER.STUDENT,
-        method.head_outputs(data.num_classes, num_aspects),
-        pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
-        input_family=input_family_of(cfg),  # mdistiller's CIFAR or ImageNet table, as the data
-    )
-    teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
-    distiller = build_distiller(cfg, student, data.num_classes, num_aspects, teacher, data.class_names).to(device)
-    if cfg.DATASET.CHANNELS_LAST:  # the device step hands it channels_last images (makd/data/device_batch.py)
-        distiller.student.to(memory_format=torch.channels_last)
-    if cfg.SOLVER.COMPILE:
-        distiller.student.compile()
+    task = task_of(cfg, info, device)
+    task.build()
+    distiller = task.model
     pin = device.type == "cuda"
-    train_loader, loader_generator = make_train_loader(data.train, cfg, info, pin)
+    train_loader, loader_generator = make_train_loader(task.train_set, cfg, info, pin)
     eval_loaders = {
-        "test": make_eval_loader(data.test, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, pin)
-    }
-    if data.val is not None:
-        eval_loaders["val"] = make_eval_loader(
-            data.val, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, pin
+        split: make_eval_loader(
+            dataset, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, pin, collate_fn=task.eval_collate
         )
-    teacher_top1 = None
-    if teacher is not None:  # measured once per process start (deterministic: frozen teacher, eval view)
-        teacher_top1 = evaluate(distiller.teacher, eval_loaders["test"], data.num_classes, device, info)["top1"]
-        if cfg.DISTILLER.TEACHER_PRECOMPUTE:
-            # the training images on the test-time view (no augmentation), in index order
-            distiller.set_precomputed_teacher_logits(
-                precompute_teacher_logits(
-                    distiller.teacher, evaluation_view(data.train, cfg), cfg.DATASET.TEST.BATCH_SIZE, device
-                )
-            )
+        for split, dataset in task.eval_sets.items()
+    }
+    task.prepare(eval_loaders)
     optimizer = build_optimizer(cfg, distiller)
     scheduler = build_scheduler(cfg, optimizer, len(train_loader))
     amp = MixedPrecision(cfg, device)
@@ -374,20 +306,17 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         scheduler,
         amp.scaler,
         config=cfg.dump(),
-        metadata={
-            "num_classes": data.num_classes,
-            "num_aspects": num_aspects,
-            "student": cfg.DISTILLER.STUDENT,
-            "distiller": cfg.DISTILLER.TYPE,
-            "class_names": data.class_names,
-        },
+        metadata=task.metadata,
     )
     resume_check = None
     if latest is not None:
         state.restore(latest, str(run_dir / run_folder.LATEST), len(train_loader))
         if info.is_main:  # only the main process writes (and so repairs) run files
             resume_check = check_resume_files(
-                run_dir, latest, _best_epochs(state.history).get("best_epoch"), cfg.LOG.SAVE_CHECKPOINT_FREQ
+                run_dir,
+                latest,
+                best_epochs(state.history, task.metric, task.finite_keys).get("best_epoch"),
+                cfg.LOG.SAVE_CHECKPOINT_FREQ,
             )
         del latest
     if info.is_main:
@@ -404,14 +333,9 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         model = torch.nn.parallel.DistributedDataParallel(
             distiller, device_ids=[device.index] if device.type == "cuda" else None
         )
-    ctx = EpochContext(model, device, cfg, logger, info, amp)
+    ctx = EpochContext(model, device, cfg, logger, info, amp, task)
     if info.is_main:
-        print(
-            f"[makd] run {run_dir} | {data.num_classes} classes, {num_aspects} aspects | train {len(data.train)} "
-            f"val {len(data.val) if data.val is not None else 0} test {len(data.test)} | {cfg.DISTILLER.STUDENT} "
-            f"{cfg.DISTILLER.TYPE} | {device} x{info.world_size}",
-            flush=True,
-        )
+        print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}", flush=True)
 
     if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
         if info.is_main:
@@ -432,34 +356,32 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             is_last = epoch + 1 == cfg.SOLVER.EPOCHS
             if (epoch + 1) % max(1, cfg.LOG.EVAL_FREQ) == 0 or is_last:
                 for split, loader in eval_loaders.items():
-                    for key, value in evaluate(distiller.student, loader, data.num_classes, device, info).items():
+                    for key, value in task.evaluate(split, loader).items():
                         row[f"{split}_{key}"] = value
-                _check_finite_evaluation(state, row, eval_loaders)
+                _check_finite_evaluation(state, row, eval_loaders, task.finite_keys)
             state.epoch = epoch + 1
             state.train_seconds += stats["epoch_seconds"]
             state.history.append(row)
             if info.is_main:
-                _save_epoch(cfg, run_dir, state)
+                _save_epoch(cfg, run_dir, state, task)
             logger.epoch(row, state.step)
             if info.is_main:
-                print(_epoch_line(cfg, row, state.history), flush=True)
+                print(_epoch_line(cfg, row, state.history, task), flush=True)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not is_last:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
                 return None
-        if info.is_main and has_training_targets(cfg):
-            _write_aspect_metrics(cfg, run_dir, data, distiller.student, num_aspects, logger, state.step)
+        if info.is_main:
+            task.finish(run_dir, logger, state.step)
     finally:
         logger.close()
 
-    summary = _summary(cfg, data, state.history, info, state.train_seconds)
-    if teacher_top1 is not None:
-        summary["teacher_test_top1"] = teacher_top1
+    summary = task.summary(state.history, state.train_seconds)
     if info.is_main:
-        _export_student(run_dir / run_folder.STUDENT, distiller.student, cfg, data)
+        task.export(run_dir / run_folder.STUDENT)
         atomic_write_json(run_dir / run_folder.SUMMARY, summary)
         print(
-            "[makd] summary " + json.dumps({k: summary.get(k) for k in SUMMARY_LINE_KEYS}),
+            "[makd] summary " + json.dumps({k: summary.get(k) for k in task.summary_line_keys}),
             flush=True,
         )
     barrier(info)
@@ -477,18 +399,20 @@ def _check_finite_state(state: TrainState, epoch: int) -> None:
         )
 
 
-def _check_finite_evaluation(state: TrainState, row: dict, eval_loaders: dict) -> None:
+def _check_finite_evaluation(
+    state: TrainState, row: dict, eval_loaders: dict, keys: tuple[str, ...] = EVALUATION_KEYS
+) -> None:
     """A NaN/infinite evaluation means the model diverged: such an epoch is neither saved nor ever "best"."""
     for split in eval_loaders:
-        if not _is_good_row(row, split):
-            values = {key: row.get(f"{split}_{key}") for key in EVALUATION_KEYS}
+        if not _is_good_row(row, split, keys):
+            values = {key: row.get(f"{split}_{key}") for key in keys}
             raise NonFiniteLossError(
                 f"non-finite {split} evaluation after epoch {row['epoch']} ({values}); {_kept(state)} "
                 "(lower SOLVER.LR or enable SOLVER.GRAD_CLIP)"
             )
 
 
-def _save_epoch(cfg, run_dir: Path, state: TrainState) -> None:
+def _save_epoch(cfg, run_dir: Path, state: TrainState, task: Task) -> None:
     """latest (every epoch), best (when the selection metric improves), epoch_<n> (every SAVE_CHECKPOINT_FREQ).
 
     Each is written atomically, latest first: a kill between the writes leaves best/epoch_<n> one epoch
@@ -496,35 +420,19 @@ def _save_epoch(cfg, run_dir: Path, state: TrainState) -> None:
     """
     latest = run_dir / run_folder.LATEST
     save_train_state(latest, state)
-    if _best_epochs(state.history).get("best_epoch") == state.epoch:
+    if best_epochs(state.history, task.metric, task.finite_keys).get("best_epoch") == state.epoch:
         atomic_copy(latest, run_dir / run_folder.BEST)
     if cfg.LOG.SAVE_CHECKPOINT_FREQ and state.epoch % cfg.LOG.SAVE_CHECKPOINT_FREQ == 0:
         atomic_copy(latest, run_dir / run_folder.epoch_snapshot(state.epoch))
 
 
-def _write_aspect_metrics(cfg, run_dir: Path, data: DataBundle, student, num_aspects: int, logger, step: int) -> None:
-    """Per-question metrics of the final student against the teacher's rows (train split on the evaluation view;
-    test too when it has rows): aspect_metrics.json in the run folder and `<split>_aspect/...` in TensorBoard."""
-    from makd.analysis.aspect_metrics import aspect_scalars
-    from makd.analysis.run_inference import LoadedRun, compute_aspect_metrics
-
-    run = LoadedRun(run_dir, cfg, data, student.eval(), data.num_classes, num_aspects)
-    for split, metrics in compute_aspect_metrics(run).items():
-        logger.step(step, aspect_scalars(metrics, split))
-
-
-def _epoch_line(cfg, row: dict, history: list[dict]) -> str:
+def _epoch_line(cfg, row: dict, history: list[dict], task: Task) -> str:
     parts = [f"epoch {row['epoch']}/{cfg.SOLVER.EPOCHS}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
     named = [f"{k[11:]} {v:.4f}" for k, v in row.items() if k.startswith("train_loss_")]
     if named:
         parts[-1] += f" ({', '.join(named)})"
-    parts.append(f"train top1 (augmented) {row['train_top1']:.2f}")
-    for split in ("val", "test"):
-        if f"{split}_top1" in row:
-            parts.append(f"{split} top1 {row[f'{split}_top1']:.2f} top5 {row[f'{split}_top5']:.2f}")
-    if "test_aspect_mae" in row:
-        parts.append(f"aspect mae {row['test_aspect_mae']:.3f} auc {row['test_aspect_auc']:.3f}")
-    best = _best_epochs(history)
+    parts += task.epoch_parts(row)
+    best = best_epochs(history, task.metric, task.finite_keys)
     if "best_epoch" in best:
         parts.append(f"best@{best['best_epoch']}")
     parts.append(f"{row['epoch_seconds']:.1f}s ({row['train_images_per_s']:.0f} img/s)")
@@ -538,6 +446,11 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
     so two calls on one checkpoint give the same numbers.
     """
     cfg = load_cfg(config_path, opts)
+    if cfg.TASK != "classification":
+        raise ConfigError(
+            f"tools/eval.py scores classification students, but {config_path} has TASK {cfg.TASK}; a detection "
+            "run's final test mAP is in its summary.json and detections_test.json (docs/detection.md)"
+        )
     info = DistInfo()
     device = resolve_device(cfg.DEVICE, info)
     data = build_data(cfg)

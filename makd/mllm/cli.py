@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from makd.errors import run_command
+from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
 from makd.mllm.extraction import ExtractionError, Shard, parse_views, plan_extraction, run_extraction, view_output
+from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import partial_path
 
 PROG = "make_makd_logits_json.py"
@@ -19,8 +21,9 @@ PAPER_ANSWER_SUFFIX = "The answer must always be either Yes or No (do not provid
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Ask a multimodal LLM every yes/no question about every image; write P(yes) rows "
-        "{image_id: [p_1..p_Q]} to an aspect file (+ .meta.json) that stage 3 trains on.",
+        description="Ask a multimodal LLM every yes/no question about every image (or, with --boxes, every "
+        "ground-truth box); write P(yes) rows {id: [p_1..p_Q]} to an aspect file (+ .meta.json) that stage 3 "
+        "trains on.",
     )
     p.add_argument("--model", required=True, help="model folder or hub id (in-process), or served model name (openai)")
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
@@ -83,6 +86,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes-word", default="Yes", help="answer token read as yes")
     p.add_argument("--no-word", default="No", help="answer token read as no")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    boxes = p.add_argument_group("box level (--boxes: every ground-truth box of a COCO-format set, docs/stage2.md)")
+    boxes.add_argument(
+        "--boxes",
+        default=None,
+        metavar="INSTANCES.json",
+        help="score every non-crowd box of this COCO instances file (file_names relative to --images); "
+        "rows are keyed '<image id>#<annotation id>'",
+    )
+    boxes.add_argument(
+        "--boxes-view",
+        default=None,
+        choices=list(BOX_VIEWS),
+        help="crop (default): the MLLM sees the box cut out with --box-margin; whole: the whole image with the box "
+        "outlined in red and the question framed by --box-prompt",
+    )
+    boxes.add_argument(
+        "--box-margin",
+        type=float,
+        default=None,
+        help=f"crop: context added on each side, as a fraction of the box's width / height (default {DEFAULT_MARGIN})",
+    )
+    boxes.add_argument(
+        "--min-box-size",
+        type=float,
+        default=None,
+        help=f"boxes with a shorter side under this many px are skipped and listed in the sidecar "
+        f"(default {DEFAULT_MIN_SIZE}; both views)",
+    )
+    boxes.add_argument(
+        "--box-prompt",
+        default=None,
+        help="text sent per question, holding {question} once (default: crop '{question}'; whole "
+        f"{DEFAULT_PROMPTS['whole']!r})",
+    )
     level = p.add_argument_group("class level (--level class: a text-only LLM answers about class names)")
     level.add_argument(
         "--level",
@@ -133,6 +170,26 @@ def _shard_and_output(args: argparse.Namespace) -> tuple[Shard | None, Path]:
         if torch.cuda.is_available():
             args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     return shard, output.with_name(f"{output.stem}.shard{shard.index}of{shard.count}{output.suffix}")
+
+
+BOX_OPTIONS = ("boxes_view", "box_margin", "min_box_size", "box_prompt")
+
+
+def build_item_source(args: argparse.Namespace):
+    """The items the arguments ask to score: the images of --images, or the boxes of --boxes."""
+    if args.boxes is None:
+        given = [f"--{name.replace('_', '-')}" for name in BOX_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise ExtractionError(f"{given[0]} is a box-level option; pass --boxes INSTANCES.json too")
+        return ImageFolderItems(args.images)
+    return CocoBoxItems(
+        args.boxes,
+        args.images,
+        view=args.boxes_view or "crop",
+        margin=DEFAULT_MARGIN if args.box_margin is None else args.box_margin,
+        min_size=DEFAULT_MIN_SIZE if args.min_box_size is None else args.min_box_size,
+        prompt=args.box_prompt,
+    )
 
 
 def build_scorer(args: argparse.Namespace):
@@ -206,6 +263,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.level == "class":
         return _run_class_level(args)
     if args.images is None:
+        if args.boxes is not None:
+            raise ExtractionError("--boxes needs --images, the folder its file_names are relative to")
         raise ExtractionError("--images is required at image level (or pass --level class --classes FILE)")
     scorer = None
     try:
@@ -216,8 +275,13 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise ExtractionError(f"--images-per-step {args.images_per_step}: must be >= 1")
         views = parse_views(args.views)
         # Every input and output location is checked before the (slow) model load.
-        plan = plan_extraction(args.questions, args.images, output, shard, args.limit, args.resume,
-                               args.overwrite, args.strict, views)  # fmt: skip
+        source = build_item_source(args)
+        plan = plan_extraction(args.questions, source, output, shard, args.limit, args.resume, args.overwrite,
+                               args.strict, views)  # fmt: skip
+        if getattr(source, "small", None):
+            print(f"skipping {len(source.small)} of {len(source.small) + len(source.items)} boxes under "
+                  f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",
+                  file=sys.stderr)  # fmt: skip
         _quiet_transformers()
         scorer = build_scorer(args)
         per_step = args.images_per_step
@@ -230,8 +294,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             scorer.close()
     rate = meta.get("images_per_second_this_run")
     written = ", ".join(str(p) for p in [output, *(view_output(output, v) for v in plan.views[1:])])
-    print(f"wrote {written} ({meta['num_images_planned'] - len(meta['skipped_images'])} images x "
-          f"{meta['num_questions']} questions{f', {rate} images/s' if rate else ''})", file=sys.stderr)  # fmt: skip
+    scored, nouns = meta["num_images_planned"] - len(meta["skipped_images"]), source.nouns
+    print(f"wrote {written} ({scored} {nouns} x {meta['num_questions']} questions"
+          f"{f', {rate} {nouns}/s' if rate else ''})", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -240,8 +305,10 @@ def _run_class_level(args: argparse.Namespace) -> int:
 
     if args.classes is None:
         raise ExtractionError("--level class needs --classes (a file with one class name per line, or a config)")
-    if args.shard is not None or args.views != "identity":
-        raise ExtractionError("--shard and --views are image-level options; class level scores C x Q prompts only")
+    if args.shard is not None or args.views != "identity" or args.boxes is not None:
+        raise ExtractionError(
+            "--shard, --views and --boxes are image-level options; class level scores C x Q prompts only"
+        )
     _quiet_transformers()
     run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
     return 0

@@ -1,9 +1,10 @@
-"""The extraction loop: every image of a folder (or of one shard of it) x every question -> an aspect file.
+"""The extraction loop: every item of a source (or of one shard of it) x every question -> an aspect file.
 
-Images are listed with the one image-id rule (`makd.data.image_ids`), so the output joins stage 3's datasets
-as is. Images are decoded and prepared (tiled) in loader threads while the model scores the previous ones;
-finished rows go to `<output>.partial.jsonl` at once; the final JSON and its sidecar are written atomically
-at the end, after which the partial file is removed.
+An item is an image of a folder (ids by the one image-id rule, `makd.data.image_ids`) or a ground-truth box
+(`makd/mllm/box_items.py`); the loop does not tell them apart (`makd/mllm/items.py`). Items are decoded and
+prepared (tiled) in loader threads while the model scores the previous ones; finished rows go to
+`<output>.partial.jsonl` at once; the final JSON and its sidecar are written atomically at the end, after
+which the partial file is removed.
 
 Views: besides the image as it is ("identity"), the horizontally flipped image ("hflip", `--views flip`) can be
 scored in the same pass; it gets its own aspect file `<output stem>.flip.json`, sidecar and partial file, so a
@@ -29,10 +30,10 @@ from PIL import ImageOps
 import makd
 from makd.artifacts import ArtifactError, questions_sha256, read_questions, sidecar_path, write_aspect_file
 from makd.atomic_files import check_output_location
-from makd.data.image_decode import ImageLoadError, read_rgb
-from makd.data.image_ids import image_id, list_image_files
+from makd.data.image_decode import ImageLoadError
 from makd.errors import MakdError
 from makd.mllm.cost import Cost, CostMeter, total_cost
+from makd.mllm.items import Item, ItemSource
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
 from makd.mllm.scorer import Scorer
 
@@ -49,7 +50,6 @@ VOLATILE_KEYS = frozenset(
         "rate_limit",
     }
 )
-IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
 # --views name -> view recorded in files; each view is a function of the decoded RGB image.
 VIEWS = {"identity": "identity", "flip": "hflip"}
 VIEW_TRANSFORMS = {"identity": lambda image: image, "hflip": ImageOps.mirror}
@@ -77,7 +77,7 @@ class ExtractionError(MakdError, RuntimeError):
 
 @dataclass(frozen=True)
 class Shard:
-    """Shard `index` (0-based) of `count` contiguous slices of the sorted image list."""
+    """Shard `index` (0-based) of `count` contiguous slices of the source's items (images sorted by id)."""
 
     index: int = 0
     count: int = 1
@@ -107,9 +107,8 @@ class ExtractionPlan:
 
     questions: list[str]
     questions_path: Path
-    image_root: Path
-    all_files: list[Path]
-    files: list[Path]  # this shard, after --limit
+    source: ItemSource
+    items: list[Item]  # this shard, after --limit
     output: Path
     shard: Shard | None
     limit: int | None
@@ -125,7 +124,7 @@ class ExtractionPlan:
 
 def plan_extraction(
     questions_path: str | os.PathLike,
-    image_root: str | os.PathLike,
+    source: ItemSource,
     output: str | os.PathLike,
     shard: Shard | None = None,
     limit: int | None = None,
@@ -134,29 +133,21 @@ def plan_extraction(
     strict: bool = False,
     views: Sequence[str] = ("identity",),
 ) -> ExtractionPlan:
-    """Validate questions, images and output paths; raises a one-line error on the first problem.
+    """Validate questions, items (a source already checked its own input) and output paths; raises a one-line
+    error on the first problem.
 
     Every file the run will write (aspect files, sidecars, partial files) is checked to be writable here,
     before the model loads.
     """
     questions = read_questions(questions_path)
-    root = Path(image_root)
-    if not root.is_dir():
-        raise ExtractionError(f"--images {root}: folder does not exist (check the path)")
-    try:
-        all_files = list_image_files(root)
-    except ValueError as err:
-        raise ExtractionError(f"--images {root}: {err}") from None
-    if not all_files:
-        raise ExtractionError(f"--images {root}: no image files found (looked for .png, .jpg, ... recursively)")
-    files = (shard or Shard()).select(all_files)
+    items = (shard or Shard()).select(source.items)
     if limit is not None:
         if limit < 1:
             raise ExtractionError(f"--limit {limit}: must be >= 1")
-        files = files[:limit]
-    if not files:
+        items = items[:limit]
+    if not items:
         raise ExtractionError(
-            f"--shard {shard.index}/{shard.count}: this shard holds no images ({len(all_files)} in total)"
+            f"--shard {shard.index}/{shard.count}: this shard holds no {source.nouns} ({len(source.items)} in total)"
         )
     output = Path(output)
     if output.suffix.lower() != ".json":
@@ -176,9 +167,8 @@ def plan_extraction(
     return ExtractionPlan(
         questions=questions,
         questions_path=Path(questions_path),
-        image_root=root,
-        all_files=all_files,
-        files=files,
+        source=source,
+        items=items,
         output=output,
         shard=shard,
         limit=limit,
@@ -194,7 +184,7 @@ def run_settings(plan: ExtractionPlan, scorer: Scorer, view: str = "identity") -
     teacher = {k: v for k, v in scorer.describe().items() if k not in VOLATILE_KEYS}
     settings = {
         "questions_sha256": questions_sha256(plan.questions),
-        "image_root": str(plan.image_root.resolve()),
+        **plan.source.settings(),
         "shard": plan.shard.describe() if plan.shard else None,
         "limit": plan.limit,
         "teacher": teacher,
@@ -205,39 +195,35 @@ def run_settings(plan: ExtractionPlan, scorer: Scorer, view: str = "identity") -
 
 
 @dataclass
-class LoadedImage:
-    image_id: str
-    path: Path
-    prepared: dict[str, Any] = field(default_factory=dict)  # view -> scorer.prepare(view of the image)
+class LoadedItem:
+    item: Item
+    prepared: dict[str, Any] = field(default_factory=dict)  # view -> scorer.prepare(view of the item's image)
     error: str | None = None
 
 
-def load_image(path: Path, root: Path, scorer: Scorer, views: Sequence[str] = ("identity",)) -> LoadedImage:
-    """Decode one image and prepare each of `views`; a failure is recorded, not raised (the run goes on)."""
-    key = image_id(path, root)
+def load_item(item: Item, source: ItemSource, scorer: Scorer, views: Sequence[str] = ("identity",)) -> LoadedItem:
+    """Read one item and prepare each of `views`; a failure is recorded, not raised (the run goes on)."""
     try:
-        rgb = read_rgb(path)  # the trainer's decoder: both stages see the same pixels (16-bit PNGs included)
-        if rgb.width < 1 or rgb.height < 1:
-            raise ValueError("image has no pixels")
-        return LoadedImage(key, path, prepared={v: scorer.prepare(VIEW_TRANSFORMS[v](rgb)) for v in views})
+        rgb = source.read(item)
+        return LoadedItem(item, prepared={v: scorer.prepare(VIEW_TRANSFORMS[v](rgb)) for v in views})
     except ImageLoadError as err:
-        return LoadedImage(key, path, error=str(err)[:300])
+        return LoadedItem(item, error=str(err)[:300])
     except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable image"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"[:300]
-        return LoadedImage(key, path, error=reason)
+        return LoadedItem(item, error=reason)
 
 
 def prefetch(
-    work: Sequence[tuple[Path, Sequence[str]]], root: Path, scorer: Scorer, threads: int, ahead: int
-) -> Iterator[LoadedImage]:
-    """Loaded images (file, views to prepare) in order, with up to `ahead` decoded in the background."""
+    work: Sequence[tuple[Item, Sequence[str]]], source: ItemSource, scorer: Scorer, threads: int, ahead: int
+) -> Iterator[LoadedItem]:
+    """Loaded items (item, views to prepare) in order, with up to `ahead` decoded in the background."""
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="makd-loader") as pool:
         queue: deque = deque()
         position = 0
         while position < len(work) or queue:
             while position < len(work) and len(queue) < max(1, ahead):
-                path, views = work[position]
-                queue.append(pool.submit(load_image, path, root, scorer, views))
+                item, views = work[position]
+                queue.append(pool.submit(load_item, item, source, scorer, views))
                 position += 1
             yield queue.popleft().result()
 
@@ -286,46 +272,47 @@ def run_extraction(
     progress: bool = True,
     tool: str = "InternVL_logits/make_makd_logits_json.py",
 ) -> dict:
-    """Score every planned image in every view, append rows to the partial files, then write the aspect files.
+    """Score every planned item in every view, append rows to the partial files, then write the aspect files.
 
     Returns the sidecar dict of the identity view. Rows already in a partial file (with --resume) are kept,
     not recomputed.
     """
     from tqdm import tqdm
 
-    planned = {image_id(f, plan.image_root) for f in plan.files}
+    planned = {item.id for item in plan.items}
     runs = [_open_view(plan, scorer, view, planned) for view in plan.views]  # every refusal before any write
     work = []
-    for f in plan.files:
-        key = image_id(f, plan.image_root)
-        missing = [r.view for r in runs if key not in r.rows]
+    for item in plan.items:
+        missing = [r.view for r in runs if item.id not in r.rows]
         if missing:
-            work.append((f, missing))
+            work.append((item, missing))
     for r in runs:
         r.writer = PartialWriter(partial_path(r.output), run_settings(plan, scorer, r.view), r.state)
     started, scored = time.monotonic(), 0
     # Cost is recorded in the identity view's partial file and sidecar: one pass scores every view.
     meter = CostMeter(getattr(scorer, "cost", None) or Cost())
     bar = tqdm(
-        total=len(plan.files),
-        initial=len(plan.files) - len(work),
-        unit="img",
+        total=len(plan.items),
+        initial=len(plan.items) - len(work),
+        unit="img" if plan.source.noun == "image" else plan.source.noun,
         disable=not progress,
         desc="aspects",
         dynamic_ncols=True,
         file=sys.stderr,
     )
     try:
-        step: list[LoadedImage] = []
+        step: list[LoadedItem] = []
         ahead = max(2 * images_per_step, loader_threads)
-        for loaded in prefetch(work, plan.image_root, scorer, loader_threads, ahead):
+        for loaded in prefetch(work, plan.source, scorer, loader_threads, ahead):
+            item = loaded.item
             if loaded.error is not None:
+                what = "" if plan.source.noun == "image" else f" (box {item.id})"
                 if plan.strict:
-                    raise ExtractionError(f"unreadable image {loaded.path}: {loaded.error} (--strict stops here)")
-                _warn(f"warning: skipped unreadable image {loaded.path}: {loaded.error}")
+                    raise ExtractionError(f"unreadable image {item.path}{what}: {loaded.error} (--strict stops here)")
+                _warn(f"warning: skipped unreadable image {item.path}{what}: {loaded.error}")
                 for r in runs:
-                    r.errors[loaded.image_id] = (str(loaded.path), loaded.error)
-                    r.writer.add_error(loaded.image_id, loaded.error)
+                    r.errors[item.id] = (str(item.path), loaded.error)
+                    r.writer.add_error(item.id, loaded.error)
                 bar.update(1)
                 continue
             step.append(loaded)
@@ -345,27 +332,30 @@ def run_extraction(
 
 
 def _score_step(
-    step: list[LoadedImage], plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], meter: CostMeter
+    step: list[LoadedItem], plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], meter: CostMeter
 ) -> int:
+    prompts = plan.source.prompts(plan.questions)
     for r in runs:
-        items = [item for item in step if r.view in item.prepared]
-        if not items:
+        loaded = [one for one in step if r.view in one.prepared]
+        if not loaded:
             continue
-        values = np.asarray(scorer.score([item.prepared[r.view] for item in items], plan.questions), dtype=np.float64)
-        for item, row in zip(items, values):
+        values = np.asarray(scorer.score([one.prepared[r.view] for one in loaded], prompts), dtype=np.float64)
+        for item, row in zip((one.item for one in loaded), values):
             missing = [q for q, v in enumerate(row) if not math.isfinite(v)]
             if missing:
                 # Never invented: the image gets no row and is listed; --resume retries it.
                 reason = f"no Yes/No probability for question(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}"
-                where = "" if r.view == "identity" else f" ({r.view} view)"
+                where = ("" if plan.source.noun == "image" else f" box {item.id}") + (
+                    "" if r.view == "identity" else f" ({r.view} view)"
+                )
                 if plan.strict:
                     raise ExtractionError(f"image {item.path}{where}: {reason} (--strict stops here)")
                 _warn(f"warning: image {item.path}{where}: {reason}; row left out")
-                r.errors[item.image_id] = (str(item.path), reason)
-                r.writer.add_error(item.image_id, reason)
+                r.errors[item.id] = (str(item.path), reason)
+                r.writer.add_error(item.id, reason)
                 continue
-            r.rows[item.image_id] = [float(v) for v in row]
-            r.writer.add_row(item.image_id, r.rows[item.image_id])
+            r.rows[item.id] = [float(v) for v in row]
+            r.writer.add_row(item.id, r.rows[item.id])
         if r.view == "identity":
             r.writer.add_cost(meter.increment())  # a resumed run's sidecar adds this step's cost to its own
         r.writer.flush()
@@ -375,14 +365,16 @@ def _score_step(
 def _finish(
     plan: ExtractionPlan, scorer: Scorer, runs: list[ViewRun], tool: str, elapsed: float, scored: int, meter: CostMeter
 ) -> dict:
-    shard_ids = [image_id(f, plan.image_root) for f in plan.files]
+    shard_ids = [item.id for item in plan.items]
+    prompts = plan.source.prompts(plan.questions)
     outputs = plan.outputs()
     metas: list[tuple[ViewRun, dict]] = []
     for r in runs:
         skipped = {k: v for k, v in r.errors.items() if k not in r.rows}
         if not r.rows:
             raise ExtractionError(
-                f"no image could be scored ({len(skipped)} failed, see the warnings); nothing written to {r.output}"
+                f"no {plan.source.noun} could be scored ({len(skipped)} failed, see the warnings); "
+                f"nothing written to {r.output}"
             )
         meta = {
             "tool": tool,
@@ -392,10 +384,9 @@ def _finish(
             "questions_sha256": questions_sha256(plan.questions),
             "num_questions": len(plan.questions),
             "questions": plan.questions,
-            "image_root": str(plan.image_root.resolve()),
-            "image_id_rule": IMAGE_ID_RULE,
-            "num_images_in_folder": len(plan.all_files),
-            "num_images_planned": len(plan.files),
+            **({"prompts": prompts} if prompts != plan.questions else {}),  # what was asked, when a source frames it
+            **plan.source.sidecar(),
+            "num_images_planned": len(plan.items),
             "shard": None
             if plan.shard is None
             else {**plan.shard.describe(), "first_id": shard_ids[0], "last_id": shard_ids[-1]},
@@ -418,8 +409,8 @@ def _finish(
             meta["main_output"] = outputs["identity"].name
         elif len(outputs) > 1:
             meta["view_outputs"] = {v: p.name for v, p in outputs.items() if v != "identity"}
-        if len(r.rows) + len(skipped) != len(plan.files):  # cannot happen unless the code is wrong: refuse to write
-            raise ArtifactError(f"{r.output}: {len(r.rows)} rows + {len(skipped)} skipped != {len(plan.files)} images")
+        if len(r.rows) + len(skipped) != len(plan.items):  # cannot happen unless the code is wrong: refuse to write
+            raise ArtifactError(f"{r.output}: {len(r.rows)} rows + {len(skipped)} skipped != {len(plan.items)} items")
         metas.append((r, meta))
     # Every view's file is written before any partial file goes: a kill in between leaves all partials to resume.
     for r, meta in metas:

@@ -2,7 +2,8 @@
 
 Checks: every shard 0..N-1 is there exactly once, all were made with the same questions, teacher settings
 and image root, no image id appears twice, each shard accounts for all of its images (rows + listed
-skipped images), and, when the image folder is given, the union covers every image in it.
+skipped images), and, when the image folder is given, the union covers every image in it. Box-level shards
+(`--boxes`) must also share the instances file and box settings, and together hold every box it has.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from makd.data.image_ids import image_id, list_image_files
 from makd.mllm.cost import COST_FIELDS, add_costs
 from makd.mllm.extraction import VOLATILE_KEYS
 
-SAME_KEYS = ("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit", "view")
+# "item" and "boxes" (the instances file's hash, view, margin, ...) are only in box-level sidecars.
+SAME_KEYS = (
+    *("questions_sha256", "num_questions", "image_root", "num_images_in_folder", "limit", "view"),
+    *("item", "boxes"),
+)
 
 
 def _settings(meta: dict) -> dict:
@@ -78,6 +83,17 @@ def merge_shards(
     missing = sorted(set(range(count)) - set(shards))
     if missing:
         raise ArtifactError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge")
+    first = reference[1]
+    if first.get("item") == "box":
+        if image_root is not None:
+            raise ArtifactError(
+                "--images checks the images of an image-level run; box-level shards are checked against the box "
+                "count of their instances file (drop --images)"
+            )
+        planned = sum(int(m["num_images_planned"]) for _, m in shards.values())
+        expected = int(first["boxes"]["num_boxes_large_enough"])
+        if first.get("limit") is None and planned != expected:
+            raise ArtifactError(f"the shards hold {planned} of the {expected} boxes of {first['boxes']['instances']}")
     if image_root is not None:
         root = Path(image_root)
         if not root.is_dir():
@@ -90,7 +106,6 @@ def merge_shards(
         if expected - covered:
             lost = sorted(expected - covered)
             raise ArtifactError(f"{len(lost)} image(s) of {root} are in no shard (first: {lost[0]!r})")
-    first = reference[1]
     meta = {
         **{k: v for k, v in first.items() if k not in ("num_images", "date", "shard")},
         "shard": None,

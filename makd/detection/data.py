@@ -1,0 +1,138 @@
+"""Detection datasets of a run: a COCO set's images with their boxes, labels and aspect rows, and the controls.
+
+Box level (DETECTION.ASPECT_LEVEL box): the row of box `<image id>#<annotation id>` (makd.detection.coco.box_id)
+in the aspect file; a box without a row (stage 2 skipped it as too small, or it is missing) stays in the
+detection targets with a NaN row, which the aspect BCE leaves unsupervised. Image level: the row of the image's
+id (makd.data.image_ids.image_id: the file_name without extension), NaN when absent. A file none of whose ids
+match is refused, as it almost always belongs to another set.
+
+The controls of MaKD.TARGETS (makd.data.aspect_targets.make_targets) act on the supervised rows, grouped by
+category: per box its label; per image the label of its largest box (images without boxes form one group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor
+
+from makd.artifacts import ArtifactError, AspectTable
+from makd.data.aspect_targets import make_targets
+from makd.data.image_ids import image_id
+from makd.detection.coco import CocoSet, box_id, parse_box_id
+
+
+@dataclass
+class AspectRows:
+    """Aspect rows of a set's targets: per box [G_i, Q] and per image [Q] (NaN = unsupervised)."""
+
+    boxes: list[np.ndarray]  # one [G_i, Q] array per image, in the set's image order
+    images: np.ndarray  # [N, Q]
+    num_supervised: int = 0  # boxes (box level) or images (image level) with a row
+    num_missing: int = 0
+    missing_examples: list[str] = field(default_factory=list)
+
+
+def image_key(coco: CocoSet, coco_image_id: int) -> str:
+    """The image-level row id of an image: the project's one image-id rule over the images folder."""
+    return image_id(coco.path_of(coco_image_id), coco.images_dir)
+
+
+def join_rows(coco: CocoSet, table: AspectTable | None, level: str, num_aspects: int, role: str) -> AspectRows:
+    """The table's rows for `coco`'s boxes (level "box") or images ("image"); NaN rows where none (see the module)."""
+    nan_boxes = [np.full((len(coco.boxes_of(i.id)), num_aspects), np.nan, np.float32) for i in coco.images]
+    rows = AspectRows(nan_boxes, np.full((len(coco.images), num_aspects), np.nan, np.float32))
+    if table is None:
+        return rows
+    where = table.index()
+    if level == "box":
+        parse_box_id(table.ids[0])  # an image-level file is refused with the box-id rule's own message
+        keys = [[box_id(i.id, b.annotation_id) for b in coco.boxes_of(i.id)] for i in coco.images]
+        for n, image_keys in enumerate(keys):
+            for g, key in enumerate(image_keys):
+                if key in where:
+                    rows.boxes[n][g] = table.values[where[key]]
+        flat = [key for image_keys in keys for key in image_keys]
+    else:
+        flat = [image_key(coco, i.id) for i in coco.images]
+        for n, key in enumerate(flat):
+            if key in where:
+                rows.images[n] = table.values[where[key]]
+    found = [key for key in flat if key in where]
+    rows.num_supervised, rows.num_missing = len(found), len(flat) - len(found)
+    rows.missing_examples = [key for key in flat if key not in where][:3]
+    if flat and not found:
+        raise ArtifactError(
+            f"none of the {len(flat)} {role} {'boxes' if level == 'box' else 'images'} of {coco.source} has a row in "
+            f"{table.path} (its ids look like {', '.join(repr(i) for i in table.ids[:2])}, these like "
+            f"{', '.join(repr(k) for k in flat[:2])}); run stage 2 on this set"
+            + (" with --boxes" if level == "box" else "")
+        )
+    return rows
+
+
+def _largest_box_label(coco: CocoSet, coco_image_id: int) -> int:
+    boxes = coco.boxes_of(coco_image_id)
+    if not boxes:
+        return 0
+    return max(boxes, key=lambda b: (b.box[2] - b.box[0]) * (b.box[3] - b.box[1])).label
+
+
+def apply_control(coco: CocoSet, rows: AspectRows, level: str, mode: str, seed: int) -> AspectRows:
+    """MaKD.TARGETS on the supervised rows (teacher: unchanged); NaN rows stay NaN."""
+    if mode == "teacher":
+        return rows
+    if level == "box":
+        stacked = np.concatenate(rows.boxes) if rows.boxes else np.zeros((0, rows.images.shape[1]), np.float32)
+        labels = np.array([b.label for i in coco.images for b in coco.boxes_of(i.id)], dtype=np.int64)
+    else:
+        stacked = rows.images
+        labels = np.array([_largest_box_label(coco, i.id) for i in coco.images], dtype=np.int64)
+    supervised = np.isfinite(stacked).all(axis=1)
+    out = stacked.copy()
+    out[supervised] = make_targets(mode, stacked[supervised], labels[supervised], seed)
+    if level == "box":
+        return replace(rows, boxes=list(np.split(out, np.cumsum([len(b) for b in rows.boxes])[:-1])))
+    return replace(rows, images=out)
+
+
+class DetectionDataset(Dataset):
+    """Item i = {"image": float [3, H, W] in [0, 1] (the detector normalises), "target": {"boxes" [G, 4] x1 y1 x2 y2
+    pixels, "labels" [G] in 1..K, "aspects" [G, Q], "image_aspects" [Q]}, "index": i, "image_id": COCO id}.
+
+    No augmentation: an item depends on i only (set_epoch is there for the trainer's contract).
+    """
+
+    def __init__(self, coco: CocoSet, rows: AspectRows) -> None:
+        self.coco, self.rows = coco, rows
+
+    def __len__(self) -> int:
+        return len(self.coco.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing per epoch: the detection items are not augmented."""
+
+    def __getitem__(self, i: int) -> dict:
+        entry = self.coco.images[i]
+        boxes = self.coco.boxes_of(entry.id)
+        image = pil_to_tensor(self.coco.read_image(entry.id)).float().div_(255.0)
+        target = {
+            "boxes": torch.tensor([b.box for b in boxes], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([b.label for b in boxes], dtype=torch.int64),
+            "aspects": torch.from_numpy(self.rows.boxes[i]),
+            "image_aspects": torch.from_numpy(self.rows.images[i]),
+        }
+        return {"image": image, "target": target, "index": i, "image_id": entry.id}
+
+    @staticmethod
+    def collate_fn(items: list[dict]) -> dict:
+        """Images of different sizes stay a list (the detector batches them after its own resize)."""
+        return {
+            "images": [item["image"] for item in items],
+            "targets": [item["target"] for item in items],
+            "index": torch.tensor([item["index"] for item in items]),
+            "image_ids": [item["image_id"] for item in items],
+        }

@@ -1,0 +1,276 @@
+"""TASK detection for the one trainer: COCO-format data, the Faster R-CNN student, COCO mAP each evaluation.
+
+Run files besides the trainer's: detections_test.json (the final model's test detections as COCO results, which
+pycocotools' COCOeval scores to the same numbers) and category_ap.json (per-category AP of the final model).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import makd
+from makd.artifacts import read_aspect_file
+from makd.atomic_files import atomic_write_json
+from makd.data.build import read_training_aspects
+from makd.data.image_check import bad_images_error
+from makd.data.image_decode import ImageLoadError
+from makd.data.image_index import DatasetFormatError
+from makd.detection.coco import read_coco
+from makd.detection.coco_eval import coco_map, detections_to_coco
+from makd.detection.data import DetectionDataset, apply_control, join_rows
+from makd.detection.model import DetectorSettings, build_detector
+from makd.engine import run_folder
+from makd.engine.checkpoint import save_checkpoint
+from makd.engine.distributed import DistInfo, all_gather_arrays
+from makd.engine.metrics import aspect_agreement
+from makd.engine.tasks import Task, move_to
+from makd.engine.train_state import finite_number
+
+
+def settings_from_config(cfg) -> DetectorSettings:
+    d = cfg.DETECTION
+    return DetectorSettings(
+        min_size=d.MIN_SIZE,
+        max_size=d.MAX_SIZE,
+        fpn_channels=d.FPN_CHANNELS,
+        returned_stages=tuple(d.RETURNED_STAGES),
+        anchor_sizes=tuple(d.ANCHOR_SIZES),
+        box_head_dim=d.BOX_HEAD_DIM,
+        rpn_batch_per_image=d.RPN_BATCH_PER_IMAGE,
+        rpn_pre_nms_train=d.RPN_PRE_NMS_TRAIN,
+        rpn_post_nms_train=d.RPN_POST_NMS_TRAIN,
+        rpn_pre_nms_test=d.RPN_PRE_NMS_TEST,
+        rpn_post_nms_test=d.RPN_POST_NMS_TEST,
+        box_batch_per_image=d.BOX_BATCH_PER_IMAGE,
+        score_thresh=d.SCORE_THRESH,
+        detections_per_image=d.DETECTIONS_PER_IMAGE,
+        image_mean=tuple(cfg.DATASET.MEAN),
+        image_std=tuple(cfg.DATASET.STD),
+    )
+
+
+class DetectorTraining(nn.Module):
+    """The trained module of the detection task: `.student` is the detector; forward(batch) -> (None, losses)."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.student = detector
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing depends on the epoch (the trainer's contract)."""
+
+    def forward(self, batch: dict) -> tuple[None, dict[str, torch.Tensor]]:
+        return None, self.student(batch["images"], batch["targets"])
+
+
+def _check_decodable(coco) -> None:
+    """Every image decodes and has its JSON size, before the first epoch (DATASET.CHECK_IMAGES)."""
+    problems = []
+    for image in coco.images:
+        try:
+            coco.read_image(image.id)
+        except ImageLoadError as err:
+            problems.append(str(err))
+    if problems:
+        raise bad_images_error(problems, len(coco.images))
+
+
+class DetectionTask(Task):
+    name = "detection"
+    metric = "map"
+    finite_keys = ("map", "map50", "map75")
+    summary_line_keys = ("test_map_last", "test_map50_last", "test_map75_last", "test_map_best", "best_epoch")
+    eval_collate = staticmethod(DetectionDataset.collate_fn)
+
+    def build(self) -> None:
+        cfg = self.cfg
+        level = cfg.DETECTION.ASPECT_LEVEL
+        self.train_coco = read_coco(cfg.DETECTION.TRAIN_JSON, cfg.DATASET.TRAIN_IMAGE_PATH)
+        self.test_coco = read_coco(cfg.DETECTION.TEST_JSON, cfg.DATASET.TEST_IMAGE_PATH)
+        if [c.id for c in self.test_coco.categories] != [c.id for c in self.train_coco.categories]:
+            # the labels 1..K would mean different categories in training and evaluation
+            raise DatasetFormatError(
+                f"{cfg.DETECTION.TEST_JSON} and {cfg.DETECTION.TRAIN_JSON} list different category ids; give both "
+                "the same 'categories' list"
+            )
+        if cfg.DATASET.CHECK_IMAGES:
+            _check_decodable(self.train_coco)
+            _check_decodable(self.test_coco)
+        self.uses_aspects = cfg.DISTILLER.TYPE == "MaKD"
+        table = read_training_aspects(cfg) if self.uses_aspects else None
+        self.num_aspects = table.num_aspects if table is not None else 0
+        self.table = table
+        rows = join_rows(self.train_coco, table, level, self.num_aspects, "training")
+        if rows.num_missing and self.info.is_main:
+            what = "boxes" if level == "box" else "images"
+            print(
+                f"[makd] warning: {rows.num_missing} training {what} have no row in {table.path} (first: "
+                f"{', '.join(rows.missing_examples)}); they train the detector but not the aspect outputs",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.train_rows = apply_control(self.train_coco, rows, level, cfg.MaKD.TARGETS, cfg.SEED)
+        test_table = None
+        if self.uses_aspects and cfg.DATASET.TEST_ASPECT_JSON:
+            test_table = read_aspect_file(cfg.DATASET.TEST_ASPECT_JSON, expected_aspects=self.num_aspects)
+        self.test_rows = join_rows(self.test_coco, test_table, level, self.num_aspects, "test")
+        self.train_set = DetectionDataset(self.train_coco, self.train_rows)
+        self.eval_sets = {"test": DetectionDataset(self.test_coco, self.test_rows)}
+        self.model = DetectorTraining(
+            build_detector(
+                cfg.DISTILLER.STUDENT,
+                self.train_coco.num_classes,
+                self.num_aspects,
+                aspect_level=level,
+                settings=settings_from_config(cfg),
+                pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
+                alpha=cfg.MaKD.ALPHA,
+                temperature=cfg.MaKD.TEMPERATURE,
+            )
+        ).to(self.device)
+        self.instances = {
+            split: json.loads(Path(path).read_text(encoding="utf-8"))
+            for split, path in (("test", cfg.DETECTION.TEST_JSON),)
+        }
+        self.metadata = {
+            "task": "detection",
+            "num_classes": self.train_coco.num_classes,
+            "num_aspects": self.num_aspects,
+            "aspect_level": level,
+            "student": cfg.DISTILLER.STUDENT,
+            "distiller": cfg.DISTILLER.TYPE,
+            "class_names": self.train_coco.label_names[1:],
+            "category_ids": [c.id for c in self.train_coco.categories],
+        }
+        self.last_evaluation: dict[str, dict] = {}
+
+    def batch_counts(self, outputs, batch) -> tuple[int, None]:
+        return len(batch["images"]), None
+
+    def evaluate(self, split: str, loader) -> dict[str, float]:
+        """COCO mAP / mAP@50 / mAP@75 (%) of the split, and the box (or image) aspect agreement with the teacher.
+
+        Each process scores its share; detections and aspect pairs are gathered, so every rank computes the same
+        numbers from the whole split.
+        """
+        return self._evaluate(split, loader, self.info)
+
+    @torch.inference_mode()
+    def _evaluate(self, split: str, loader, info: DistInfo) -> dict[str, float]:
+        detector = self.model.student
+        was_training = detector.training
+        detector.eval()
+        category_ids = self.metadata["category_ids"]
+        level = self.cfg.DETECTION.ASPECT_LEVEL
+        detections, predicted, teacher, seen = [], [], [], 0
+        for batch in loader:
+            batch = move_to(batch, self.device)
+            outputs = detector(batch["images"], batch["targets"])
+            for image_id, output, target in zip(batch["image_ids"], outputs, batch["targets"]):
+                seen += 1
+                detections += detections_to_coco(
+                    image_id,
+                    output["boxes"].float().cpu().numpy(),
+                    output["scores"].float().cpu().numpy(),
+                    output["labels"].cpu().numpy(),
+                    category_ids,
+                )
+                if level == "box" and "gt_box_aspects" in output:
+                    pairs = (output["gt_box_aspects"].cpu().numpy(), target["aspects"].cpu().numpy())
+                elif level == "image" and "image_aspects" in output:
+                    pairs = (output["image_aspects"].cpu().numpy()[None], target["image_aspects"].cpu().numpy()[None])
+                else:
+                    continue
+                rows = np.isfinite(pairs[1]).all(axis=1)
+                predicted.append(pairs[0][rows])
+                teacher.append(pairs[1][rows])
+        detector.train(was_training)
+        gathered = all_gather_arrays((detections, predicted, teacher, seen), info)
+        detections = [d for part in gathered for d in part[0]]
+        result: dict[str, Any] = coco_map(
+            self.instances[split], detections, image_ids=[i.id for i in loader.dataset.coco.images]
+        )
+        self.last_evaluation[split] = {"detections": detections, "category_ap": result.pop("category_ap")}
+        result["num_samples"] = sum(part[3] for part in gathered)
+        pred = [a for part in gathered for a in part[1]]
+        truth = [a for part in gathered for a in part[2]]
+        if pred and sum(len(a) for a in pred):
+            result.update(aspect_agreement(np.concatenate(pred), np.concatenate(truth)))
+        return result
+
+    def describe(self) -> str:
+        cfg, train = self.cfg, self.train_coco
+        aspects = f"{self.num_aspects} aspects per {cfg.DETECTION.ASPECT_LEVEL}" if self.num_aspects else "0 aspects"
+        return (
+            f"detection: {train.num_classes} categories, {aspects} | train {len(train.images)} images "
+            f"{len(train.box_ids())} boxes, test {len(self.test_coco.images)} images | {cfg.DISTILLER.STUDENT} "
+            f"Faster R-CNN {cfg.DISTILLER.TYPE}"
+        )
+
+    def epoch_parts(self, row: dict) -> list[str]:
+        parts = []
+        if "test_map" in row:
+            parts.append(f"test mAP {row['test_map']:.2f} @50 {row['test_map50']:.2f} @75 {row['test_map75']:.2f}")
+        if "test_aspect_mae" in row:
+            parts.append(f"aspect mae {row['test_aspect_mae']:.3f} auc {row['test_aspect_auc']:.3f}")
+        return parts
+
+    def finish(self, run_dir: Path, logger, step: int) -> None:
+        """The final model's test detections (COCO results) and per-category AP, in the run folder."""
+        if "test" not in self.last_evaluation:  # resumed after the last epoch: evaluate once more, here alone
+            from makd.engine.evaluate import make_eval_loader
+
+            alone = DistInfo()  # only the main process finishes: no other rank would join a gather
+            loader = make_eval_loader(
+                self.eval_sets["test"], self.cfg.DATASET.TEST.BATCH_SIZE, 0, alone, False, self.eval_collate
+            )
+            self._evaluate("test", loader, alone)
+        last = self.last_evaluation["test"]
+        atomic_write_json(run_dir / run_folder.DETECTIONS, last["detections"])
+        atomic_write_json(run_dir / run_folder.CATEGORY_AP, {"test": last["category_ap"]})
+
+    def summary(self, history: list[dict], train_seconds: float) -> dict[str, Any]:
+        from makd.engine.trainer import best_epochs
+
+        cfg = self.cfg
+        last = [row for row in history if "test_map" in row][-1]
+        rows = self.train_rows
+        summary = {
+            "task": "detection",
+            "test_map_last": last["test_map"],
+            "test_map50_last": last["test_map50"],
+            "test_map75_last": last["test_map75"],
+            **best_epochs(history, self.metric, self.finite_keys),
+            "epochs": cfg.SOLVER.EPOCHS,
+            "num_classes": self.train_coco.num_classes,
+            "num_aspects": self.num_aspects,
+            "aspect_level": cfg.DETECTION.ASPECT_LEVEL if self.num_aspects else None,
+            "student": cfg.DISTILLER.STUDENT,
+            "distiller": cfg.DISTILLER.TYPE,
+            "targets": cfg.MaKD.TARGETS if self.num_aspects else None,
+            "seed": cfg.SEED,
+            "aspect_file": self.table.path if self.table is not None else None,
+            "aspect_sha256": self.table.sha256 if self.table is not None else None,
+            "num_train_images": len(self.train_coco.images),
+            "num_train_boxes": len(self.train_coco.box_ids()),
+            "supervised_train_rows": rows.num_supervised if self.num_aspects else 0,
+            "unsupervised_train_rows": rows.num_missing if self.num_aspects else 0,
+            "num_test_images": len(self.test_coco.images),
+            "world_size": self.info.world_size,
+            "train_seconds": train_seconds,
+            "makd_version": makd.__version__,
+        }
+        for key in ("test_aspect_mae", "test_aspect_auc"):
+            if key in last:
+                summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None
+        return summary
+
+    def export(self, path: Path) -> None:
+        save_checkpoint(path, {"model": self.model.student.state_dict(), **self.metadata, "config": self.cfg.dump()})

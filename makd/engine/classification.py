@@ -1,0 +1,172 @@
+"""The classification task of the trainer: image datasets, a student and its distiller, top-1 / top-5 evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import makd
+from makd.artifacts import sha256_file
+from makd.config.defaults import distiller_of
+from makd.data.build import build_data, evaluation_view, has_training_targets
+from makd.data.device_batch import prepare_batch
+from makd.distillers import build_distiller
+from makd.engine.checkpoint import save_checkpoint
+from makd.engine.evaluate import evaluate
+from makd.engine.tasks import Task
+from makd.engine.train_state import finite_number
+from makd.models import build_student, input_family_of
+from makd.models.teacher import precompute_teacher_logits, teacher_from_config
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    metric = "top1"
+    # An evaluation is good when these are finite; aspect AUC may be NaN legitimately (an aspect with one answer).
+    finite_keys = ("top1", "top5", "loss")
+    summary_line_keys = ("test_top1_last", "test_top1_best", "best_epoch", "test_top5_last")
+
+    def build(self) -> None:
+        cfg = self.cfg
+        data = self.data = build_data(cfg)
+        method = distiller_of(cfg)  # the registered method declares what it needs and its head width
+        self.num_aspects = data.num_aspects if method.needs_aspects else 0
+        student = build_student(
+            cfg.DISTILLER.STUDENT,
+            method.head_outputs(data.num_classes, self.num_aspects),
+            pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
+            input_family=input_family_of(cfg),  # mdistiller's CIFAR or ImageNet table, as the data
+        )
+        self.teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
+        self.model = build_distiller(
+            cfg, student, data.num_classes, self.num_aspects, self.teacher, data.class_names
+        ).to(self.device)
+        if cfg.DATASET.CHANNELS_LAST:  # the device step hands it channels_last images (makd/data/device_batch.py)
+            self.model.student.to(memory_format=torch.channels_last)
+        if cfg.SOLVER.COMPILE:
+            self.model.student.compile()
+        self.train_set = data.train
+        self.eval_sets = {"test": data.test}
+        if data.val is not None:
+            self.eval_sets["val"] = data.val
+        self.metadata = {
+            "num_classes": data.num_classes,
+            "num_aspects": self.num_aspects,
+            "student": cfg.DISTILLER.STUDENT,
+            "distiller": cfg.DISTILLER.TYPE,
+            "class_names": data.class_names,
+        }
+        self.teacher_top1 = None
+
+    def prepare(self, eval_loaders: dict) -> None:
+        if self.teacher is None:
+            return
+        # measured once per process start (deterministic: frozen teacher, eval view)
+        distiller, data, cfg = self.model, self.data, self.cfg
+        self.teacher_top1 = evaluate(distiller.teacher, eval_loaders["test"], data.num_classes, self.device, self.info)[
+            "top1"
+        ]
+        if cfg.DISTILLER.TEACHER_PRECOMPUTE:
+            # the training images on the test-time view (no augmentation), in index order
+            distiller.set_precomputed_teacher_logits(
+                precompute_teacher_logits(
+                    distiller.teacher, evaluation_view(data.train, cfg), cfg.DATASET.TEST.BATCH_SIZE, self.device
+                )
+            )
+
+    def batch_to_device(self, batch, dataset):
+        return prepare_batch(batch, dataset, self.device)  # uint8 -> normalised, erased, mixed floats
+
+    def batch_counts(self, outputs, batch) -> tuple[int, int]:
+        labels = batch.get("label_index", batch["label"])  # "label" is [B, C] under smoothing / mixup
+        return labels.numel(), int((outputs.argmax(dim=1) == labels).sum())
+
+    def evaluate(self, split: str, loader) -> dict[str, float]:
+        return evaluate(self.model.student, loader, self.data.num_classes, self.device, self.info)
+
+    def describe(self) -> str:
+        data, cfg = self.data, self.cfg
+        return (
+            f"{data.num_classes} classes, {self.num_aspects} aspects | train {len(data.train)} "
+            f"val {len(data.val) if data.val is not None else 0} test {len(data.test)} | {cfg.DISTILLER.STUDENT} "
+            f"{cfg.DISTILLER.TYPE}"
+        )
+
+    def epoch_parts(self, row: dict) -> list[str]:
+        parts = [f"train top1 (augmented) {row['train_top1']:.2f}"]
+        for split in ("val", "test"):
+            if f"{split}_top1" in row:
+                parts.append(f"{split} top1 {row[f'{split}_top1']:.2f} top5 {row[f'{split}_top5']:.2f}")
+        if "test_aspect_mae" in row:
+            parts.append(f"aspect mae {row['test_aspect_mae']:.3f} auc {row['test_aspect_auc']:.3f}")
+        return parts
+
+    def finish(self, run_dir: Path, logger, step: int) -> None:
+        """Per-question metrics of the final student against the teacher's rows (train split on the evaluation
+        view; test too when it has rows): aspect_metrics.json in the run folder and `<split>_aspect/...` in
+        TensorBoard."""
+        if not has_training_targets(self.cfg):
+            return
+        from makd.analysis.aspect_metrics import aspect_scalars
+        from makd.analysis.run_inference import LoadedRun, compute_aspect_metrics
+
+        data = self.data
+        run = LoadedRun(run_dir, self.cfg, data, self.model.student.eval(), data.num_classes, self.num_aspects)
+        for split, metrics in compute_aspect_metrics(run).items():
+            logger.step(step, aspect_scalars(metrics, split))
+
+    def summary(self, history: list[dict], train_seconds: float) -> dict[str, Any]:
+        from makd.engine.trainer import best_epochs
+
+        cfg, data = self.cfg, self.data
+        last = [row for row in history if "test_top1" in row][-1]
+        summary = {
+            "test_top1_last": last["test_top1"],
+            "test_top5_last": last["test_top5"],
+            **best_epochs(history, self.metric, self.finite_keys),
+            "epochs": cfg.SOLVER.EPOCHS,
+            "num_classes": data.num_classes,
+            "num_aspects": data.num_aspects,
+            "student": cfg.DISTILLER.STUDENT,
+            "distiller": cfg.DISTILLER.TYPE,
+            "targets": cfg.MaKD.TARGETS if data.num_aspects else None,
+            "seed": cfg.SEED,
+            "aspect_file": data.aspect_path or None,
+            "aspect_sha256": data.aspect_sha256 or None,
+            "aspect_sources": data.aspect_sources or None,  # kind, path, sha256, sidecar (and questions) of each file
+            "num_train_images": len(data.train),
+            "num_val_images": len(data.val) if data.val is not None else 0,
+            "num_test_images": len(data.test),
+            "dropped_train_images": len(data.dropped_ids),
+            "recipe": data.recipe,
+            "world_size": self.info.world_size,
+            "train_seconds": train_seconds,
+            "makd_version": makd.__version__,
+        }
+        if cfg.DISTILLER.TYPE.startswith("LaViD") and cfg.LaViD.CLASS_TARGETS:
+            # LaViD reads its per-class teacher file itself; named here so a report can find the teacher's cost
+            summary["class_targets_file"] = cfg.LaViD.CLASS_TARGETS
+            summary["class_targets_sha256"] = sha256_file(cfg.LaViD.CLASS_TARGETS)
+        for key in ("test_aspect_mae", "test_aspect_auc"):
+            if key in last:
+                summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None
+        if self.teacher_top1 is not None:
+            summary["teacher_test_top1"] = self.teacher_top1
+        return summary
+
+    def export(self, path: Path) -> None:
+        data, cfg = self.data, self.cfg
+        save_checkpoint(
+            path,
+            {
+                "model": self.model.student.state_dict(),
+                "student": cfg.DISTILLER.STUDENT,
+                "num_outputs": data.num_classes + data.num_aspects,
+                "num_classes": data.num_classes,
+                "num_aspects": data.num_aspects,
+                "class_names": data.class_names,
+                "config": cfg.dump(),
+            },
+        )

@@ -1,0 +1,97 @@
+"""The task contract of the one trainer: what differs between classification and detection (config key TASK).
+
+The trainer (makd.engine.trainer) owns everything a run has whatever it learns: the run folder, checkpoints and
+exact resume, the epoch loop and its seeding, logging, DDP, divergence checks and summary.json. A task owns
+its data, its model (a module with `.student`, the part exported and checkpointed under "model", and
+`forward(batch) -> (outputs, {loss name: scalar})`), its evaluation and the metric that selects the best epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from makd.config import ConfigError
+from makd.config.defaults import TASKS
+from makd.engine.distributed import DistInfo
+
+
+def move_to(value: Any, device: torch.device) -> Any:
+    """Tensors of a batch (inside dicts, lists and tuples, as detection targets are) on `device`."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: move_to(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(move_to(v, device) for v in value)
+    return value
+
+
+class Task:
+    """One task of the trainer. `build` fills the attributes below; the trainer makes the loaders from them."""
+
+    name = ""
+    metric = ""  # the evaluation key that selects the best epoch (test_<metric> / val_<metric> in the history)
+    finite_keys: tuple[str, ...] = ()  # evaluation keys that must be finite for an epoch to be saved or best
+    summary_line_keys: tuple[str, ...] = ()  # shown on the "[makd] summary" line at the end
+    eval_collate = None  # collate_fn of the evaluation loaders (None: torch's default)
+
+    def __init__(self, cfg, info: DistInfo, device: torch.device) -> None:
+        self.cfg, self.info, self.device = cfg, info, device
+        self.model: nn.Module | None = None  # what the optimizer trains; `.student` is the exported part
+        self.train_set: Dataset | None = None  # with collate_fn and set_epoch(epoch)
+        self.eval_sets: dict[str, Dataset] = {}  # "test" (and "val" when there is one)
+        self.metadata: dict[str, Any] = {}  # stored in every checkpoint
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def prepare(self, eval_loaders: dict) -> None:
+        """Once per process start, after the loaders exist (classification: the CNN teacher's pass)."""
+
+    def batch_to_device(self, batch, dataset: Dataset):
+        """A training batch from the loader, ready for the model on the training device."""
+        return move_to(batch, self.device)
+
+    def batch_counts(self, outputs, batch) -> tuple[int, int | None]:
+        """(samples in the batch, how many the training outputs got right, or None when that means nothing)."""
+        raise NotImplementedError
+
+    def evaluate(self, split: str, loader) -> dict[str, float]:
+        """Metrics of the model on one split, keyed without the split prefix (the trainer adds `<split>_`)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The middle of the "[makd] run ..." line: data sizes and model."""
+        raise NotImplementedError
+
+    def epoch_parts(self, row: dict) -> list[str]:
+        """The task's parts of an epoch's log line (its training accuracy and evaluation)."""
+        return []
+
+    def finish(self, run_dir: Path, logger, step: int) -> None:
+        """After the last epoch, on the main process: the task's extra run files (aspect metrics, ...)."""
+
+    def summary(self, history: list[dict], train_seconds: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def export(self, path: Path) -> None:
+        """Write the student-only export (student.pth)."""
+        raise NotImplementedError
+
+
+def task_of(cfg, info: DistInfo, device: torch.device) -> Task:
+    """The task object of cfg.TASK (detection is imported only when asked: torchvision detection, pycocotools)."""
+    if cfg.TASK == "classification":
+        from makd.engine.classification import ClassificationTask
+
+        return ClassificationTask(cfg, info, device)
+    if cfg.TASK == "detection":
+        from makd.detection.task import DetectionTask
+
+        return DetectionTask(cfg, info, device)
+    raise ConfigError(f"TASK {cfg.TASK!r} is unknown; use one of {', '.join(TASKS)}")
