@@ -72,20 +72,23 @@ def has_training_targets(cfg) -> bool:
     return bool(cfg.DATASET.ASPECT_JSON or cfg.DATASET.ASPECT_SOURCES)
 
 
-def open_aspect_file(cfg, path: str, key: str, class_names: list[str]) -> TargetSource:
-    """A training target file of any kind (per image, per class, multiple choice), recognised by its keys."""
+def open_aspect_file(
+    cfg, path: str, key: str, class_names: list[str], kinds: tuple[str, ...] = ANY_KIND
+) -> TargetSource:
+    """A training target file of one of `kinds` (default any: per image, per class, multiple choice), recognised
+    by its keys."""
     class_map = read_class_map(cfg.DATASET.ASPECT_CLASS_MAP) if cfg.DATASET.ASPECT_CLASS_MAP else None
     return open_source(
         path,
         key=key,
         class_names=class_names,
-        kinds=ANY_KIND,
+        kinds=kinds,
         class_map=class_map,
         class_map_key="DATASET.ASPECT_CLASS_MAP",
     )
 
 
-def training_source(cfg, class_names: list[str]) -> TargetSource:
+def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KIND) -> TargetSource:
     """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, checked
     against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
     d = cfg.DATASET
@@ -102,7 +105,7 @@ def training_source(cfg, class_names: list[str]) -> TargetSource:
             )
         entries = [str(e) for e in d.ASPECT_SOURCES]
         source = MixedSource.open_entries(
-            entries, lambda path: open_aspect_file(cfg, path, "DATASET.ASPECT_SOURCES", class_names)
+            entries, lambda path: open_aspect_file(cfg, path, "DATASET.ASPECT_SOURCES", class_names, kinds)
         )
     elif not d.ASPECT_JSON:
         raise ConfigError(
@@ -110,7 +113,7 @@ def training_source(cfg, class_names: list[str]) -> TargetSource:
             "(set it, or use DISTILLER.TYPE NONE for the baseline)"
         )
     else:
-        source = open_aspect_file(cfg, d.ASPECT_JSON, "DATASET.ASPECT_JSON", class_names)
+        source = open_aspect_file(cfg, d.ASPECT_JSON, "DATASET.ASPECT_JSON", class_names, kinds)
     if cfg.MaKD.ASPECT_NUM not in (0, source.num_aspects):  # 0 = take Q from the file
         raise ConfigError(
             f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {source.path} has {source.num_aspects} aspects per image; "

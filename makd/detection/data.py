@@ -115,7 +115,8 @@ class DetectionDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Nothing per epoch: the detection items are not augmented."""
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i = key[1] if isinstance(key, tuple) else key  # the training sampler's (epoch, index) keys
         entry = self.coco.images[i]
         boxes = self.coco.boxes_of(entry.id)
         image = pil_to_tensor(self.coco.read_image(entry.id)).float().div_(255.0)

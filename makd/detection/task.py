@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 import makd
-from makd.artifacts import read_aspect_file
+from makd.artifacts import AspectTable, read_aspect_file
 from makd.atomic_files import atomic_write_json
-from makd.data.build import read_training_aspects
+from makd.config import ConfigError
+from makd.data.build import training_source
 from makd.data.image_check import bad_images_error
 from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import DatasetFormatError
@@ -104,7 +105,7 @@ class DetectionTask(Task):
             _check_decodable(self.train_coco)
             _check_decodable(self.test_coco)
         self.uses_aspects = cfg.DISTILLER.TYPE == "MaKD"
-        table = read_training_aspects(cfg) if self.uses_aspects else None
+        table = _training_table(cfg) if self.uses_aspects else None
         self.num_aspects = table.num_aspects if table is not None else 0
         self.table = table
         rows = join_rows(self.train_coco, table, level, self.num_aspects, "training")
@@ -274,3 +275,13 @@ class DetectionTask(Task):
 
     def export(self, path: Path) -> None:
         save_checkpoint(path, {"model": self.model.student.state_dict(), **self.metadata, "config": self.cfg.dump()})
+
+
+def _training_table(cfg) -> AspectTable:
+    """DATASET.ASPECT_JSON as rows keyed by box id (or image id), checked as in classification."""
+    if cfg.DATASET.ASPECT_SOURCES:
+        raise ConfigError(
+            "DATASET.ASPECT_SOURCES is not read with TASK detection; set DATASET.ASPECT_JSON to one file of rows "
+            "per box (stage 2 --boxes) or per image"
+        )
+    return training_source(cfg, [], kinds=("per_image",)).table

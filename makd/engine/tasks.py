@@ -43,7 +43,9 @@ class Task:
     def __init__(self, cfg, info: DistInfo, device: torch.device) -> None:
         self.cfg, self.info, self.device = cfg, info, device
         self.model: nn.Module | None = None  # what the optimizer trains; `.student` is the exported part
-        self.train_set: Dataset | None = None  # with collate_fn and set_epoch(epoch)
+        # with collate_fn and set_epoch(epoch); training items are fetched by (epoch, index) keys
+        # (makd.engine.trainer.EpochShuffleSampler), evaluation items by index
+        self.train_set: Dataset | None = None
         self.eval_sets: dict[str, Dataset] = {}  # "test" (and "val" when there is one)
         self.metadata: dict[str, Any] = {}  # stored in every checkpoint
 
