@@ -114,7 +114,10 @@ def test_make_demo_writes_the_variant_and_it_trains_one_epoch(tmp_path, capsys):
     argv = ["--variant", "oriented", "--out", str(data), "--train-per-class", "3", "--test-per-class", "2"]
     assert load_tool("make_demo").main(argv) == 0
     assert "30 train + 20 test grey images of 10 classes, 16 questions (7 flip-sensitive" in capsys.readouterr().out
+    assert load_tool("make_demo").main(argv) == 2  # an existing folder is kept
+    assert "--overwrite" in capsys.readouterr().err and len(list((data / "train").rglob("*.png"))) == 30
     assert load_tool("make_demo").main([*argv, "--class-teacher", "--overwrite"]) == 2
+    assert "options of --variant default only" in capsys.readouterr().err
     out = tmp_path / "run"
     opts = ["DATASET.TRAIN_IMAGE_PATH", str(data / "train"), "DATASET.TEST_IMAGE_PATH", str(data / "test"),
             "DATASET.ASPECT_JSON", str(data / "aspects_train.json"), "DATASET.TEST_ASPECT_JSON",
