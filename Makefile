@@ -1,12 +1,13 @@
 # make demo: set up .venv (first time) and run the built-in demo end to end on the CPU.
 # make test: set up .venv (first time) and run the test suite.
 # make demo-study: the 5-condition x 3-seed demo study (configs/studies/demo.yaml, docs/studies.md).
+# make demo-oriented: the oriented variant under the official transform and the recipe (docs/demo.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-study test lint setup clean-demo
+.PHONY: demo demo-study demo-oriented test lint setup clean-demo
 
 setup: $(STAMP)
 
@@ -25,6 +26,11 @@ demo-study: $(STAMP)
 	test -f data/demo_study/dataset.json || $(PY) tools/make_demo.py --out data/demo_study --train-per-class 60 --test-per-class 30
 	$(PY) tools/study.py configs/studies/demo.yaml
 
+demo-oriented: $(STAMP)
+	test -f data/demo_oriented/dataset.json || $(PY) tools/make_demo.py --variant oriented --out data/demo_oriented
+	$(PY) tools/study.py configs/studies/demo_oriented_official.yaml
+	$(PY) tools/study.py configs/studies/demo_oriented_recipe.yaml
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -32,4 +38,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check makd tools tests InternVL_logits
 
 clean-demo:
-	rm -rf data/demo output/demo data/demo_study output/studies/demo
+	rm -rf data/demo output/demo data/demo_study output/studies/demo data/demo_oriented output/studies/demo_oriented_official output/studies/demo_oriented_recipe
