@@ -86,9 +86,7 @@ def _set(key, index, field, value):
             _set("annotations", 0, "bbox", [-1.5, 8, 20, 16]),
             r"outside its image sub/a.png of 64x48 \(by more than 1 px\)",
         ),
-        (_set("annotations", 0, "bbox", [10, 8, 0, 16]), r"\(id 102\) has a zero-area bbox"),
-        (_set("annotations", 0, "bbox", [10, 8, 5, -2]), r"zero-area bbox"),
-        (_set("annotations", 0, "bbox", [64.5, 8, 0.4, 16]), r"of zero area on its image once clipped"),
+        (_set("annotations", 0, "bbox", [10, 8, 5, -2]), r"\(id 102\) has bbox .* negative width or height"),
         (_set("annotations", 0, "bbox", [10, 8, 20]), r"expected \[x, y, width, height\] of 4 finite numbers"),
         (_set("annotations", 0, "bbox", [10, 8, float("nan"), 3]), r"4 finite numbers"),
         (
@@ -121,6 +119,26 @@ def _set(key, index, field, value):
 def test_bad_sets_fail_in_one_line_naming_the_entry(tmp_path: Path, edit, expected: str):
     message = _error(tmp_path, edit)
     assert re.search(expected, message), message
+
+
+def test_zero_width_or_height_boxes_are_left_out_with_one_warning(tmp_path: Path, caplog):
+    data = tiny_coco_dict()
+    data["annotations"][0]["bbox"] = [10, 8, 0, 16]  # id 102 on image 5: zero width
+    data["annotations"].append({**data["annotations"][0], "id": 103, "bbox": [64.5, 8, 0.4, 16]})  # nothing left
+    instances, images_dir = write_coco(tmp_path, data)
+    with caplog.at_level("WARNING", logger="makd.detection.coco"):
+        coco = read_coco(instances, images_dir)
+    assert coco.skipped_boxes == ["5#102", "5#103"]
+    assert [b.annotation_id for b in coco.boxes_of(5)] == [101]
+    assert coco.box_ids() == ["5#101", "9#200"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{instances}: left out 2 boxes of zero width or height (first: 5#102, 5#103)"
+    ]
+    for entry in data["annotations"]:
+        entry["bbox"] = [1, 1, 0, 0]
+    instances, images_dir = write_coco(tmp_path / "all", data)
+    with pytest.raises(MakdError, match="every one of its 5 boxes has zero width or height"):
+        read_coco(instances, images_dir)
 
 
 def test_missing_image_files_are_counted_and_the_first_named(tmp_path: Path):

@@ -12,6 +12,7 @@ Everything is checked when the file is read, so a bad set fails before any model
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ BOX_ID_SEPARATOR = "#"
 # COCO's own boxes reach up to a fraction of a pixel past the border (float rounding in the export),
 # so a box may overhang by this much; it is then clipped to the image. Anything further is an error.
 BOX_TOLERANCE_PX = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 def box_id(image_id: int, annotation_id: int) -> str:
@@ -98,6 +101,8 @@ class CocoSet:
     _boxes: dict[int, list[CocoBox]] = field(default_factory=dict, repr=False)
     _crowd: dict[int, list[CocoBox]] = field(default_factory=dict, repr=False)
     _image_by_id: dict[int, CocoImage] = field(default_factory=dict, repr=False)
+    # Box ids of zero-width or zero-height boxes, left out of every image's boxes (see read_coco).
+    skipped_boxes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._image_by_id = {image.id: image for image in self.images}
@@ -226,8 +231,9 @@ def _read_categories(entries: list[dict], source: str) -> list[CocoCategory]:
     return [CocoCategory(entry["id"], label, entry["name"]) for label, entry in enumerate(ordered, start=1)]
 
 
-def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[float, float, float, float]:
-    """COCO's [x, y, width, height] as (x1, y1, x2, y2) clipped to the image, after checking it lies on it."""
+def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[float, float, float, float] | None:
+    """COCO's [x, y, width, height] as (x1, y1, x2, y2) clipped to the image, after checking it lies on it;
+    None for a box of zero width or height (there or once clipped)."""
     if not (
         isinstance(bbox, list)
         and len(bbox) == 4
@@ -235,10 +241,12 @@ def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[fl
     ):
         raise DatasetFormatError(f"{where} has bbox {bbox!r}; expected [x, y, width, height] of 4 finite numbers")
     x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
+    if w < 0 or h < 0:
         raise DatasetFormatError(
-            f"{where} has a zero-area bbox {bbox!r} (width and height must be > 0); fix or remove the annotation"
+            f"{where} has bbox {bbox!r} with a negative width or height; COCO boxes are [x, y, width, height]"
         )
+    if w == 0 or h == 0:
+        return None
     if x < -tolerance or y < -tolerance or x + w > image.width + tolerance or y + h > image.height + tolerance:
         raise DatasetFormatError(
             f"{where} has bbox {bbox!r} (x1 y1 x2 y2 = {x:g} {y:g} {x + w:g} {y + h:g}) outside its image "
@@ -248,7 +256,7 @@ def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[fl
     x1, y1 = max(x, 0.0), max(y, 0.0)
     x2, y2 = min(x + w, float(image.width)), min(y + h, float(image.height))
     if x2 <= x1 or y2 <= y1:  # a sliver inside the tolerance band, off the image
-        raise DatasetFormatError(f"{where} has bbox {bbox!r}, of zero area on its image once clipped; remove it")
+        return None
     return x1, y1, x2, y2
 
 
@@ -278,7 +286,7 @@ def read_coco(
     Errors (one line each, naming the entry and the fix): malformed JSON; a missing images / annotations /
     categories list; no annotations at all (an image without boxes is a valid negative, a file without
     any box is not); duplicate image, annotation or category ids; annotations of an unknown image or
-    category; boxes that are not 4 numbers, of zero area, or outside the image by more than `tolerance`
+    category; boxes that are not 4 numbers, of negative size, or outside the image by more than `tolerance`
     pixels; and (when `check_files`) image files missing from `images_dir`.
     """
     source = str(instances_json)
@@ -301,6 +309,7 @@ def read_coco(
     label_by_category = {category.id: category.label for category in categories}
     boxes: dict[int, list[CocoBox]] = {}
     crowd: dict[int, list[CocoBox]] = {}
+    skipped: list[str] = []
     for number, entry in enumerate(annotations):
         where = f"{source}: annotations[{number}] (id {entry['id']})"
         image = image_by_id.get(entry.get("image_id")) if _is_int(entry.get("image_id")) else None
@@ -319,8 +328,20 @@ def read_coco(
         is_crowd = entry.get("iscrowd", 0)
         if is_crowd not in (0, 1) or isinstance(is_crowd, float):
             raise DatasetFormatError(f"{where} has iscrowd {is_crowd!r}; expected 0 or 1")
-        box = CocoBox(entry["id"], _xyxy(entry.get("bbox"), image, where, tolerance), label_by_category[category])
+        xyxy = _xyxy(entry.get("bbox"), image, where, tolerance)
+        if xyxy is None:
+            skipped.append(box_id(image.id, entry["id"]))
+            continue
+        box = CocoBox(entry["id"], xyxy, label_by_category[category])
         (crowd if is_crowd else boxes).setdefault(image.id, []).append(box)
+    if skipped:
+        # Real exports hold a few (COCO train2017 has boxes of width or height 0); a detector's box regression
+        # cannot take them, and torchvision's references drop them too.
+        logger.warning(
+            "%s: left out %d boxes of zero width or height (first: %s)", source, len(skipped), ", ".join(skipped[:3])
+        )
+    if len(skipped) == len(annotations):
+        raise DatasetFormatError(f"{source}: every one of its {len(annotations)} boxes has zero width or height")
     for table in (boxes, crowd):
         for rows in table.values():
             rows.sort(key=lambda b: b.annotation_id)
@@ -335,4 +356,4 @@ def read_coco(
                 f"{len(missing)} of {len(images)} images of {source} are missing from {images_root} "
                 f"(first: {missing[0]}); copy them there or point to the right images folder"
             )
-    return CocoSet(images, categories, str(images_dir), source, _boxes=boxes, _crowd=crowd)
+    return CocoSet(images, categories, str(images_dir), source, _boxes=boxes, _crowd=crowd, skipped_boxes=skipped)
