@@ -68,7 +68,26 @@ def run_argv(
         raise DemoError(f"unknown demo run {run!r}; use some of {', '.join(RUNS)} (comma separated)")
     config = CONFIG_DIR / ("teacher.yaml" if run == "teacher" else RUN_CONFIGS.get(run, "makd.yaml"))
     truth = run == "oracle"
-    argv = [
+    argv = _data_argv(
+        config,
+        run_dir,
+        seed,
+        data_dir,
+        data_dir / ("truth_train.json" if truth else "aspects_train.json"),
+        data_dir / ("truth_test.json" if truth else "aspects_test.json"),
+    )
+    if run == "random":
+        argv += ["MaKD.TARGETS", "random"]
+    if run in TEACHER_RUNS:
+        argv += ["DISTILLER.TEACHER_CHECKPOINT", str(teacher_checkpoint)]
+    if epochs is not None:
+        argv += ["SOLVER.EPOCHS", str(epochs)]
+    return argv + list(overrides)
+
+
+def _data_argv(config: Path, run_dir: Path, seed: int, data_dir: Path, train_rows: Path, test_rows: Path) -> list[str]:
+    """The tools/our_train.py arguments every demo run shares: its config, run folder, seed and data paths."""
+    return [
         str(config),
         "--overwrite",
         "OUTPUT_DIR",
@@ -82,17 +101,10 @@ def run_argv(
         "DATASET.QUESTIONS",
         str(data_dir / "questions.txt"),
         "DATASET.ASPECT_JSON",
-        str(data_dir / ("truth_train.json" if truth else "aspects_train.json")),
+        str(train_rows),
         "DATASET.TEST_ASPECT_JSON",
-        str(data_dir / ("truth_test.json" if truth else "aspects_test.json")),
+        str(test_rows),
     ]
-    if run == "random":
-        argv += ["MaKD.TARGETS", "random"]
-    if run in TEACHER_RUNS:
-        argv += ["DISTILLER.TEACHER_CHECKPOINT", str(teacher_checkpoint)]
-    if epochs is not None:
-        argv += ["SOLVER.EPOCHS", str(epochs)]
-    return argv + list(overrides)
 
 
 def ensure_data(data_dir: Path, regenerate: bool, generate_kwargs: dict) -> tuple[dict, float]:
@@ -252,23 +264,8 @@ def detection_run_argv(
     aspects = {"train": data_dir / f"{level}_aspects_train.json", "test": data_dir / f"{level}_aspects_test.json"}
     if run == "internvl":
         aspects = {split: rows / f"box_aspects_{split}.json" for split in ("train", "test")}
-    argv = [
-        str(DETECTION_CONFIG_DIR / ("baseline.yaml" if run == "baseline" else "makd.yaml")),
-        "--overwrite",
-        "OUTPUT_DIR",
-        str(run_dir),
-        "SEED",
-        str(seed),
-        "DATASET.TRAIN_IMAGE_PATH",
-        str(data_dir / "train"),
-        "DATASET.TEST_IMAGE_PATH",
-        str(data_dir / "test"),
-        "DATASET.QUESTIONS",
-        str(data_dir / "questions.txt"),
-        "DATASET.ASPECT_JSON",
-        str(aspects["train"]),
-        "DATASET.TEST_ASPECT_JSON",
-        str(aspects["test"]),
+    config = DETECTION_CONFIG_DIR / ("baseline.yaml" if run == "baseline" else "makd.yaml")
+    argv = _data_argv(config, run_dir, seed, data_dir, aspects["train"], aspects["test"]) + [
         "DETECTION.TRAIN_JSON",
         str(data_dir / "instances_train.json"),
         "DETECTION.TEST_JSON",
