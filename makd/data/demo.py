@@ -38,6 +38,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -410,9 +412,7 @@ def generate_demo(
         "seed": seed,
     }
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with folder_built_aside(out_dir) as work:
         rows = {}
         for split, (name, per_class) in enumerate((("train", train_per_class), ("test", test_per_class))):
             rows[name] = _write_split(
@@ -451,10 +451,6 @@ def generate_demo(
             "teacher_accuracy_train": _teacher_accuracy(rows["train"]),
         }
         atomic_write_json(work / "dataset.json", summary)
-        _move_into_place(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return {**summary, "out_dir": str(out_dir), "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -465,6 +461,20 @@ def _teacher_accuracy(rows: tuple[dict, dict]) -> dict[str, float]:
     p = np.array([aspects[k] for k in keys])
     t = np.array([truths[k] for k in keys])
     return {q: round(float(a), 4) for q, a in zip(demo_questions(), ((p > 0.5) == (t > 0.5)).mean(axis=0))}
+
+
+@contextmanager
+def folder_built_aside(out_dir: Path) -> Iterator[Path]:
+    """A temporary sibling of `out_dir` to write a demo folder into: moved into place when the block ends, removed
+    when it raises (so an interrupted run never leaves a half-written folder, nor loses the previous one)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield work
+        _move_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _move_into_place(work: Path, out_dir: Path) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,12 +44,12 @@ from makd.data.demo import (
     DemoArgumentError,
     DemoClass,
     DemoFolderExistsError,
-    _move_into_place,
     _outline_points,
     _polygon_mask,
     _rgb,
     _texture,
     demo_questions,
+    folder_built_aside,
     question_evidence,
     simulate_teacher,
 )
@@ -238,9 +236,7 @@ def generate_detection_demo(
         "questions": questions,
         "questions_sha256": sha256_text(questions_text(questions)),
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with folder_built_aside(out_dir) as work:
         counts = {}
         for split, (name, count) in enumerate((("train", num_train), ("test", num_test))):
             instances, box_rows, image_rows = _write_split(
@@ -254,10 +250,6 @@ def generate_detection_demo(
         write_questions(work / "questions.txt", questions, meta={**fixed, "kinds": "see makd.data.demo.QUESTIONS"})
         summary = {**params, "counts": counts, "num_classes": len(demo_classes), "num_questions": len(questions)}
         atomic_write_json(work / "dataset.json", summary)
-        _move_into_place(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return {**summary, "out_dir": str(out_dir), "seconds": round(time.perf_counter() - start, 2)}
 
 

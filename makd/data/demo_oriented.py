@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,9 +38,9 @@ from makd.data.demo import (
     TEACHER_MARGIN,
     DemoArgumentError,
     DemoFolderExistsError,
-    _move_into_place,
     _outline_points,
     _polygon_mask,
+    folder_built_aside,
     simulate_teacher,
     simulated_cost,
 )
@@ -281,9 +279,7 @@ def generate_oriented_demo(
         "questions": questions,
         "questions_sha256": q_sha,
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with folder_built_aside(out_dir) as work:
         rows = {
             name: _write_split(work / name, split, name, per_class, image_size, seed, teacher)
             for split, (name, per_class) in enumerate((("train", train_per_class), ("test", test_per_class)))
@@ -326,8 +322,4 @@ def generate_oriented_demo(
             "hard_answers_changed_by_flip": round(float((truth != truth_flip).mean()), 4),
         }
         atomic_write_json(work / "dataset.json", summary)
-        _move_into_place(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return {**summary, "out_dir": str(out_dir), "seconds": round(time.perf_counter() - start, 2)}
