@@ -43,7 +43,7 @@ class InternVLParts:
 
     encode_images: pixel values [n_tiles, 3, S, S] -> features [n_tiles, tokens_per_tile, hidden]
     embed_tokens:  ids [B, L] -> embeddings [B, L, hidden]
-    decoder:       the language model without its head (takes inputs_embeds, past_key_values, use_cache)
+    decoder:       the language model without its head (takes inputs_embeds, cache or past_key_values, use_cache)
     lm_head:       hidden [..., hidden] -> logits [..., vocab]
     generator:     a module whose `generate(inputs_embeds=...)` continues a prompt (the official path)
     """

@@ -10,6 +10,8 @@ them to 1e-4 in float32) and one image at a time (1e-5).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,27 @@ def merge_image_features(parts: InternVLParts, ids: torch.Tensor, features: torc
 def last_hidden_state(output: Any) -> torch.Tensor:
     """[B, L, hidden] from a decoder output object (or the tuple older remote code returns)."""
     return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache a decoder returned: field `cache` in transformers >= 5.2x (`past_key_values` warns there),
+    `past_key_values` in older classes and remote code, the second item of a tuple output."""
+    fields = getattr(type(output), "__dataclass_fields__", None)
+    if fields is None:
+        return output[1]
+    return getattr(output, "cache" if "cache" in fields else "past_key_values")
+
+
+@functools.cache
+def _cache_keyword(forward_class: type) -> str:
+    parameters = inspect.signature(forward_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_argument(decoder: torch.nn.Module, cache: Any) -> dict:
+    """{name: cache} for a decoder call, under the name its forward declares (`cache` in current transformers,
+    which deprecates `past_key_values` with a warning on every run; `past_key_values` elsewhere)."""
+    return {_cache_keyword(type(decoder)): cache}
 
 
 def p_yes_from_hidden(parts: InternVLParts, hidden: torch.Tensor, tokens: YesNoTokens) -> torch.Tensor:
@@ -129,7 +152,7 @@ def score_images_shared_prefix(
     n_images = features.shape[0]
     prefix = torch.tensor([split.prefix] * n_images, dtype=torch.long, device=parts.device)
     embeds = merge_image_features(parts, prefix, features.flatten(0, 1))
-    cache = parts.decoder(inputs_embeds=embeds, use_cache=True).past_key_values
+    cache = output_cache(parts.decoder(inputs_embeds=embeds, use_cache=True))
     scores = []
     rows = [1]  # copies of each image's prefix the cache holds (expanded mode grows it once)
     for start in range(0, len(split.suffixes), batch_size):
@@ -164,7 +187,7 @@ def _packed_batch(
         inputs_embeds=parts.embed_tokens(ids),
         attention_mask=mask[None, None].expand(n_images, 1, -1, -1),
         position_ids=(prefix_length + offset)[None].expand(n_images, -1),
-        past_key_values=cache,
+        **cache_argument(parts.decoder, cache),
         use_cache=True,
     )
     return last_hidden_state(out)[:, starts + lengths - 1], total  # [n_images, len(chunk), hidden]
@@ -187,7 +210,7 @@ def _expanded_batch(
     # Right padding with each row's own last token: in a causal model nothing real attends to it.
     padded = [s + [s[-1]] * (width - len(s)) for s in chunk]
     ids = torch.tensor(padded * n_images, dtype=torch.long, device=device)  # [n_images * len(chunk), width]
-    out = parts.decoder(inputs_embeds=parts.embed_tokens(ids), past_key_values=cache, use_cache=True)
+    out = parts.decoder(inputs_embeds=parts.embed_tokens(ids), **cache_argument(parts.decoder, cache), use_cache=True)
     last = last_hidden_state(out)[torch.arange(ids.shape[0], device=device), lengths - 1]
     return last.reshape(n_images, len(chunk), -1), width
 
