@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from makd.mllm.inprocess_scorer import InternVLScorer  # noqa: E402
+from makd.mllm.inprocess_scorer import DEFAULT_BATCH_SIZE, InternVLScorer  # noqa: E402
 from makd.mllm.model_loading import InternVLParts, load_internvl  # noqa: E402
 from makd.mllm.prefix_scoring import last_hidden_state, merge_image_features, p_yes_from_hidden  # noqa: E402
 from makd.mllm.reference import score_per_question  # noqa: E402
@@ -75,7 +75,8 @@ def parse_args(argv):
     p.add_argument("--kind", default="hf", choices=["hf", "remote"], help="native or remote-code stand-in")
     p.add_argument("--generate-tokens", type=int, default=0,
                    help="official path: greedy tokens generated per question (0 = one pass)")
-    p.add_argument("--batch-size", type=int, default=16, help="question suffixes per forward (the command's default)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="question suffixes per forward (default: the command's, per prefix mode)")
     p.add_argument("--batch-images", type=int, default=8,
                    help="images per call in the across-images case at 1 tile (0 = skip that case)")
     p.add_argument("--repeats", type=int, default=3, help="across-images case: timings repeated; the median is "
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
     lengths = [len(q) for q in (parts.tokenizer(q, add_special_tokens=False)["input_ids"] for q in questions)]
     print(f"device: {describe_device(parts.device)}")
     print(f"model: tiny {args.kind} InternVL, text {args.text_layers}x{args.text_width}, vision 1x{args.vision_width}, "
-          f"{args.dtype} on {args.device}, {torch.get_num_threads()} threads")
+          f"{args.dtype} on {args.device}, {torch.get_num_threads()} threads; packed attention: "
+          f"{scorer.packed_attention}")
     print(f"geometry: {n_tiles} tiles x {parts.tokens_per_tile} image tokens, prompt {len(prompts[0])} tokens "
           f"(shared prefix {len(split.prefix)}), Q = {len(questions)} questions of "
           f"{min(lengths)}-{max(lengths)} tokens, {len(images)} image(s)")
@@ -131,15 +133,20 @@ def main(argv=None) -> int:
     # fast path is timed once on the same image, so load changes on a shared machine hit both sides alike.
     samples: dict[str, list[tuple[float, float]]] = {"packed": [], "expanded": [], "limit": []}
     outputs: dict[str, list[np.ndarray]] = {"packed": [], "expanded": []}
+    batch_sizes = {mode: args.batch_size or DEFAULT_BATCH_SIZE[mode] for mode in ("packed", "expanded")}
+
+    def use(mode: str) -> None:
+        scorer.prefix_mode, scorer.batch_size = mode, batch_sizes[mode]
+
     for mode in ("packed", "expanded"):  # warm-up
-        scorer.prefix_mode = mode
+        use(mode)
         scorer.score(pixels[:1], questions[:2])
     slow_rows, slow_wall, slow_cpu = [], 0.0, 0.0
     for p in pixels:
         row = []
         for start in range(0, len(prompts), max(1, args.official_block)):
             for mode in ("packed", "expanded"):
-                scorer.prefix_mode = mode
+                use(mode)
                 with Timer() as timer:
                     fast = scorer.score([p], questions)[0]
                 samples[mode].append((timer.wall, timer.cpu))
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
     greedy = f", greedy {args.generate_tokens} tokens" if args.generate_tokens else ""
     print(f"(i)   official, full pass per question{greedy}: {slow_wall:8.3f} s/image wall, {slow_cpu:8.3f} s CPU")
     for mode, (fast, wall, cpu) in results.items():
-        print(f"(ii)  shared prefix, {mode:8s} (batch {args.batch_size}): {wall:8.3f} s/image wall, {cpu:8.3f} s CPU"
+        print(f"(ii)  shared prefix, {mode:8s} (batch {batch_sizes[mode]}): {wall:8.3f} s/image wall, {cpu:8.3f} s CPU"
               f"   speed-up {slow_wall / wall:5.1f}x wall, {slow_cpu / cpu:5.1f}x CPU   "
               f"max |dP| {np.abs(fast - slow).max():.2e}, max |d logit| {np.abs(logit(fast) - logit(slow)).max():.2e}")
     _, limit_wall, limit_cpu = limit

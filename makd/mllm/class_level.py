@@ -49,6 +49,7 @@ from makd.mllm.yes_no import resolve_answer_token
 
 TOOL = "make_makd_logits_json.py --level class"
 # Settings that do not change the numbers (a resumed run may differ in them).
+DEFAULT_BATCH_SIZE = 32  # prompts per forward; each is a short text prompt of its own
 VOLATILE_KEYS = ("device", "batch_size", "concurrency", "rate_limit", "retries", "one_sided_answers", "answer_ids")
 
 
@@ -62,8 +63,8 @@ def renormalised(values: Sequence[float]) -> np.ndarray:
 class CausalLMScorer:
     """Answer distributions from a transformers causal LM, prompts built with the tokenizer's chat template."""
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, system_message: str | None = None,
-                 info: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = DEFAULT_BATCH_SIZE,
+                 system_message: str | None = None, info: dict | None = None) -> None:  # fmt: skip
         if batch_size < 1:
             raise ExtractionError(f"--batch-size must be >= 1, got {batch_size}")
         if not getattr(tokenizer, "chat_template", None):
@@ -229,7 +230,8 @@ def build_class_scorer(args: argparse.Namespace):
                                 retry_backoff=args.retry_backoff, rate_limit=args.rate_limit,
                                 timeout=args.timeout)  # fmt: skip
     model, tokenizer, info = load_causal_lm(args.model, backend, args.device, args.dtype, args.revision)
-    return CausalLMScorer(model, tokenizer, args.batch_size, args.system_prompt, info)
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
+    return CausalLMScorer(model, tokenizer, batch_size, args.system_prompt, info)
 
 
 def class_row(

@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto = bfloat16 on GPU, float32 on CPU",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--batch-size", type=int, default=16, help="question prompts per forward over a shared image prefix")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="question prompts per forward over a shared image prefix (default: 64 in packed mode, whose prefix is "
+        "never copied; 16 in expanded mode, which copies it per prompt; 32 prompts at --level class)",
+    )
     p.add_argument(
         "--prefix-mode",
         default="packed",

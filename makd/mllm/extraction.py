@@ -45,6 +45,7 @@ VOLATILE_KEYS = frozenset(
         "batch_size",
         "images_per_forward",
         "prefix_mode",
+        "packed_attention",
         "device",
         "concurrency",
         "rate_limit",

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from makd.mllm.model_loading import InternVLParts
+from makd.mllm.prefix_attention import PrefixSplit, kernel_available, restore_attention, switch_to_prefix_split
 from makd.mllm.yes_no import YesNoTokens, p_yes_from_logits
 
 
@@ -102,6 +103,9 @@ def p_yes_from_hidden(parts: InternVLParts, hidden: torch.Tensor, tokens: YesNoT
 
 
 PREFIX_MODES = ("packed", "expanded")
+# How packed mode keeps a suffix token to the prefix and its own suffix: "split" = unmasked attention over the
+# prefix merged with the suffix's own causal attention (prefix_attention); "mask" = one explicit 4D mask.
+PACKED_ATTENTIONS = ("split", "mask")
 
 
 def tokens_through_model(split: SplitPrompts, batch_size: int, mode: str = "packed") -> int:
@@ -121,9 +125,10 @@ def score_shared_prefix(
     tokens: YesNoTokens,
     batch_size: int,
     mode: str = "packed",
+    packed_attention: str = "mask",
 ) -> torch.Tensor:
     """P(yes) per suffix, float32 [Q], for one image: `score_images_shared_prefix` with features[None]."""
-    return score_images_shared_prefix(parts, split, features[None], tokens, batch_size, mode)[0]
+    return score_images_shared_prefix(parts, split, features[None], tokens, batch_size, mode, packed_attention)[0]
 
 
 @torch.inference_mode()
@@ -134,6 +139,7 @@ def score_images_shared_prefix(
     tokens: YesNoTokens,
     batch_size: int,
     mode: str = "packed",
+    packed_attention: str = "mask",
 ) -> torch.Tensor:
     """P(yes), float32 [n_images, Q], for images with the same tile count (hence the same prompt tokens).
 
@@ -144,11 +150,15 @@ def score_images_shared_prefix(
     that lets a token see the prefix and the earlier tokens of its own suffix only, and positions restarting
     at the prefix length for each suffix. The prefix KV is never copied per question, so memory stays that of
     one sequence per image (an 8B teacher's 13-tile prefix is ~0.45 GB of KV; 50 copies would not fit a GPU).
+    `packed_attention` (PACKED_ATTENTIONS) says how that visibility is enforced; the decoder must have been
+    switched with `prefix_attention.switch_to_prefix_split` for "split".
     mode "expanded": each image's prefix cache is repeated over a batch of right-padded suffixes (plain batched
     decoding).
     """
     if mode not in PREFIX_MODES:
         raise ValueError(f"prefix mode {mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
+    if packed_attention not in PACKED_ATTENTIONS:
+        raise ValueError(f"packed attention {packed_attention!r} is unknown (use {', '.join(PACKED_ATTENTIONS)})")
     n_images = features.shape[0]
     prefix = torch.tensor([split.prefix] * n_images, dtype=torch.long, device=parts.device)
     embeds = merge_image_features(parts, prefix, features.flatten(0, 1))
@@ -158,7 +168,7 @@ def score_images_shared_prefix(
     for start in range(0, len(split.suffixes), batch_size):
         chunk = split.suffixes[start : start + batch_size]
         if mode == "packed":
-            last_hidden, added = _packed_batch(parts, cache, chunk, len(split.prefix), n_images)
+            last_hidden, added = _packed_batch(parts, cache, chunk, len(split.prefix), n_images, packed_attention)
         else:
             last_hidden, added = _expanded_batch(parts, cache, chunk, rows, n_images)
         scores.append(p_yes_from_hidden(parts, last_hidden, tokens))  # [n_images, len(chunk)]
@@ -167,7 +177,7 @@ def score_images_shared_prefix(
 
 
 def _packed_batch(
-    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int, n_images: int
+    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int, n_images: int, attention: str
 ) -> tuple[torch.Tensor, int]:
     """Hidden states at each suffix's last token [n_images, len(chunk), hidden], and how many tokens were added."""
     device = parts.device
@@ -177,6 +187,16 @@ def _packed_batch(
     segment = torch.repeat_interleave(torch.arange(len(chunk), device=device), lengths)  # suffix of each token
     starts = torch.cumsum(lengths, 0) - lengths
     offset = torch.arange(total, device=device) - starts[segment]  # position inside its own suffix
+    positions = (prefix_length + offset)[None].expand(n_images, -1)
+    if attention == "split":
+        out = parts.decoder(
+            inputs_embeds=parts.embed_tokens(ids),
+            position_ids=positions,
+            **cache_argument(parts.decoder, cache),
+            use_cache=True,
+            prefix_split=PrefixSplit.for_suffixes([len(s) for s in chunk], prefix_length, device),
+        )
+        return last_hidden_state(out)[:, starts + lengths - 1], total
     order = torch.arange(total, device=device)
     own = (segment[:, None] == segment[None, :]) & (order[None, :] <= order[:, None])  # [total, total]
     allowed = torch.cat([torch.ones(total, prefix_length, dtype=torch.bool, device=device), own], dim=1)
@@ -186,7 +206,7 @@ def _packed_batch(
     out = parts.decoder(
         inputs_embeds=parts.embed_tokens(ids),
         attention_mask=mask[None, None].expand(n_images, 1, -1, -1),
-        position_ids=(prefix_length + offset)[None].expand(n_images, -1),
+        position_ids=positions,
         **cache_argument(parts.decoder, cache),
         use_cache=True,
     )
@@ -215,16 +235,32 @@ def _expanded_batch(
     return last.reshape(n_images, len(chunk), -1), width
 
 
-def packed_mode_agrees(parts: InternVLParts, tokens: YesNoTokens, context_ids: Sequence[int]) -> bool:
-    """Whether this language model honours the packed mode's custom 4D mask and positions.
+def choose_packed_attention(parts: InternVLParts, tokens: YesNoTokens, context_ids: Sequence[int]) -> str | None:
+    """The packed attention this language model gives the right numbers with: "split" where its kernel exists and
+    the model dispatches attention through transformers (the decoder is switched for it), else "mask", else None
+    (use expanded mode).
 
-    Some remote-code language models build their own masks and would silently ignore or misread ours, so
-    the two modes are compared once on a short text-only prompt (`context_ids`, no image tokens).
+    Some remote-code language models build their own masks, or take no extra arguments, and would silently
+    ignore or misread ours, so each candidate is compared once with expanded mode on a short text-only prompt
+    (`context_ids`, no image tokens).
     """
     context = list(context_ids)
     split = SplitPrompts(prefix=context, suffixes=[context[:3], context[:1], context[-2:]])
     no_image = torch.zeros(0, 1, parts.embed_tokens.weight.shape[-1], dtype=parts.dtype, device=parts.device)
-    packed = score_shared_prefix(parts, split, no_image, tokens, batch_size=3, mode="packed")
     expanded = score_shared_prefix(parts, split, no_image, tokens, batch_size=3, mode="expanded")
     tolerance = 1e-4 if parts.dtype == torch.float32 else 2e-2
-    return bool((packed - expanded).abs().max() <= tolerance)
+
+    def agrees(attention: str) -> bool:
+        try:
+            packed = score_shared_prefix(parts, split, no_image, tokens, 3, "packed", attention)
+        except (TypeError, ValueError, RuntimeError):  # an argument the model does not take, a shape it refuses
+            return False
+        return bool((packed - expanded).abs().max() <= tolerance)
+
+    if kernel_available(parts.device):
+        previous = switch_to_prefix_split(parts.decoder)
+        if previous is not None:
+            if agrees("split"):
+                return "split"
+            restore_attention(parts.decoder, previous)
+    return "mask" if agrees("mask") else None
