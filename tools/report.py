@@ -1,9 +1,10 @@
 """The results table of existing run folders: python tools/report.py RUN_DIR_OR_FOLDER... [--paper] [--out DIR]
 
 Runs that differ only in SEED (and OUTPUT_DIR / EXPERIMENT.NAME) are seeds of one condition; the table gives
-each condition's mean ± sd of the last and the selected ("best") test top-1 and the paired difference to a
-reference condition with a 95 % t interval. --paper adds the published numbers of the matching dataset x student
-(makd/analysis/published_results.yaml: the MaKD paper's and LaViD's tables).
+each condition's mean ± sd of the last and the selected ("best") test top-1 (COCO mAP for detection runs; one
+table holds one task) and the paired difference to a reference condition with a 95 % t interval. --paper adds the
+published numbers of the matching dataset x student (makd/analysis/published_results.yaml: the MaKD paper's and
+LaViD's tables).
 
     python tools/report.py output/demo/*/                      # the demo's runs
     python tools/report.py output/oxford_pets --paper --reference oxford_pets_resnet18_baseline --out output/oxford_pets

@@ -126,6 +126,11 @@ def _draw(study, groups) -> None:
     aspect = study.plots.get("aspects")
     if "aspects" in what and aspect not in names:
         what.remove("aspects")
+    if any(run.task != "classification" for runs in groups.values() for run in runs):
+        dropped = [w for w in ("tsne", "aspects") if w in what]
+        what = [w for w in what if w not in dropped]
+        if dropped:
+            print(f"[study] {' and '.join(dropped)} plots skipped: they are drawn for classification runs only")
     draw_all(
         run_dirs,
         names,

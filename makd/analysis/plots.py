@@ -52,10 +52,25 @@ def _short(text: str | None, index: int) -> str:
 # ------------------------------------------------------------------------------------------- training curves
 
 TOP1_SERIES = (("train_top1", "-", "train"), ("val_top1", "-.", "val"), ("test_top1", "--", "test"))
+MAP_SERIES = (("val_map", "-.", "val"), ("test_map", "--", "test"))  # detection runs (TASK detection)
+# The middle panel: the first of these whose test key some run's rows hold.
+METRIC_PANELS = (
+    (TOP1_SERIES, "top-1 accuracy", "top-1 (%)"),
+    (MAP_SERIES, "COCO mAP (IoU 0.50:0.95)", "mAP (%)"),
+)
+
+
+def _metric_panel(histories: Mapping[str, Sequence[dict]]) -> tuple:
+    for panel in METRIC_PANELS:
+        test_key = panel[0][-1][0]
+        if any(test_key in row for rows in histories.values() for row in rows):
+            return panel
+    return METRIC_PANELS[0]
 
 
 def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.PathLike) -> dict[str, Any]:
-    """Curves of metrics.jsonl rows for each run label: losses, top-1, lr; PNG at `path`, numbers at .json beside it.
+    """Curves of metrics.jsonl rows for each run label: losses, top-1 (mAP for detection runs), lr; PNG at `path`,
+    numbers at .json beside it.
 
     Each run gets one colour; line styles tell the loss terms (train_loss = total, train_loss_<name> = terms) and
     the splits apart.
@@ -68,11 +83,12 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     colours = plt.get_cmap("tab10")
     loss_styles = ["-", "--", ":", "-."]
+    metric_series, metric_title, metric_unit = _metric_panel(histories)
     for r, (label, rows) in enumerate(histories.items()):
         colour = colours(r % 10)
         series: dict[str, list] = {}
         loss_keys = [k for k in rows[0] if k == "train_loss" or k.startswith("train_loss_")] if rows else []
-        for key in loss_keys + [k for k, _, _ in TOP1_SERIES] + ["lr"]:
+        for key in loss_keys + [k for k, _, _ in metric_series] + ["lr"]:
             points = [[row["epoch"], row[key]] for row in rows if isinstance(row.get(key), (int, float))]
             if points:
                 series[key] = points
@@ -82,7 +98,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
                 name = "total" if key == "train_loss" else key[len("train_loss_") :]
                 x, y = zip(*series[key])
                 axes[0].plot(x, y, loss_styles[k % 4], color=colour, label=f"{label}: {name}")
-        for key, style, name in TOP1_SERIES:
+        for key, style, name in metric_series:
             if key in series:
                 x, y = zip(*series[key])
                 axes[1].plot(
@@ -98,7 +114,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
             x, y = zip(*series["lr"])
             axes[2].plot(x, y, color=colour, label=label)
     for ax, title, ylabel in zip(
-        axes, ("training losses", "top-1 accuracy", "learning rate (end of epoch)"), ("loss", "top-1 (%)", "lr")
+        axes, ("training losses", metric_title, "learning rate (end of epoch)"), ("loss", metric_unit, "lr")
     ):
         ax.set_title(title)
         ax.set_xlabel("epoch")

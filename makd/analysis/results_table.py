@@ -1,8 +1,9 @@
 """The results table of a study or a set of run folders: results.md and results.csv.
 
-Per condition: n, mean ± sd over seeds of the last-epoch and the selected-epoch ("best") test top-1, and the
-paired difference to a reference condition (same seeds) with a 95 % t interval. With `paper`, the published
-figures of the matching dataset x student sit beside the rows.
+Per condition: n, mean ± sd over seeds of the last-epoch and the selected-epoch ("best") test metric (top-1 for
+classification, COCO mAP for detection; one table holds one task), and the paired difference to a reference
+condition (same seeds) with a 95 % t interval. With `paper`, the published figures of the matching dataset x
+student sit beside the rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from makd.analysis.published import PublishedFigure, published_for
-from makd.analysis.run_folders import RunResult
+from makd.analysis.run_folders import Metric, RunResult
 from makd.analysis.statistics import CONFIDENCE, MeanSd, PairedDifference, mean_sd, paired_difference
 from makd.analysis.teacher_cost import NO_TEACHER, TeacherCost, condition_cost, cost_columns, format_cost, teacher_cost
 from makd.atomic_files import atomic_write_text
@@ -39,6 +40,7 @@ class ConditionRow:
     student: str = ""
     published: list[PublishedFigure] = field(default_factory=list)
     teacher: TeacherCost = field(default_factory=lambda: TeacherCost(None, NO_TEACHER))  # what labelling cost
+    metric: Metric | None = None  # the runs' test metric (None only for rows built by hand)
 
     @property
     def seeds(self) -> list[int]:
@@ -54,22 +56,29 @@ def summarise(
     reference = reference if reference is not None else next(iter(groups))
     if reference not in groups:
         raise TableError(f"reference condition {reference!r} has no finished run; choose one of {', '.join(groups)}")
-    ref_last = {run.seed: run.last_top1 for run in groups[reference]}
-    ref_best = {run.seed: run.best_top1 for run in groups[reference]}
+    tasks = {run.task: str(run.path) for runs in groups.values() for run in runs}
+    if len(tasks) > 1:
+        raise TableError(
+            "one table holds one task, but these runs mix " + " and ".join(f"{t} ({p})" for t, p in tasks.items())
+            + "; report each task's runs separately"
+        )  # fmt: skip
+    ref_last = {run.seed: run.last for run in groups[reference]}
+    ref_best = {run.seed: run.best for run in groups[reference]}
     rows = []
     for name, runs in groups.items():
         selected = {run.best_selected_on for run in runs}
         row = ConditionRow(
             name=name,
             runs=list(runs),
-            last=mean_sd([run.last_top1 for run in runs]),
-            best=mean_sd([run.best_top1 for run in runs]),
+            last=mean_sd([run.last for run in runs]),
+            best=mean_sd([run.best for run in runs]),
             best_selected_on=selected.pop() if len(selected) == 1 else "mixed",
-            diff_last=None if name == reference else paired_difference({r.seed: r.last_top1 for r in runs}, ref_last),
-            diff_best=None if name == reference else paired_difference({r.seed: r.best_top1 for r in runs}, ref_best),
+            diff_last=None if name == reference else paired_difference({r.seed: r.last for r in runs}, ref_last),
+            diff_best=None if name == reference else paired_difference({r.seed: r.best for r in runs}, ref_best),
             teacher=condition_cost(runs),
+            metric=runs[0].metric,
         )
-        if paper:
+        if paper and row.metric.key == "top1":  # the published tables are classification top-1
             row.dataset, row.student, row.published = published_for(runs[0].config)
         rows.append(row)
     return rows, reference
@@ -91,29 +100,38 @@ def _diff(value: PairedDifference | None) -> str:
     return f"{value.mean:+.2f} [{value.low:+.2f}, {value.high:+.2f}]"
 
 
+def _metric_label(rows: Sequence[ConditionRow]) -> str:
+    """ "test top-1 (%)" or "test COCO mAP (%)" without the unit, as the table's columns name it."""
+    metric = next((row.metric for row in rows if row.metric is not None), None)
+    return (metric.label if metric is not None else "test top-1 (%)").removesuffix(" (%)")
+
+
 def _best_label(rows: Sequence[ConditionRow]) -> str:
+    label = _metric_label(rows)
     selected = {row.best_selected_on for row in rows}
     if selected == {"val"}:
-        return "test top-1 at best val epoch"
+        return f"{label} at best val epoch"
     if selected == {"test"}:
-        return "best test top-1 (chosen on test)"
-    return "test top-1 at best epoch (val where present, else test)"
+        return f"best {label} (chosen on test)"
+    return f"{label} at best epoch (val where present, else test)"
 
 
 def format_markdown(
     rows: Sequence[ConditionRow], reference: str, title: str = "Results", notes: Sequence[str] = ()
 ) -> str:
     best = _best_label(rows)
+    label = _metric_label(rows)
     level = int(CONFIDENCE * 100)
     lines = [
         f"# {title}",
         "",
-        f"Test top-1 (%), mean ± sd over seeds; Δ = paired difference to **{reference}** over the seeds both have, "
+        f"{label[0].upper()}{label[1:]} (%), mean ± sd over seeds; Δ = paired difference to **{reference}** over "
+        "the seeds both have, "
         f"with its {level} % t confidence interval. Teacher cost: what labelling the training targets cost "
         "(prompts scored, tokens processed, seconds), from the sidecar of the target file each run names; "
         f"{NO_TEACHER} = no teacher.",
         "",
-        f"| condition | n | seeds | test top-1 last | {best} | Δ last vs {reference} [{level} % CI] "
+        f"| condition | n | seeds | {label} last | {best} | Δ last vs {reference} [{level} % CI] "
         f"| Δ best vs {reference} [{level} % CI] | teacher cost |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -223,15 +241,16 @@ def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
 
 
 def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
-    """One line per run: condition, seed, last / best top-1, best epoch, folder."""
+    """One line per run: condition, seed, last / best test metric (top-1 or mAP), best epoch, folder."""
+    key = next((row.metric.key for row in rows if row.metric is not None), "top1")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         (
             "condition",
             "seed",
-            "test_top1_last",
-            "test_top1_best_selected",
+            f"test_{key}_last",
+            f"test_{key}_best_selected",
             "best_selected_on",
             "best_epoch",
             "train_seconds",
@@ -245,8 +264,8 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
                 [
                     row.name,
                     run.seed,
-                    f"{run.last_top1:.4f}",
-                    f"{run.best_top1:.4f}",
+                    f"{run.last:.4f}",
+                    f"{run.best:.4f}",
                     run.best_selected_on,
                     run.summary.get("best_epoch", ""),
                     f"{run.summary.get('train_seconds', 0.0):.1f}",

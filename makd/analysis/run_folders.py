@@ -23,6 +23,21 @@ class RunFolderError(MakdError):
     """A run folder is missing, unfinished or unreadable."""
 
 
+@dataclass(frozen=True)
+class Metric:
+    """The test metric a task's summary.json reports as test_<key>_last / _best / _at_best_val."""
+
+    key: str
+    label: str  # as a table names it
+
+
+# summary.json "task" (absent = classification, as every summary before detection) -> its headline metric.
+TASK_METRICS = {
+    "classification": Metric("top1", "test top-1 (%)"),
+    "detection": Metric("map", "test COCO mAP (%)"),
+}
+
+
 @dataclass
 class RunResult:
     """One finished run: its folder, resolved config (flattened "A.B" keys) and summary.json."""
@@ -36,21 +51,30 @@ class RunResult:
         return int(self.summary.get("seed", self.config.get("SEED", 0)))
 
     @property
-    def last_top1(self) -> float:
-        """Test top-1 (%) after the last epoch."""
-        return float(self.summary["test_top1_last"])
+    def task(self) -> str:
+        return str(self.summary.get("task", "classification"))
 
     @property
-    def best_top1(self) -> float:
-        """Test top-1 (%) at the selected epoch: the best validation epoch when a validation split exists,
+    def metric(self) -> Metric:
+        return TASK_METRICS[self.task]
+
+    @property
+    def last(self) -> float:
+        """The test metric (top-1 or mAP, %) after the last epoch."""
+        return float(self.summary[f"test_{self.metric.key}_last"])
+
+    @property
+    def best(self) -> float:
+        """The test metric at the selected epoch: the best validation epoch when a validation split exists,
         else the best test epoch (what the official code reported; optimistic)."""
-        if self.summary.get("test_top1_at_best_val") is not None:
-            return float(self.summary["test_top1_at_best_val"])
-        return float(self.summary["test_top1_best"])
+        at_best_val = self.summary.get(f"test_{self.metric.key}_at_best_val")
+        if at_best_val is not None:
+            return float(at_best_val)
+        return float(self.summary[f"test_{self.metric.key}_best"])
 
     @property
     def best_selected_on(self) -> str:
-        return "val" if self.summary.get("test_top1_at_best_val") is not None else "test"
+        return "val" if self.summary.get(f"test_{self.metric.key}_at_best_val") is not None else "test"
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -79,7 +103,13 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise RunFolderError(f"cannot read {summary_path}: {' '.join(str(err).split())}") from None
-    for key in ("test_top1_last", "test_top1_best"):
+    if not isinstance(summary, dict):
+        raise RunFolderError(f"{summary_path} is not a JSON object; it was not written by tools/our_train.py")
+    task = summary.get("task", "classification")
+    if task not in TASK_METRICS:
+        raise RunFolderError(f"{summary_path}: task {task!r} is unknown (known: {', '.join(TASK_METRICS)})")
+    metric = TASK_METRICS[task].key
+    for key in (f"test_{metric}_last", f"test_{metric}_best"):
         if not isinstance(summary.get(key), (int, float)) or not math.isfinite(summary[key]):
             raise RunFolderError(f"{summary_path} has no finite {key!r}; it was not written by tools/our_train.py")
     return RunResult(run_dir, read_config(config_path), summary)
