@@ -14,7 +14,7 @@ from test_report import write_run
 from tool_modules import load_tool
 
 from makd.analysis.results_table import TableError, summarise
-from makd.analysis.run_folders import RunFolderError, group_by_condition, read_run
+from makd.analysis.run_folders import TASK_METRICS, RunFolderError, group_by_condition, read_run
 from makd.data.demo_detection import generate_detection_demo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,6 +128,16 @@ def test_map_table_numbers_over_three_seeds(tmp_path):
     assert makd.diff_last.mean == pytest.approx(8 / 3)
     half = 4.302652729911275 * statistics.stdev([3.0, 4.0, 1.0]) / 3**0.5
     assert (makd.diff_last.low, makd.diff_last.high) == pytest.approx((8 / 3 - half, 8 / 3 + half))
+
+
+def test_table_metrics_are_the_tasks_own():
+    from makd.config.defaults import TASKS
+    from makd.detection.task import DetectionTask
+    from makd.engine.classification import ClassificationTask
+
+    assert set(TASK_METRICS) == set(TASKS)
+    assert TASK_METRICS["classification"].key == ClassificationTask.metric
+    assert TASK_METRICS["detection"].key == DetectionTask.metric
 
 
 def test_a_summary_of_an_unknown_task_is_a_one_line_error(tmp_path):

@@ -31,7 +31,9 @@ class Metric:
     label: str  # as a table names it
 
 
-# summary.json "task" (absent = classification, as every summary before detection) -> its headline metric.
+# summary.json "task" (absent = classification, as every summary before detection) -> its headline metric: the
+# `metric` of each task class (makd/engine/tasks.py), named here so reading a table imports no training code
+# (tests/test_report_detection.py checks the two agree).
 TASK_METRICS = {
     "classification": Metric("top1", "test top-1 (%)"),
     "detection": Metric("map", "test COCO mAP (%)"),
