@@ -7,8 +7,6 @@ import contextlib
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tool_modules import load_tool
+from tool_modules import load_tool, run_on_two_processes
 
 from makd.artifacts import read_aspect_file, write_aspect_file
 from makd.config import load_cfg
@@ -226,18 +224,7 @@ def test_test_file_with_other_categories_is_refused(demo, tmp_path, capsys):
 @pytest.mark.skipif(os.environ.get("MAKD_SKIP_DDP") == "1", reason="MAKD_SKIP_DDP=1")
 def test_two_process_distributed_detection_run_on_cpu(demo, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(REPO / "tools" / "our_train.py"),
-        *_args(demo, out, "SOLVER.EPOCHS", "1"),
-    ]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_on_two_processes("our_train", _args(demo, out, "SOLVER.EPOCHS", "1"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = _summary(out)
     assert summary["world_size"] == 2

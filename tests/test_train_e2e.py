@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tool_modules import load_tool
+from tool_modules import load_tool, run_on_two_processes
 
 from makd.artifacts import sha256_file
 
@@ -184,23 +182,8 @@ def test_count_mismatches_fail_in_one_line(release_dataset, capsys):
 
 def test_two_process_distributed_run_on_cpu(release_dataset):
     out = release_dataset["root"] / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(REPO / "tools" / "our_train.py"),
-        str(release_dataset["config"]),
-        *FAST,
-        "SOLVER.EPOCHS",
-        "2",
-        "OUTPUT_DIR",
-        str(out),
-    ]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    args = [release_dataset["config"], *FAST, "SOLVER.EPOCHS", "2", "OUTPUT_DIR", out]
+    proc = run_on_two_processes("our_train", args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["num_test_images"] == 12

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -20,3 +23,12 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_on_two_processes(tool: str, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+    """tools/<tool>.py under torchrun (`python -m torch.distributed.run --standalone --nproc_per_node 2`): a real
+    2-process gloo group on the CPU, one thread each, importing this checkout's makd."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TOOLS.parent)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(TOOLS / f"{tool}.py"), *map(str, args)]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
