@@ -190,6 +190,10 @@ _C.DETECTION.TEST_JSON = ""  # COCO instances file of the test images (mAP, per-
 # "image": an auxiliary head on the pooled FPN features, trained on image-level rows keyed by the image id rule
 # (file_name without extension; stage 2 on the images folder).
 _C.DETECTION.ASPECT_LEVEL = "box"
+# Training augmentation: mirror an image and its boxes with this probability (torchvision's detection references
+# use 0.5). A mirrored item's aspect rows follow MaKD.FLIP_POLICY and the flip-sensitive questions, as in
+# classification. DATASET.AUGMENT does not apply to detection.
+_C.DETECTION.HFLIP_PROB = 0.0
 _C.DETECTION.MIN_SIZE = 800  # shorter image side after the detector's resize (torchvision: 800)
 _C.DETECTION.MAX_SIZE = 1333  # longer side cap (torchvision: 1333)
 _C.DETECTION.FPN_CHANNELS = 256  # FPN output channels (torchvision: 256)
@@ -601,3 +605,10 @@ def check_detection_cfg(cfg: CN) -> None:
         raise ConfigError(f"DETECTION.ANCHOR_SIZES must be positive integers in pixels, got {list(d.ANCHOR_SIZES)}")
     if not 0.0 <= d.SCORE_THRESH < 1.0:
         raise ConfigError(f"DETECTION.SCORE_THRESH must be in [0, 1), got {d.SCORE_THRESH}")
+    if not 0.0 <= d.HFLIP_PROB <= 1.0:
+        raise ConfigError(f"DETECTION.HFLIP_PROB must be in [0, 1], got {d.HFLIP_PROB}")
+    if cfg.DATASET.ASPECT_JSON_FLIP:
+        raise ConfigError(
+            "DATASET.ASPECT_JSON_FLIP is not supported for TASK detection (mirrored items use MaKD.FLIP_POLICY); "
+            "leave it empty"
+        )

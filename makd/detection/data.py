@@ -8,6 +8,11 @@ match is refused, as it almost always belongs to another set.
 
 The controls of MaKD.TARGETS (makd.data.aspect_targets.make_targets) act on the supervised rows, grouped by
 category: per box its label; per image the label of its largest box (images without boxes form one group).
+
+Training augmentation is a horizontal flip with probability DETECTION.HFLIP_PROB, drawn per (SEED, epoch, index)
+as in classification, so it does not depend on the worker and a resumed run draws the same flips. The teacher
+answered the unflipped image, so a flipped item's rows go through the run's view policy (makd.data.views:
+MaKD.FLIP_POLICY and the flip-sensitive questions): a masked entry becomes NaN, i.e. unsupervised.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from makd.artifacts import ArtifactError, AspectTable
 from makd.data.aspect_targets import make_targets
 from makd.data.image_ids import image_id
+from makd.data.transforms import View, sample_seed
+from makd.data.views import ViewPolicy
 from makd.detection.coco import CocoSet, box_id, parse_box_id
 
 
@@ -103,20 +110,38 @@ class DetectionDataset(Dataset):
     """Item i = {"image": float [3, H, W] in [0, 1] (the detector normalises), "target": {"boxes" [G, 4] x1 y1 x2 y2
     pixels, "labels" [G] in 1..K, "aspects" [G, Q], "image_aspects" [Q]}, "index": i, "image_id": COCO id}.
 
-    No augmentation: an item depends on i only (set_epoch is there for the trainer's contract).
+    Training items (the sampler's (epoch, index) keys) are mirrored with probability `hflip_prob`, boxes and rows
+    with them (see the module); an item asked by its index alone (evaluation) never is.
     """
 
-    def __init__(self, coco: CocoSet, rows: AspectRows) -> None:
+    def __init__(
+        self,
+        coco: CocoSet,
+        rows: AspectRows,
+        *,
+        hflip_prob: float = 0.0,
+        seed: int = 0,
+        policy: ViewPolicy | None = None,
+    ) -> None:
+        if hflip_prob > 0 and policy is None and rows.images.shape[1]:
+            raise ValueError("a flipping detection set with aspect rows needs the run's view policy")
         self.coco, self.rows = coco, rows
+        self.hflip_prob, self.seed, self.policy = float(hflip_prob), int(seed), policy
 
     def __len__(self) -> int:
         return len(self.coco.images)
 
     def set_epoch(self, epoch: int) -> None:
-        """Nothing per epoch: the detection items are not augmented."""
+        """Nothing to do: the epoch comes with each training key."""
+
+    def flips(self, epoch: int, i: int) -> bool:
+        """Whether training item i is mirrored in `epoch` (a function of SEED, epoch and i only)."""
+        if self.hflip_prob <= 0:
+            return False
+        return bool(np.random.default_rng(sample_seed(self.seed, epoch, i)).random() < self.hflip_prob)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        i = key[1] if isinstance(key, tuple) else key  # the training sampler's (epoch, index) keys
+        epoch, i = key if isinstance(key, tuple) else (None, key)  # the training sampler's (epoch, index) keys
         entry = self.coco.images[i]
         boxes = self.coco.boxes_of(entry.id)
         image = pil_to_tensor(self.coco.read_image(entry.id)).float().div_(255.0)
@@ -126,7 +151,24 @@ class DetectionDataset(Dataset):
             "aspects": torch.from_numpy(self.rows.boxes[i]),
             "image_aspects": torch.from_numpy(self.rows.images[i]),
         }
+        if epoch is not None and self.flips(epoch, i):
+            image = image.flip(-1)
+            width = image.shape[-1]
+            x1, y1, x2, y2 = target["boxes"].unbind(-1)
+            target["boxes"] = torch.stack([width - x2, y1, width - x1, y2], dim=-1)
+            target["aspects"] = self._mirrored_rows(target["aspects"])
+            target["image_aspects"] = self._mirrored_rows(target["image_aspects"][None])[0]
         return {"image": image, "target": target, "index": i, "image_id": entry.id}
+
+    def _mirrored_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """[G, Q] rows of a mirrored item: the view policy's targets, NaN where it masks."""
+        if self.policy is None or rows.shape[-1] == 0:
+            return rows
+        out = rows.clone()
+        for g, row in enumerate(rows):
+            targets, mask = self.policy.apply(row, View(hflip=True))
+            out[g] = torch.where(mask > 0, targets, torch.full_like(targets, float("nan")))
+        return out
 
     @staticmethod
     def collate_fn(items: list[dict]) -> dict:

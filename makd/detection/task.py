@@ -23,6 +23,7 @@ from makd.data.build import training_source
 from makd.data.image_check import bad_images_error
 from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import DatasetFormatError
+from makd.data.views import view_policy_from_cfg
 from makd.detection.coco import read_coco
 from makd.detection.coco_eval import coco_map, detections_to_coco
 from makd.detection.data import DetectionDataset, apply_control, join_rows
@@ -122,7 +123,11 @@ class DetectionTask(Task):
         if self.uses_aspects and cfg.DATASET.TEST_ASPECT_JSON:
             test_table = read_aspect_file(cfg.DATASET.TEST_ASPECT_JSON, expected_aspects=self.num_aspects)
         self.test_rows = join_rows(self.test_coco, test_table, level, self.num_aspects, "test")
-        self.train_set = DetectionDataset(self.train_coco, self.train_rows)
+        policy = view_policy_from_cfg(cfg, self.num_aspects) if self.num_aspects else None
+        self.view_policy = policy
+        self.train_set = DetectionDataset(
+            self.train_coco, self.train_rows, hflip_prob=cfg.DETECTION.HFLIP_PROB, seed=cfg.SEED, policy=policy
+        )
         self.eval_sets = {"test": DetectionDataset(self.test_coco, self.test_rows)}
         self.model = DetectorTraining(
             build_detector(
@@ -253,6 +258,8 @@ class DetectionTask(Task):
             "num_classes": self.train_coco.num_classes,
             "num_aspects": self.num_aspects,
             "aspect_level": cfg.DETECTION.ASPECT_LEVEL if self.num_aspects else None,
+            "hflip_prob": cfg.DETECTION.HFLIP_PROB,
+            "view_policy": self.view_policy.describe() if self.view_policy and cfg.DETECTION.HFLIP_PROB else None,
             "student": cfg.DISTILLER.STUDENT,
             "distiller": cfg.DISTILLER.TYPE,
             "targets": cfg.MaKD.TARGETS if self.num_aspects else None,
