@@ -202,8 +202,8 @@ def test_detection_config_errors_are_one_line(demo, tmp_path):
         load_cfg(str(CONFIG), ["TASK", "segmentation"])
     with pytest.raises(MakdError, match="DETECTION.TRAIN_JSON is empty"):
         load_cfg(str(CONFIG), ["DETECTION.TRAIN_JSON", ""])
-    with pytest.raises(MakdError, match="DATASET.VAL_FRACTION is not supported for TASK detection"):
-        load_cfg(str(CONFIG), ["DATASET.VAL_FRACTION", "0.1"])
+    with pytest.raises(MakdError, match=r"DATASET.VAL_FRACTION must be in \[0, 1\), got 1.0"):
+        load_cfg(str(CONFIG), ["DATASET.VAL_FRACTION", "1.0"])
 
 
 def test_eval_tool_refuses_a_detection_config_in_one_line(capsys):

@@ -572,11 +572,6 @@ def check_detection_cfg(cfg: CN) -> None:
         raise ConfigError(
             f"DETECTION.ASPECT_LEVEL {d.ASPECT_LEVEL!r} is unknown; use one of {', '.join(ASPECT_LEVELS)}"
         )
-    if cfg.DATASET.VAL_FRACTION > 0:
-        raise ConfigError(
-            "DATASET.VAL_FRACTION is not supported for TASK detection (the best epoch is selected on the test "
-            "mAP and reported as such); set it to 0"
-        )
     for key in ("TRAIN_JSON", "TEST_JSON"):
         if not d[key]:
             raise ConfigError(f"DETECTION.{key} is empty; give the COCO instances file of the split")

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,20 @@ class CocoSet:
         """The crowd boxes (`iscrowd: 1`) of an image, by annotation id: regions to ignore, not training targets."""
         self.image(image_id)
         return list(self._crowd.get(image_id, ()))
+
+    def subset(self, image_ids: Sequence[int]) -> CocoSet:
+        """The same set restricted to `image_ids` (a validation carve): same categories, labels, folder and source;
+        the images keep their order, their boxes and crowd regions."""
+        keep = set(image_ids)
+        return CocoSet(
+            images=[image for image in self.images if image.id in keep],
+            categories=list(self.categories),
+            images_dir=self.images_dir,
+            source=self.source,
+            _boxes={i: list(b) for i, b in self._boxes.items() if i in keep},
+            _crowd={i: list(b) for i, b in self._crowd.items() if i in keep},
+            skipped_boxes=[b for b in self.skipped_boxes if parse_box_id(b)[0] in keep],
+        )
 
     def box_ids(self) -> list[str]:
         """Ids of every non-crowd box, by image id then annotation id (the rows stage 2 writes)."""

@@ -27,6 +27,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from makd.artifacts import ArtifactError, AspectTable
 from makd.data.aspect_targets import make_targets
 from makd.data.image_ids import image_id
+from makd.data.splits import stratified_split
 from makd.data.transforms import View, sample_seed
 from makd.data.views import ViewPolicy
 from makd.detection.coco import CocoSet, box_id, parse_box_id
@@ -86,6 +87,18 @@ def _largest_box_label(coco: CocoSet, coco_image_id: int) -> int:
     if not boxes:
         return 0
     return max(boxes, key=lambda b: (b.box[2] - b.box[0]) * (b.box[3] - b.box[1])).label
+
+
+def validation_carve(coco: CocoSet, fraction: float, seed: int) -> tuple[CocoSet, CocoSet]:
+    """(kept, held out) images of a training set for DATASET.VAL_FRACTION: the classification carve
+    (makd.data.splits.stratified_split: per group, ranked by a hash of seed and image id), grouped by the
+    category of each image's largest box (images without boxes form one group), ids by the image-id rule."""
+    ids = [image_key(coco, image.id) for image in coco.images]
+    labels = [_largest_box_label(coco, image.id) for image in coco.images]
+    kept, held = stratified_split(ids, labels, fraction, seed)
+    if not held:
+        raise ArtifactError(f"DATASET.VAL_FRACTION {fraction} holds out no image of {coco.source}; raise it")
+    return coco.subset([coco.images[p].id for p in kept]), coco.subset([coco.images[p].id for p in held])
 
 
 def apply_control(coco: CocoSet, rows: AspectRows, level: str, mode: str, seed: int) -> AspectRows:

@@ -26,7 +26,7 @@ from makd.data.image_index import DatasetFormatError
 from makd.data.views import view_policy_from_cfg
 from makd.detection.coco import read_coco
 from makd.detection.coco_eval import coco_map, detections_to_coco
-from makd.detection.data import DetectionDataset, apply_control, join_rows
+from makd.detection.data import DetectionDataset, apply_control, join_rows, validation_carve
 from makd.detection.model import DetectorSettings, build_detector
 from makd.engine import run_folder
 from makd.engine.checkpoint import save_checkpoint
@@ -105,6 +105,11 @@ class DetectionTask(Task):
         if cfg.DATASET.CHECK_IMAGES:
             _check_decodable(self.train_coco)
             _check_decodable(self.test_coco)
+        self.val_coco = None
+        if cfg.DATASET.VAL_FRACTION > 0:  # model selection on held-out training images, not on the test split
+            self.train_coco, self.val_coco = validation_carve(
+                self.train_coco, cfg.DATASET.VAL_FRACTION, cfg.DATASET.VAL_SEED
+            )
         self.uses_aspects = cfg.DISTILLER.TYPE == "MaKD"
         table = _training_table(cfg) if self.uses_aspects else None
         self.num_aspects = table.num_aspects if table is not None else 0
@@ -129,6 +134,9 @@ class DetectionTask(Task):
             self.train_coco, self.train_rows, hflip_prob=cfg.DETECTION.HFLIP_PROB, seed=cfg.SEED, policy=policy
         )
         self.eval_sets = {"test": DetectionDataset(self.test_coco, self.test_rows)}
+        if self.val_coco is not None:  # the teacher's own rows (no control), for the aspect agreement
+            val_rows = join_rows(self.val_coco, table, level, self.num_aspects, "validation")
+            self.eval_sets["val"] = DetectionDataset(self.val_coco, val_rows)
         self.model = DetectorTraining(
             build_detector(
                 cfg.DISTILLER.STUDENT,
@@ -143,8 +151,9 @@ class DetectionTask(Task):
         ).to(self.device)
         self.instances = {
             split: json.loads(Path(path).read_text(encoding="utf-8"))
-            for split, path in (("test", cfg.DETECTION.TEST_JSON),)
-        }
+            for split, path in (("test", cfg.DETECTION.TEST_JSON), ("val", cfg.DETECTION.TRAIN_JSON))
+            if split in self.eval_sets
+        }  # val: the training file, scored on the held-out images only
         self.metadata = {
             "task": "detection",
             "num_classes": self.train_coco.num_classes,
@@ -216,12 +225,16 @@ class DetectionTask(Task):
         aspects = f"{self.num_aspects} aspects per {cfg.DETECTION.ASPECT_LEVEL}" if self.num_aspects else "0 aspects"
         return (
             f"detection: {train.num_classes} categories, {aspects} | train {len(train.images)} images "
-            f"{len(train.box_ids())} boxes, test {len(self.test_coco.images)} images | {cfg.DISTILLER.STUDENT} "
+            f"{len(train.box_ids())} boxes"
+            + (f", val {len(self.val_coco.images)} images" if self.val_coco is not None else "")
+            + f", test {len(self.test_coco.images)} images | {cfg.DISTILLER.STUDENT} "
             f"Faster R-CNN {cfg.DISTILLER.TYPE}"
         )
 
     def epoch_parts(self, row: dict) -> list[str]:
         parts = []
+        if "val_map" in row:
+            parts.append(f"val mAP {row['val_map']:.2f}")
         if "test_map" in row:
             parts.append(f"test mAP {row['test_map']:.2f} @50 {row['test_map50']:.2f} @75 {row['test_map75']:.2f}")
         if "test_aspect_mae" in row:
@@ -270,6 +283,7 @@ class DetectionTask(Task):
             "num_train_boxes": len(self.train_coco.box_ids()),
             "supervised_train_rows": rows.num_supervised if self.num_aspects else 0,
             "unsupervised_train_rows": rows.num_missing if self.num_aspects else 0,
+            "num_val_images": len(self.val_coco.images) if self.val_coco is not None else 0,
             "num_test_images": len(self.test_coco.images),
             "world_size": self.info.world_size,
             "train_seconds": train_seconds,
