@@ -371,12 +371,7 @@ def generate_demo(
         image_size, train_per_class, test_per_class, teacher_noise, teacher_calibration, unreliable_noise_factor
     )
     start = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DemoFolderExistsError(
-            f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
-            "(--overwrite) to replace it or choose another folder"
-        )
+    out_dir = refuse_filled_folder(out_dir, overwrite)
     classes = demo_classes()
     questions = demo_questions()
     names = [c.name for c in classes]
@@ -461,6 +456,20 @@ def _teacher_accuracy(rows: tuple[dict, dict]) -> dict[str, float]:
     p = np.array([aspects[k] for k in keys])
     t = np.array([truths[k] for k in keys])
     return {q: round(float(a), 4) for q, a in zip(demo_questions(), ((p > 0.5) == (t > 0.5)).mean(axis=0))}
+
+
+def refuse_filled_folder(
+    out_dir: str | os.PathLike, overwrite: bool, what: str = "demo folder", flag: str = "--overwrite"
+) -> Path:
+    """`out_dir` as a Path; DemoFolderExistsError when it exists, holds anything and `overwrite` is off (a demo
+    generator replaces the whole folder, so a folder with the user's own files is never taken without asking)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DemoFolderExistsError(
+            f"{what} {out_dir} already exists and is not empty; pass overwrite=True ({flag}) to replace it or "
+            "choose another folder"
+        )
+    return out_dir
 
 
 @contextmanager

@@ -43,7 +43,6 @@ from makd.data.demo import (
     UNRELIABLE_QUESTIONS,
     DemoArgumentError,
     DemoClass,
-    DemoFolderExistsError,
     _outline_points,
     _polygon_mask,
     _rgb,
@@ -51,6 +50,7 @@ from makd.data.demo import (
     demo_questions,
     folder_built_aside,
     question_evidence,
+    refuse_filled_folder,
     simulate_teacher,
 )
 from makd.detection.coco import box_id
@@ -206,12 +206,7 @@ def generate_detection_demo(
     if teacher_noise < 0 or unreliable_noise_factor < 0 or teacher_calibration <= 0:
         raise DemoArgumentError("teacher_noise and unreliable_noise_factor must be >= 0, teacher_calibration > 0")
     start = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DemoFolderExistsError(
-            f"detection demo folder {out_dir} already exists and is not empty; pass overwrite=True (--regenerate) "
-            "to replace it or choose another folder"
-        )
+    out_dir = refuse_filled_folder(out_dir, overwrite, "detection demo folder", "--regenerate")
     demo_classes = _classes(tuple(classes))
     questions = demo_questions()
     teacher = {

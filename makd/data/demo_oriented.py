@@ -37,10 +37,10 @@ from makd.data.demo import (
     SUPERSAMPLE,
     TEACHER_MARGIN,
     DemoArgumentError,
-    DemoFolderExistsError,
     _outline_points,
     _polygon_mask,
     folder_built_aside,
+    refuse_filled_folder,
     simulate_teacher,
     simulated_cost,
 )
@@ -259,12 +259,7 @@ def generate_oriented_demo(
     if teacher_noise < 0 or teacher_calibration <= 0:
         raise DemoArgumentError(f"teacher_noise {teacher_noise} must be >= 0 and calibration {teacher_calibration} > 0")
     start = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DemoFolderExistsError(
-            f"demo folder {out_dir} already exists and is not empty; pass overwrite=True "
-            "(--overwrite) to replace it or choose another folder"
-        )
+    out_dir = refuse_filled_folder(out_dir, overwrite)
     questions = oriented_questions()
     q_sha = sha256_text(questions_text(questions))
     teacher = {"noise": teacher_noise, "calibration": teacher_calibration}
