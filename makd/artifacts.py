@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,10 +218,17 @@ def questions_sha256(questions: Sequence[str]) -> str:
     return sha256_text(questions_text(questions))
 
 
-def write_questions(path: str | os.PathLike, questions: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
-    """Validate and atomically write a questions file (and its sidecar when `meta` is given)."""
+def write_questions(
+    path: str | os.PathLike,
+    questions: Sequence[str],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    parse: Callable[[str, str], Any] = parse_questions_text,
+) -> None:
+    """Validate and atomically write a questions file (and its sidecar when `meta` is given); `parse(text, where)`
+    is the reader the file must pass (yes/no questions by default; class-level files pass their own)."""
     text = questions_text(questions)
-    parse_questions_text(text, str(path))  # refuse to write what could not be read back
+    parse(text, str(path))  # refuse to write what could not be read back
     if meta is not None:
         full = {"num_questions": len(questions), "sha256": sha256_text(text), "date": utc_now(), **meta}
         atomic_write_json(sidecar_path(path), full)

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import ArtifactError, questions_text, read_utf8_text, sha256_text, sidecar_path, utc_now
-from makd.atomic_files import atomic_write_json, atomic_write_text
+from makd.artifacts import ArtifactError, read_utf8_text, write_questions
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"
@@ -135,12 +134,7 @@ def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
 
 def write_class_questions(path: str | os.PathLike, lines: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:
     """Validate and atomically write a class-level questions file (and its sidecar when `meta` is given)."""
-    text = questions_text(lines)
-    parse_class_questions(text, str(path))  # refuse to write what could not be read back
-    if meta is not None:
-        full = {"num_questions": len(lines), "sha256": sha256_text(text), "date": utc_now(), **meta}
-        atomic_write_json(sidecar_path(path), full)
-    atomic_write_text(path, text)
+    write_questions(path, lines, meta, parse=parse_class_questions)
 
 
 def check_templates(templates: Sequence[str], questions: Sequence[ClassQuestion]) -> None:
