@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_detection_train import _args, _summary, our_train
 from tool_modules import load_tool
@@ -56,3 +57,26 @@ def test_a_detection_run_with_a_validation_split_selects_on_it(demo, tmp_path, c
     capsys.readouterr()
     assert load_tool("report").main([str(out)]) == 0
     assert "test COCO mAP at best val epoch" in capsys.readouterr().out
+
+
+def test_the_validation_ground_truth_scores_as_the_whole_training_file(demo):
+    """Restricting the instances to the held-out images changes no number COCOeval gives for those images."""
+    from makd.detection.coco_eval import coco_map
+    from makd.detection.task import _restricted_instances
+
+    path = demo / "instances_train.json"
+    held = validation_carve(read_coco(path, demo / "train"), 0.25, seed=0)[1]
+    full = json.loads(path.read_text())
+    restricted = _restricted_instances(str(path), held)
+    ids = {i.id for i in held.images}
+    assert {i["id"] for i in restricted["images"]} == ids
+    assert len(restricted["annotations"]) == sum(a["image_id"] in ids for a in full["annotations"]) > 0
+    # detections: every training box shifted by 0-3 px with a random score (those outside the carve must not count)
+    rng = np.random.default_rng(0)
+    detections = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "score": float(rng.uniform(0.3, 1.0)),
+         "bbox": [a["bbox"][0] + float(rng.uniform(0, 3)), a["bbox"][1], a["bbox"][2], a["bbox"][3]]}
+        for a in full["annotations"]
+    ]  # fmt: skip
+    whole, part = coco_map(full, detections, image_ids=sorted(ids)), coco_map(restricted, detections, sorted(ids))
+    assert 0 < whole["map"] < 100 and whole == part
