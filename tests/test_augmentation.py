@@ -14,12 +14,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
-from makd.artifacts import write_aspect_file
 from makd.config import load_cfg
 from makd.config.defaults import ConfigError
 from makd.data.build import build_data
 from makd.data.device_batch import prepare_batch
 from makd.data.transforms import AugmentSpec, test_transform
+from makd.formats.questions import write_aspect_file
 
 SIZE, Q, C = 16, 3, 2
 MEAN, STD = 0.5, 0.25

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from makd.artifacts import ArtifactError, AspectTable
 from makd.config.defaults import ConfigError
 from makd.data.aspect_targets import make_targets
 from makd.data.image_index import ImageIndex
-from makd.data.target_sources.per_image import join_aspects
+from makd.formats.questions import ArtifactError, AspectTable
+from makd.formats.target_sources.per_image import join_aspects
 
 
 def index_of(ids, labels=None):

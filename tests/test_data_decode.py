@@ -8,8 +8,8 @@ from PIL import Image
 from test_data_helpers import pixels
 
 from makd.data.image_cache import cache_images
-from makd.data.image_decode import read_rgb, to_rgb8
 from makd.data.image_index import ImageIndex
+from makd.formats.image_decode import read_rgb, to_rgb8
 
 # A 16-bit ramp over the whole range: 0, 257, 2 * 257, ... would map to 0, 1, 2, ... in 8 bits.
 RAMP16 = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from makd.data.datasets import AspectDataset
 from makd.data.image_cache import cache_splits
 from makd.data.image_check import check_images, find_bad_images
-from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import ImageIndex
+from makd.formats.image_decode import ImageLoadError
 
 
 def folder(tmp_path, count=40):

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from tool_modules import load_tool
 
-from makd.artifacts import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
 from makd.config.defaults import ConfigError, load_cfg
 from makd.data.build import build_data
 from makd.data.demo import (
@@ -26,7 +25,8 @@ from makd.data.demo import (
     read_demo_summary,
     simulate_teacher,
 )
-from makd.data.image_ids import image_id, list_image_files
+from makd.formats.image_ids import image_id, list_image_files
+from makd.formats.questions import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train_per_class": 6, "test_per_class": 3}

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from makd.artifacts import read_aspect_file, read_sidecar
 from makd.data.demo import (
     QUESTIONS,
     TEACHER_MARGIN,
@@ -25,6 +24,7 @@ from makd.data.demo_class_teacher import (
     simulate_class_teacher,
     write_class_teacher,
 )
+from makd.formats.questions import read_aspect_file, read_sidecar
 from tests.tool_modules import load_tool
 
 

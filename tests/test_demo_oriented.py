@@ -12,7 +12,6 @@ import torch
 from PIL import ImageOps
 from tool_modules import load_tool
 
-from makd.artifacts import read_aspect_file, read_questions, read_sidecar, sha256_file
 from makd.config.defaults import load_cfg
 from makd.data.demo_oriented import (
     FLIP_MIRROR,
@@ -27,6 +26,7 @@ from makd.data.demo_oriented import (
 )
 from makd.data.transforms import View
 from makd.data.views import view_policy_from_cfg
+from makd.formats.questions import read_aspect_file, read_questions, read_sidecar, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train_per_class": 4, "test_per_class": 2}

@@ -11,9 +11,9 @@ import pytest
 from coco_fixtures import tiny_coco_dict, write_coco
 from PIL import Image
 
-from makd.data.image_decode import ImageLoadError, read_rgb
-from makd.detection.coco import CocoBox, box_id, parse_box_id, read_coco
 from makd.errors import MakdError
+from makd.formats.coco import CocoBox, box_id, parse_box_id, read_coco
+from makd.formats.image_decode import ImageLoadError, read_rgb
 
 
 def test_reads_images_categories_and_boxes_with_contiguous_labels(tmp_path: Path):
@@ -126,7 +126,7 @@ def test_zero_width_or_height_boxes_are_left_out_with_one_warning(tmp_path: Path
     data["annotations"][0]["bbox"] = [10, 8, 0, 16]  # id 102 on image 5: zero width
     data["annotations"].append({**data["annotations"][0], "id": 103, "bbox": [64.5, 8, 0.4, 16]})  # nothing left
     instances, images_dir = write_coco(tmp_path, data)
-    with caplog.at_level("WARNING", logger="makd.detection.coco"):
+    with caplog.at_level("WARNING", logger="makd.formats.coco"):
         coco = read_coco(instances, images_dir)
     assert coco.skipped_boxes == ["5#102", "5#103"]
     assert [b.annotation_id for b in coco.boxes_of(5)] == [101]

@@ -11,13 +11,13 @@ import pytest
 import torch
 from test_detection_train import CONFIG, _args, _summary, our_train
 
-from makd.artifacts import read_aspect_file
 from makd.config import load_cfg
 from makd.data.demo_detection import generate_detection_demo
 from makd.data.views import ViewPolicy
-from makd.detection.coco import read_coco
 from makd.detection.data import DetectionDataset, join_rows
 from makd.errors import MakdError
+from makd.formats.coco import read_coco
+from makd.formats.questions import read_aspect_file
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from test_detection_train import _args, _summary, our_train
 from tool_modules import load_tool
 
-from makd.detection.coco import read_coco
 from makd.detection.data import _largest_box_label, validation_carve
+from makd.formats.coco import read_coco
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Reading a questions file (makd.artifacts.read_questions): the byte-order mark some editors add is removed
+"""Reading a questions file (makd.formats.questions.read_questions): the byte-order mark some editors add is removed
 with a warning, so it never becomes part of the first question (and of the MLLM prompt)."""
 
 from __future__ import annotations
 
 import pytest
 
-from makd.artifacts import ArtifactError, questions_sha256, read_questions, sha256_file
+from makd.formats.questions import ArtifactError, questions_sha256, read_questions, sha256_file
 
 QUESTIONS = ["Is the object red?", "Does it have wings?"]
 

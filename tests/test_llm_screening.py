@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from makd.artifacts import ArtifactError, parse_questions_text, question_problem
+from makd.formats.questions import ArtifactError, parse_questions_text, question_problem
 from makd.llm.screening import (
     content_words,
     near_duplicate_reason,
@@ -142,7 +142,7 @@ def test_abbreviations_end_no_sentence_but_two_sentences_still_fail():
 
 def test_questions_file_with_stray_whitespace_is_normalised_with_one_warning(caplog):
     text = "Is it red?  \n  Is the   tail long?\nIs it round?\n"
-    with caplog.at_level(logging.WARNING, logger="makd.artifacts"):
+    with caplog.at_level(logging.WARNING, logger="makd.formats.questions"):
         assert parse_questions_text(text, "q.txt") == ["Is it red?", "Is the tail long?", "Is it round?"]
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "q.txt" in warnings[0] and "2 line(s) (first: line 1)" in warnings[0]

@@ -21,8 +21,8 @@ from mllm_fixtures import (  # noqa: F401
     write_image_folder,
 )
 
-from makd.artifacts import read_aspect_file, read_sidecar, sha256_file
-from makd.data.image_ids import image_id, list_image_files
+from makd.formats.image_ids import image_id, list_image_files
+from makd.formats.questions import read_aspect_file, read_sidecar, sha256_file
 from makd.mllm.cli import main, merge_main
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from makd.artifacts import read_aspect_file, read_sidecar
+from makd.formats.questions import read_aspect_file, read_sidecar
 from makd.mllm.cli import PAPER_ANSWER_SUFFIX, main
 from makd.mllm.openai_scorer import RateLimiter, host_free
 from makd.mllm.partial_rows import partial_path

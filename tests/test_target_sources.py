@@ -1,4 +1,4 @@
-"""Target sources (makd.data.target_sources): each kind recognised from its keys and shape, each file read once."""
+"""Target sources (makd.formats.target_sources): each kind recognised from its keys and shape, each file read once."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_data_helpers import make_cfg, write_class_folders
 
-from makd.artifacts import ArtifactError, sha256_file, write_aspect_file, write_questions
 from makd.config.defaults import ConfigError
 from makd.data.build import build_data
 from makd.data.image_index import ImageIndex
-from makd.data.target_sources import ANY_KIND, CLASS_KINDS, open_source
+from makd.formats.questions import ArtifactError, sha256_file, write_aspect_file, write_questions
+from makd.formats.target_sources import ANY_KIND, CLASS_KINDS, open_source
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -224,7 +224,7 @@ def test_multiple_choice_part_brings_all_options_of_its_questions(tmp_path):
 
 
 def test_class_level_questions_files_are_checked_with_their_options(tmp_path):
-    from makd.artifacts import questions_sha256
+    from makd.formats.questions import questions_sha256
 
     lines = ["How large is a <object>? | Small | Medium | Large", "What coat has a <object>? | Short | Long"]
     (tmp_path / "choice_q.txt").write_text("\n".join(lines) + "\n")

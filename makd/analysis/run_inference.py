@@ -13,13 +13,13 @@ from torch.utils.data import DataLoader
 
 from makd.analysis.aspect_metrics import aspect_metrics, write_aspect_metrics
 from makd.analysis.run_folders import RunFolderError
-from makd.artifacts import read_questions
 from makd.config import load_cfg
 from makd.data.build import DataBundle, build_data, has_training_targets, open_aspect_file, training_source
 from makd.data.datasets import AspectDataset
 from makd.data.device_batch import prepare_batch
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
+from makd.formats.questions import read_questions
 from makd.models import build_student, input_family_of
 from makd.models.heads import classifier_layer
 

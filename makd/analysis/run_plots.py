@@ -10,7 +10,7 @@ from pathlib import Path
 from makd.analysis.plots import agreement_bars, question_heatmaps, training_curves, tsne_embedding, tsne_panels
 from makd.analysis.run_folders import RunFolderError
 from makd.analysis.run_inference import compute_aspect_metrics, load_run, predict, teacher_split
-from makd.artifacts import read_questions
+from makd.formats.questions import read_questions
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:

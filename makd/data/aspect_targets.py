@@ -1,4 +1,4 @@
-"""The paper's target controls: training targets from the teacher's rows (joined by makd.data.target_sources)."""
+"""The paper's target controls: training targets from the teacher's rows (joined by makd.formats.target_sources)."""
 
 from __future__ import annotations
 

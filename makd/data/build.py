@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from makd.aspect_files.convert import read_class_map
 from makd.config.defaults import ConfigError, uses_aspects
 from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
@@ -27,11 +26,12 @@ from makd.data.image_check import check_images
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.loader_settings import worker_count
 from makd.data.splits import stratified_split
-from makd.data.target_sources import ANY_KIND, TargetSource, open_source
-from makd.data.target_sources.mixed import MixedSource
-from makd.data.target_sources.per_image import join_aspects
 from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform
 from makd.data.views import view_policy_from_cfg
+from makd.formats.conversion import read_class_map
+from makd.formats.target_sources import ANY_KIND, TargetSource, open_source
+from makd.formats.target_sources.mixed import MixedSource
+from makd.formats.target_sources.per_image import join_aspects
 
 logger = logging.getLogger(__name__)
 

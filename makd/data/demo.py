@@ -47,7 +47,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from makd.artifacts import (
+from makd.errors import MakdError
+from makd.formats.image_ids import image_id
+from makd.formats.questions import (
     atomic_write_json,
     question_problem,
     questions_text,
@@ -55,8 +57,6 @@ from makd.artifacts import (
     write_aspect_file,
     write_questions,
 )
-from makd.data.image_ids import image_id
-from makd.errors import MakdError
 
 COLOUR_HUES = {"red": 0.0, "yellow": 55.0, "green": 130.0, "blue": 225.0}  # family hue centres, degrees
 TEXTURES = ("plain", "dotted", "striped", "checkered")

@@ -20,7 +20,7 @@ not applied here.
 Files, next to the demo's own (written atomically, with sidecars):
 - `class_teacher.json`: `{class_name: [p_1..p_Q]}`, the format of stage 2 `--level class`;
 - `class_teacher_train.json` / `class_teacher_test.json`: its rows spread to every image of the split by
-  `aspects convert` (makd.aspect_files.convert), which MaKD trains on; their sidecars name the per-class file
+  `aspects convert` (makd.formats.conversion), which MaKD trains on; their sidecars name the per-class file
   and its sha256, so a run report finds the teacher's cost through them.
 """
 
@@ -32,9 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from makd.artifacts import atomic_write_json, questions_sha256, sidecar_path
-from makd.aspect_files.convert import convert, folder_images, write_conversion
-from makd.aspect_files.reading import read_raw
 from makd.data.demo import (
     QUESTIONS,
     TEACHER_MARGIN,
@@ -49,6 +46,9 @@ from makd.data.demo import (
     simulated_cost,
 )
 from makd.errors import MakdError
+from makd.formats.conversion import convert, folder_images, write_conversion
+from makd.formats.questions import atomic_write_json, questions_sha256, sidecar_path
+from makd.formats.tolerant_reader import read_raw
 
 CLASS_FILE = "class_teacher.json"
 SPREAD_FILES = {"train": "class_teacher_train.json", "test": "class_teacher_test.json"}

@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from makd.artifacts import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
-
 # The image demo's drawing primitives and teacher, reused (its module stays the one place they are defined).
 from makd.data.demo import (
     COLOUR_HUES,
@@ -53,7 +51,8 @@ from makd.data.demo import (
     refuse_filled_folder,
     simulate_teacher,
 )
-from makd.detection.coco import box_id
+from makd.formats.coco import box_id
+from makd.formats.questions import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
 
 # 8 of the 16 demo classes: every colour family, plain or striped (stripes stay visible on a 10-px shape;
 # dots and checks do not at the demo's 64 px).

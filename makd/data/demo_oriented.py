@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from makd.artifacts import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
 from makd.data.demo import (
     SUPERSAMPLE,
     TEACHER_MARGIN,
@@ -44,7 +43,8 @@ from makd.data.demo import (
     simulate_teacher,
     simulated_cost,
 )
-from makd.data.image_ids import image_id
+from makd.formats.image_ids import image_id
+from makd.formats.questions import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
 
 GLYPHS = ("arrow", "hook", "flag", "ramp", "post")
 FACINGS = ("left", "right")

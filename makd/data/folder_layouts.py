@@ -2,7 +2,7 @@
 
 Train and test come from DATASET.TRAIN_IMAGE_PATH / TEST_IMAGE_PATH, optionally narrowed by
 DATASET.TRAIN_SPLIT_FILE / TEST_SPLIT_FILE (then both may share one root, as for CUB-200).
-Ids follow makd.data.image_ids, relative to the split's root.
+Ids follow makd.formats.image_ids, relative to the split's root.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from makd.config.defaults import ConfigError
-from makd.data.image_ids import image_id, is_image_file, list_image_files
 from makd.data.image_index import DATASET_TYPES, DatasetFormatError, DatasetMissingError, ImageIndex
 from makd.data.splits import read_split_file
+from makd.formats.image_ids import image_id, is_image_file, list_image_files
 
 # `<class name>_<label>_<running index>`: the class name may itself hold "_" (American_Pit_Bull_Terrier_1_12).
 RELEASE_NAME = re.compile(r"^(?P<name>.+)_(?P<label>\d+)_(?P<index>\d+)$")

@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 
 from makd.data.image_check import bad_images_error
-from makd.data.image_decode import ImageLoadError
 from makd.data.image_index import ImageIndex
 from makd.data.transforms import resize_shorter_side
+from makd.formats.image_decode import ImageLoadError
 
 
 class PackedImages:

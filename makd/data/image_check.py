@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.data.image_index import ImageIndex
+from makd.formats.image_decode import ImageLoadError, read_rgb
 
 # JPEG decodes at the smallest DCT scale that is at least this big: ~8x fewer pixels, same bytes read.
 _CHECK_DRAFT_SIZE = (64, 64)

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from makd.config.defaults import ConfigError
-from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.data.transforms import pil_to_uint8
 from makd.errors import MakdError
+from makd.formats.image_decode import ImageLoadError, read_rgb
 from makd.registry import Registry
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Which images go to which split: the stratified carve, split files, and the make_split_files command.
 
 A split file is UTF-8 text with one image id per line (path relative to the image root, POSIX
-separators, no extension: the makd.data.image_ids rule).
+separators, no extension: the makd.formats.image_ids rule).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from makd.artifacts import atomic_write_text
 from makd.config.defaults import ConfigError
-from makd.data.image_ids import image_id, list_image_files
 from makd.data.image_index import DatasetFormatError, DatasetMissingError
 from makd.errors import MakdError
+from makd.formats.image_ids import image_id, list_image_files
+from makd.formats.questions import atomic_write_text
 
 
 def stratified_split(

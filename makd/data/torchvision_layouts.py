@@ -14,9 +14,9 @@ from typing import Any
 import torchvision.datasets as tvd
 
 from makd.config.defaults import ConfigError
-from makd.data.image_ids import image_id
 from makd.data.image_index import DATASET_TYPES, DatasetMissingError, ImageIndex
 from makd.data.splits import read_split_file, stratified_split
+from makd.formats.image_ids import image_id
 
 # Caltech101 has no official split; without split files we hold out this share of every class,
 # the 70/30 trainval/test proportion of the widely used CoOp split, with a fixed seed.

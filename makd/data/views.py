@@ -24,9 +24,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from makd.artifacts import read_sidecar
 from makd.config.defaults import ConfigError
 from makd.data.transforms import View
+from makd.formats.questions import read_sidecar
 
 
 def _indices(values: Iterable, num_aspects: int, where: str) -> list[int]:

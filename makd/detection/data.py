@@ -1,9 +1,9 @@
 """Detection datasets of a run: a COCO set's images with their boxes, labels and aspect rows, and the controls.
 
-Box level (DETECTION.ASPECT_LEVEL box): the row of box `<image id>#<annotation id>` (makd.detection.coco.box_id)
+Box level (DETECTION.ASPECT_LEVEL box): the row of box `<image id>#<annotation id>` (makd.formats.coco.box_id)
 in the aspect file; a box without a row (stage 2 skipped it as too small, or it is missing) stays in the
 detection targets with a NaN row, which the aspect BCE leaves unsupervised. Image level: the row of the image's
-id (makd.data.image_ids.image_id: the file_name without extension), NaN when absent. A file none of whose ids
+id (makd.formats.image_ids.image_id: the file_name without extension), NaN when absent. A file none of whose ids
 match is refused, as it almost always belongs to another set.
 
 The controls of MaKD.TARGETS (makd.data.aspect_targets.make_targets) act on the supervised rows, grouped by
@@ -24,13 +24,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from makd.artifacts import ArtifactError, AspectTable
 from makd.data.aspect_targets import make_targets
-from makd.data.image_ids import image_id
 from makd.data.splits import stratified_split
 from makd.data.transforms import View, sample_seed
 from makd.data.views import ViewPolicy
-from makd.detection.coco import CocoSet, box_id, parse_box_id
+from makd.formats.coco import CocoSet, box_id, parse_box_id
+from makd.formats.image_ids import image_id
+from makd.formats.questions import ArtifactError, AspectTable
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The teacher is text-only and per class: a file `{class name: [p_1..p_Q]}` or `{class name: [[p_q1..p_qM], ...]}`
 (multiple-choice distributions, flattened row-major to K = sum(M_q) targets), such as LaViD's published
 `*_text.json` / `*_chat_50-5.json` files or `make_makd_logits_json.py --level class`. Its rows are matched to the
-dataset's class names once, at construction (the one class_key rule of makd.aspect_files: case folded, `_` as
+dataset's class names once, at construction (the one class_key rule of makd.formats.conversion: case folded, `_` as
 space, a leading `NNN.` and a final "s" ignored; LaViD.CLASS_MAP pairs the rest), into a [C, K] table; an image's
 target is its label's row, so no per-image aspect rows are needed.
 
@@ -53,10 +53,10 @@ def class_target_table(
     """(table float32 [C, K], info) with row c = the file's row of dataset class `class_names[c]`, flattened.
 
     A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are listed in info.
-    The file is a per-class or multiple-choice target source (makd.data.target_sources).
+    The file is a per-class or multiple-choice target source (makd.formats.target_sources).
     """
-    from makd.aspect_files.convert import read_class_map
-    from makd.data.target_sources import CLASS_KINDS, open_source
+    from makd.formats.conversion import read_class_map
+    from makd.formats.target_sources import CLASS_KINDS, open_source
 
     class_map = read_class_map(class_map_path) if class_map_path else None
     source = open_source(

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 import makd
-from makd.artifacts import sha256_file
 from makd.config.defaults import distiller_of
 from makd.data.build import build_data, evaluation_view, has_training_targets
 from makd.data.device_batch import prepare_batch
@@ -17,6 +16,7 @@ from makd.engine.checkpoint import save_checkpoint
 from makd.engine.evaluate import evaluate
 from makd.engine.tasks import Task
 from makd.engine.train_state import finite_number
+from makd.formats.questions import sha256_file
 from makd.models import build_student, input_family_of
 from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 

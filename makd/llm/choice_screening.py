@@ -2,7 +2,7 @@
 
 A candidate is one line "question | option 1 | ... | option M" (makd.mllm.class_prompts). It is kept when it
 parses, has exactly M options (when M is fixed), holds the `<object>` placeholder (the only place the class
-name goes), ends its question with "?", names no class of the dataset (makd.class_mentions' rule on the
+name goes), ends its question with "?", names no class of the dataset (makd.formats.class_mentions' rule on the
 question; any mention in an option, since an option is a bare answer) and is no near duplicate of a question
 kept before it (the yes/no rule of makd.llm.screening on the question text).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from makd.artifacts import ArtifactError
-from makd.class_mentions import class_name_leak
+from makd.formats.class_mentions import class_name_leak
+from makd.formats.questions import ArtifactError
 from makd.llm.screening import Screening, near_duplicate_reason
 from makd.mllm.class_prompts import PLACEHOLDER, parse_class_questions
 

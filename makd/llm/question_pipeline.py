@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from makd.artifacts import normalize_text
+from makd.formats.questions import normalize_text
 from makd.llm.chat_client import ChatClient, ChatReply, LLMError
 from makd.llm.choice_screening import screen_multiple_choice
 from makd.llm.prompts import PromptSet, fill
@@ -46,7 +46,7 @@ class QuestionTask:
     allow_class_names: bool = False
     max_rounds: int = 3
     allowed_names: tuple[str, ...] = ()  # class names questions may use in this run (the allow-list)
-    leak_rule: str = "names_object"  # makd.class_mentions.LEAK_RULES
+    leak_rule: str = "names_object"  # makd.formats.class_mentions.LEAK_RULES
     kind: str = "yes_no"  # KINDS
     options: int = 5  # options per multiple-choice question
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import utc_now
 from makd.atomic_files import OutputLocationError, atomic_write_json
+from makd.formats.questions import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Which candidate questions are kept: acceptable yes/no questions, none a duplicate of another.
 
-The per-question rule is makd.artifacts.question_problem (shared with the questions-file reader;
-class names count only where they name the object, makd.class_mentions); this module adds the
+The per-question rule is makd.formats.questions.question_problem (shared with the questions-file reader;
+class names count only where they name the object, makd.formats.class_mentions); this module adds the
 answer-instruction split (the paper's "The answer must always be either Yes or No ..." after the
 question becomes stage 2's --answer-suffix, not a rejection), the per-run allow-list of class names,
 and near-duplicate detection, which needs the whole list. Two questions are near
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from makd.artifacts import YES_NO_STARTERS, ArtifactError, normalize_text, question_problem
+from makd.formats.questions import YES_NO_STARTERS, ArtifactError, normalize_text, question_problem
 
 NEAR_DUPLICATE_RATIO = 0.9
 SPELLING_RATIO = 0.7  # two words this alike (difflib ratio) count as spellings of one word
@@ -155,7 +155,7 @@ def screen_questions(
     """Keep each candidate that is an acceptable yes/no question and no near duplicate of one kept
     before it (or of `already_kept`, from earlier rounds). Whitespace is normalised and an answer
     instruction after the question is split off (see split_answer_suffix); `allowed_names` are class
-    names that may appear (a per-run allow-list); `leak_rule` is makd.class_mentions' rule."""
+    names that may appear (a per-run allow-list); `leak_rule` is makd.formats.class_mentions' rule."""
     result = Screening()
     allowed_names = list(allowed_names)
     for raw in candidates:

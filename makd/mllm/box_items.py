@@ -9,7 +9,7 @@ it with one switch:
     pixel is covered) and the question framed by a prompt template that points at the red box.
 Boxes whose shorter side is under `min_size` pixels are skipped in both views (so the two files have the same
 rows) and listed in the sidecar; crowd regions are not scored (torchvision's references do not train on them).
-Rows are keyed by the one box-id rule, `makd.detection.coco.box_id`.
+Rows are keyed by the one box-id rule, `makd.formats.coco.box_id`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from makd.artifacts import sha256_file
-from makd.detection.coco import BOX_ID_SEPARATOR, box_id, read_coco
+from makd.formats.coco import BOX_ID_SEPARATOR, box_id, read_coco
+from makd.formats.questions import sha256_file
 from makd.mllm.items import Item
 
 BOX_VIEWS = ("crop", "whole")
@@ -34,7 +34,7 @@ DEFAULT_PROMPTS = {
     "whole": f"Answer about the object inside the red box only. {QUESTION_FIELD}",
 }
 MARK_COLOUR = (255, 0, 0)
-BOX_ID_RULE = f"<COCO image id>{BOX_ID_SEPARATOR}<COCO annotation id> (makd.detection.coco.box_id)"
+BOX_ID_RULE = f"<COCO image id>{BOX_ID_SEPARATOR}<COCO annotation id> (makd.formats.coco.box_id)"
 
 
 def crop_region(

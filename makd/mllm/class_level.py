@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 import makd
-from makd.artifacts import questions_sha256, sidecar_path, utc_now
 from makd.atomic_files import atomic_write_json, check_output_location
 from makd.errors import MakdError
+from makd.formats.questions import questions_sha256, sidecar_path, utc_now
 from makd.llm.class_source import read_classes
 from makd.mllm.class_prompts import (
     ClassQuestion,

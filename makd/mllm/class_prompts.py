@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from makd.artifacts import ArtifactError, read_utf8_text, write_questions
+from makd.formats.questions import ArtifactError, read_utf8_text, write_questions
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"

@@ -1,6 +1,6 @@
 """The extraction loop: every item of a source (or of one shard of it) x every question -> an aspect file.
 
-An item is an image of a folder (ids by the one image-id rule, `makd.data.image_ids`) or a ground-truth box
+An item is an image of a folder (ids by the one image-id rule, `makd.formats.image_ids`) or a ground-truth box
 (`makd/mllm/box_items.py`); the loop does not tell them apart (`makd/mllm/items.py`). Items are decoded and
 prepared (tiled) in loader threads while the model scores the previous ones; finished rows go to
 `<output>.partial.jsonl` at once; the final JSON and its sidecar are written atomically at the end, after
@@ -28,10 +28,10 @@ import numpy as np
 from PIL import ImageOps
 
 import makd
-from makd.artifacts import ArtifactError, questions_sha256, read_questions, sidecar_path, write_aspect_file
 from makd.atomic_files import check_output_location
-from makd.data.image_decode import ImageLoadError
 from makd.errors import MakdError
+from makd.formats.image_decode import ImageLoadError
+from makd.formats.questions import ArtifactError, questions_sha256, read_questions, sidecar_path, write_aspect_file
 from makd.mllm.cost import Cost, CostMeter, total_cost
 from makd.mllm.items import Item, ItemSource
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch

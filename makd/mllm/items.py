@@ -16,8 +16,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from makd.data.image_decode import read_rgb
-from makd.data.image_ids import image_id, list_image_files
+from makd.formats.image_decode import read_rgb
+from makd.formats.image_ids import image_id, list_image_files
 
 IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
 

@@ -1,7 +1,7 @@
 """`aspects convert`: another project's aspect file -> this project's `{image_id: [p_1..p_Q]}` file.
 
 Image level: each key (an image path of the other project: `jpg/image_05656.jpg`, `image_05656.jpg`,
-`C:\\data\\img.png`) is matched to an image of `--images` by the one id rule (makd.data.image_ids):
+`C:\\data\\img.png`) is matched to an image of `--images` by the one id rule (makd.formats.image_ids):
 the key's extension is dropped, `\\` becomes `/`, and the longest tail of its path that is the tail of
 exactly one image id wins (`jpg/image_05656` -> `image_05656` -> id `daisy/image_05656`).
 Class level: each key is a class name; every image of `--images` gets its class's row. Names are
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import makd
-from makd.artifacts import ArtifactError, utc_now, write_aspect_file
-from makd.aspect_files.reading import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 from makd.data.folder_layouts import detect_layout, parse_release_name
-from makd.data.image_ids import IMAGE_EXTENSIONS, image_id, list_image_files
+from makd.formats.image_ids import IMAGE_EXTENSIONS, image_id, list_image_files
+from makd.formats.questions import ArtifactError, utc_now, write_aspect_file
+from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 DUPLICATE_POLICIES = ("error", "first", "last")
 LEVELS = ("auto", "image", "class")

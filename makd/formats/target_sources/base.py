@@ -1,6 +1,6 @@
 """The contract of a target source: one file of teacher targets, read, validated and joined to images once.
 
-A source is opened with `open_source(path, key=..., class_names=...)` (makd.data.target_sources): the file's
+A source is opened with `open_source(path, key=..., class_names=...)` (makd.formats.target_sources): the file's
 bytes are read once (they give its sha256), its sidecar at most once, and the kind (per image, per class,
 multiple choice) is recognised from the file's keys and value shape. Then:
 - `num_aspects`: the targets per image it gives (Q; multiple choice: sum of the options, M_1 + .. + M_Q);
@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from makd.artifacts import (
+from makd.config.defaults import ConfigError
+from makd.data.image_index import ImageIndex
+from makd.formats.questions import (
     ArtifactError,
     AspectTable,
     parse_aspect_text,
@@ -32,9 +34,7 @@ from makd.artifacts import (
     sha256_text,
     sidecar_path,
 )
-from makd.aspect_files.reading import RawAspectFile, parse_raw, refuse_pickle
-from makd.config.defaults import ConfigError
-from makd.data.image_index import ImageIndex
+from makd.formats.tolerant_reader import RawAspectFile, parse_raw, refuse_pickle
 from makd.registry import Registry
 
 
@@ -42,7 +42,7 @@ from makd.registry import Registry
 class TargetFile:
     """One target file read once: its text and the sha256 of its bytes; parsed (strictly or tolerantly) on demand.
 
-    `strict` = read as this project's per-image file (makd.artifacts' messages, duplicate ids refused), the
+    `strict` = read as this project's per-image file (makd.formats.questions' messages, duplicate ids refused), the
     format of DATASET.ASPECT_JSON. Class-level files from elsewhere (LaViD's) are read tolerantly (BOM, JSON lines).
     """
 

@@ -1,18 +1,18 @@
 """Per-image target files: this project's `{image_id: [p_1..p_Q]}` (stage 2's output, the released format).
 
-Rows are matched to an index by image id (makd.data.image_ids). The fallback kind: a file that is no other
-kind is read as this one, with makd.artifacts' messages (duplicate ids, values outside [0, 1], ...).
+Rows are matched to an index by image id (makd.formats.image_ids). The fallback kind: a file that is no other
+kind is read as this one, with makd.formats.questions' messages (duplicate ids, values outside [0, 1], ...).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from makd.artifacts import ArtifactError, AspectTable
 from makd.config.defaults import ConfigError
 from makd.data.image_check import bad_images_error, image_problem
 from makd.data.image_index import ImageIndex
-from makd.data.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.questions import ArtifactError, AspectTable
+from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 
 MISSING_POLICIES = ("error", "drop", "nan")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from makd.data.target_sources import multiple_choice, per_class, per_image  # noqa: F401  (they register)
-from makd.data.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.target_sources import multiple_choice, per_class, per_image  # noqa: F401  (they register)
+from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 
 # Recognition order: the most specific first; the last kind of a caller's list is its fallback (never asked).
 ANY_KIND = ("multiple_choice", "per_class", "per_image")

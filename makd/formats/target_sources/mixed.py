@@ -6,7 +6,7 @@ question brings all its option columns. So per-image MLLM targets for some quest
 targets for others are two entries: ["internvl.json:1-30", "qwen_class.json:31-50"], or two files made from
 two questions files: ["internvl.json", "qwen_class.json"].
 
-Checks, each one line naming the entry: the file exists and is one kind (makd.data.target_sources); a question
+Checks, each one line naming the entry: the file exists and is one kind (makd.formats.target_sources); a question
 number is within the file's questions and not repeated; no question is taken twice (the same file and number
 twice, or the same question text in two files' sidecars); per-image parts need a row for every training image
 (DATASET.MISSING_ASPECTS applies to them; with "drop" an image without a row in any part is left out), and
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from makd.artifacts import normalize_text, parse_questions_text, read_text_sha256
 from makd.config.defaults import ConfigError
 from makd.data.image_index import ImageIndex
-from makd.data.target_sources.base import TargetSource
+from makd.formats.questions import normalize_text, parse_questions_text, read_text_sha256
+from makd.formats.target_sources.base import TargetSource
 
 _WITH_QUESTIONS = re.compile(r"(?P<path>.+):(?P<numbers>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")
 KEY = "DATASET.ASPECT_SOURCES"

@@ -1,6 +1,6 @@
 """Per-class target files: `{class name: [p_1..p_Q]}` (stage 2 `--level class`, LaViD's `*_text.json`).
 
-Keys are matched to the dataset's class names by the one rule of makd.aspect_files.convert (class_key: case
+Keys are matched to the dataset's class names by the one rule of makd.formats.conversion (class_key: case
 folded, `_` as space, a leading `NNN.` and a final "s" ignored; a class map pairs the rest); every image gets
 its class's row. A dataset class without a row is a one-line error naming it, whatever MISSING_ASPECTS says:
 a missing class is a wrong file, never a few images stage 2 could not read. Recognised in DATASET.ASPECT_JSON
@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from makd.artifacts import ArtifactError, AspectTable, read_text_sha256
-from makd.aspect_files.convert import check_values, class_key, match_classes, merge_duplicates, singular
-from makd.aspect_files.reading import RawAspectFile, flatten_values, value_shape
 from makd.config.defaults import ConfigError
 from makd.data.image_index import ImageIndex
-from makd.data.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
+from makd.formats.questions import ArtifactError, AspectTable, read_text_sha256
+from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
 # Keys looked at before a file none of whose keys names a class is called per-image (an image id never does).
 _SAMPLE_KEYS = 1000
@@ -27,7 +27,7 @@ _SAMPLE_KEYS = 1000
 
 def names_classes(keys: list[str], class_names: list[str], class_map: dict[str, str] | None) -> bool:
     """Whether a file with these keys is about the classes: every key names a class, or every class has a key
-    (the `aspects convert --level auto` rule, makd.aspect_files.convert.choose_level).
+    (the `aspects convert --level auto` rule, makd.formats.conversion.choose_level).
 
     The second test normalises every key, about 6 us each; it is skipped when none of the first 1,000 keys names a
     class, so a per-image file of a million ids is told apart in milliseconds.

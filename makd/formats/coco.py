@@ -22,9 +22,9 @@ from typing import Any
 
 from PIL import Image
 
-from makd.artifacts import read_utf8_text
-from makd.data.image_decode import ImageLoadError, read_rgb
 from makd.data.image_index import DatasetFormatError, DatasetMissingError
+from makd.formats.image_decode import ImageLoadError, read_rgb
+from makd.formats.questions import read_utf8_text
 
 BOX_ID_SEPARATOR = "#"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from makd.data.target_sources.base import SOURCE_KINDS
-from makd.data.target_sources.per_class import PerClassSource, keys_and_shape, names_classes
+from makd.formats.target_sources.base import SOURCE_KINDS
+from makd.formats.target_sources.per_class import PerClassSource, keys_and_shape, names_classes
 
 
 @SOURCE_KINDS.register("multiple_choice")

@@ -17,8 +17,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from makd.artifacts import ArtifactError, read_aspect_file
-from makd.aspect_files.convert import (
+from makd.analysis.aspect_inspection import inspect_file
+from makd.atomic_files import check_output_location
+from makd.errors import run_command
+from makd.formats.conversion import (
     DUPLICATE_POLICIES,
     LEVELS,
     config_images,
@@ -27,10 +29,8 @@ from makd.aspect_files.convert import (
     read_class_map,
     write_conversion,
 )
-from makd.aspect_files.inspect import inspect_file
-from makd.aspect_files.reading import read_raw
-from makd.atomic_files import check_output_location
-from makd.errors import run_command
+from makd.formats.questions import ArtifactError, read_aspect_file
+from makd.formats.tolerant_reader import read_raw
 
 PROG = "aspects.py"
 
@@ -121,7 +121,7 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     # Imported here: the AUC lives with the training metrics, which import torch (4 s) that inspect/convert skip.
-    from makd.aspect_files.audit import audit, audit_lines, read_cub_truth, read_question_map, read_truth_file
+    from makd.analysis.aspect_audit import audit, audit_lines, read_cub_truth, read_question_map, read_truth_file
 
     table = read_aspect_file(args.file)
     cub = (args.cub_attributes, args.cub_images, args.question_map)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from makd.aspect_files.reading import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
-from makd.data.image_ids import IMAGE_EXTENSIONS
-from makd.detection.coco import is_box_id
+from makd.formats.coco import is_box_id
+from makd.formats.image_ids import IMAGE_EXTENSIONS
+from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 LOGIT_GRID_STEPS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
 GRID_SHARE = 0.99  # a grid is reported when at least this share of the values' logits sit on it

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from makd.artifacts import ArtifactError, AspectTable
 from makd.engine.metrics import binary_auc
+from makd.formats.questions import ArtifactError, AspectTable
 
 NOT_VISIBLE = 1  # CUB certainty_id 1: "not visible"
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json, atomic_write_text
-from makd.class_mentions import class_name_leak
 from makd.errors import MakdError
+from makd.formats.class_mentions import class_name_leak
 
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
@@ -35,7 +35,7 @@ _NUMBERING = re.compile(r"^\s*(?:\d+[.)\]:]|[-*\u2022]|\(\d+\))\s*")
 MAX_QUESTION_CHARS = 300
 # Abbreviations whose period ends no sentence ("(e.g. glass)", "i.e.", "vs.", "etc."), matched case-blind.
 _ABBREVIATIONS = re.compile(r"\b(?:e\.\s?g|i\.\s?e|vs|etc|approx|cf|incl|esp|ca|resp|mr|mrs|ms|dr|st)\.", re.IGNORECASE)
-log = logging.getLogger("makd.artifacts")
+log = logging.getLogger("makd.formats.questions")
 
 
 class ArtifactError(MakdError, ValueError):
@@ -88,7 +88,7 @@ def question_problem(
 
     Acceptable: one line, one sentence ending in a single "?" (abbreviations such as "e.g." and "vs."
     end no sentence), first word a yes/no starter ("Is", "Does", "Can", ...), at most 300 characters,
-    and (unless allowed) no class name where it names the object (makd.class_mentions, rule
+    and (unless allowed) no class name where it names the object (makd.formats.class_mentions, rule
     `leak_rule`; `allowed_names` never count), since such a question leaks the label instead of
     describing an aspect. Surrounding and repeated whitespace is ignored.
     """
