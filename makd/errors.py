@@ -19,6 +19,13 @@ class MakdError(Exception):
     """A problem with the user's input or environment, explained in one line (name the value, place and fix)."""
 
 
+class ConfigError(MakdError, ValueError):
+    """A configuration value is unknown, of the wrong type or inconsistent with the data.
+
+    Defined here, below every layer, since the readers of the stage files and the methods check config values too.
+    """
+
+
 def one_line(message: str) -> str:
     """`message` with newlines folded, so an error from a library never spreads over several lines."""
     return " ".join(str(message).split())

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
 
 from makd.config import load_cfg
-from makd.config.defaults import ConfigError
 from makd.data.build import build_data
 from makd.data.device_batch import prepare_batch
 from makd.data.transforms import AugmentSpec, test_transform
+from makd.errors import ConfigError
 from makd.formats.questions import write_aspect_file
 
 SIZE, Q, C = 16, 3, 2

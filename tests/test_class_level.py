@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from makd.formats.questions import ArtifactError, questions_sha256, sidecar_path
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import questions_sha256, sidecar_path
 from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
 from makd.mllm.class_prompts import ClassQuestion, class_query, parse_class_questions
 from makd.mllm.cli import main

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from makd.config.defaults import ConfigError
 from makd.data.aspect_targets import make_targets
 from makd.data.image_index import ImageIndex
-from makd.formats.questions import ArtifactError, AspectTable
+from makd.errors import ConfigError
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import AspectTable
 from makd.formats.target_sources.per_image import join_aspects
 
 

@@ -13,15 +13,17 @@ from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image, write_class_folders, write_release
 from torch.utils.data import default_collate
 
-from makd.config.defaults import ConfigError
 from makd.data.build import build_data
 from makd.data.device_batch import prepare_batch
 from makd.data.export import export_images
 from makd.data.export import main as export_main
 from makd.data.image_cache import cache_images
-from makd.data.image_index import ImageIndex, ImageLoadError, build_image_indexes
+from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.errors import ConfigError
+from makd.formats.errors import ArtifactError
+from makd.formats.image_decode import ImageLoadError
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import ArtifactError, sha256_file, write_aspect_file, write_questions
+from makd.formats.questions import sha256_file, write_aspect_file, write_questions
 
 Q = 4
 QUESTIONS = ["Is it red?", "Does it have stripes?", "Is the background dark?", "Can it fly?"]

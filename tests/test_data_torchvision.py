@@ -14,7 +14,8 @@ import torchvision.datasets as tvd
 from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image
 
-from makd.data.image_index import DatasetMissingError, build_image_indexes
+from makd.data.image_index import build_image_indexes
+from makd.formats.errors import DatasetMissingError
 
 
 def tv_cfg(root, type_, **extra):

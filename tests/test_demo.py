@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from tool_modules import load_tool
 
-from makd.config.defaults import ConfigError, load_cfg
+from makd.config.defaults import load_cfg
 from makd.data.build import build_data
 from makd.data.demo import (
     OCCLUSION_PROB,
@@ -25,6 +25,7 @@ from makd.data.demo import (
     read_demo_summary,
     simulate_teacher,
 )
+from makd.errors import ConfigError
 from makd.formats.image_ids import image_id, list_image_files
 from makd.formats.questions import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
 

@@ -16,7 +16,8 @@ from makd.config import load_cfg
 from makd.data.build import build_data
 from makd.distillers import build_distiller
 from makd.distillers.lavid import LaViDDistiller, class_target_table
-from makd.formats.questions import ArtifactError, write_aspect_file
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import write_aspect_file
 from tests.test_train_e2e import FAST, our_train
 
 ROWS = {"abyssinian": [0.9, 0.1, 0.5], "American Bulldog": [0.2, 0.7, 0.4], "bengal": [0.6, 0.6, 0.1]}
@@ -150,7 +151,7 @@ def test_makd_on_converted_class_file_equals_class_mean_of_per_image_file(releas
 
 
 def test_empty_or_missing_target_file_is_a_config_error(tmp_path):
-    from makd.config.defaults import ConfigError
+    from makd.errors import ConfigError
 
     for value, message in (("", "is empty"), (str(tmp_path / "none.json"), "does not exist")):
         cfg = load_cfg(None, ["DISTILLER.TYPE", "LaViD", "LaViD.CLASS_TARGETS", value])

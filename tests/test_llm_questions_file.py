@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from makd.formats.questions import ArtifactError, questions_sha256, read_questions, sha256_file
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import questions_sha256, read_questions, sha256_file
 
 QUESTIONS = ["Is the object red?", "Does it have wings?"]
 

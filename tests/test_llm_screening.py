@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from makd.formats.questions import ArtifactError, parse_questions_text, question_problem
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import parse_questions_text, question_problem
 from makd.llm.screening import (
     content_words,
     near_duplicate_reason,

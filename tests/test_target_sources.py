@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from test_data_helpers import make_cfg, write_class_folders
 
-from makd.config.defaults import ConfigError
 from makd.data.build import build_data
 from makd.data.image_index import ImageIndex
-from makd.formats.questions import ArtifactError, sha256_file, write_aspect_file, write_questions
+from makd.errors import ConfigError
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import sha256_file, write_aspect_file, write_questions
 from makd.formats.target_sources import ANY_KIND, CLASS_KINDS, open_source
 
 CLASSES = ["ant", "bee", "cat"]

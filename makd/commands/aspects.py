@@ -29,7 +29,8 @@ from makd.formats.conversion import (
     read_class_map,
     write_conversion,
 )
-from makd.formats.questions import ArtifactError, read_aspect_file
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import read_aspect_file
 from makd.formats.tolerant_reader import read_raw
 
 PROG = "aspects.py"

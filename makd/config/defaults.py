@@ -15,11 +15,7 @@ from pathlib import Path
 import yaml
 from yacs.config import CfgNode as CN
 
-from makd.errors import MakdError
-
-
-class ConfigError(MakdError, ValueError):
-    """A configuration value is unknown, of the wrong type or inconsistent with the data."""
+from makd.errors import ConfigError
 
 
 class MethodNotImplementedError(ConfigError):
@@ -219,7 +215,7 @@ _C.LOG.EVAL_FREQ = 1  # (new) evaluate every this many epochs (and always on the
 
 def get_cfg() -> CN:
     """A fresh copy of the defaults (never the shared global), with every registered method's key group."""
-    from makd.distillers import distiller_classes  # late: the distillers import this module's ConfigError
+    from makd.distillers import distiller_classes  # late: the methods import torch; a report reading configs needs none
 
     cfg = _C.clone()
     for method in distiller_classes():
@@ -414,7 +410,7 @@ def check_method_implemented(data: dict, overrides: dict, where: str) -> None:
     Runs before the keys are merged, so such a file stops on the method's name, not on its config group."""
     distiller, origin = _named(data, overrides, "DISTILLER", "TYPE", where)
     if distiller is not None:
-        from makd.distillers import DISTILLERS, distiller_classes  # imported late: the distillers import this module
+        from makd.distillers import DISTILLERS, distiller_classes  # late, as in get_cfg
 
         if distiller not in DISTILLERS:
             raise MethodNotImplementedError(

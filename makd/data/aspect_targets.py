@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from makd.config.defaults import ConfigError
+from makd.errors import ConfigError
 
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
 

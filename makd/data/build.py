@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from makd.config.defaults import ConfigError, uses_aspects
+from makd.config.defaults import uses_aspects
 from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
@@ -28,6 +28,7 @@ from makd.data.loader_settings import worker_count
 from makd.data.splits import stratified_split
 from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform
 from makd.data.views import view_policy_from_cfg
+from makd.errors import ConfigError
 from makd.formats.conversion import read_class_map
 from makd.formats.target_sources import ANY_KIND, TargetSource, open_source
 from makd.formats.target_sources.mixed import MixedSource

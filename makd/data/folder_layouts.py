@@ -12,9 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from makd.config.defaults import ConfigError
-from makd.data.image_index import DATASET_TYPES, DatasetFormatError, DatasetMissingError, ImageIndex
+from makd.data.image_index import DATASET_TYPES, ImageIndex
 from makd.data.splits import read_split_file
+from makd.errors import ConfigError
+from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_ids import image_id, is_image_file, list_image_files
 
 # `<class name>_<label>_<running index>`: the class name may itself hold "_" (American_Pit_Bull_Terrier_1_12).

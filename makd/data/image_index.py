@@ -14,29 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from makd.config.defaults import ConfigError
 from makd.data.transforms import pil_to_uint8
-from makd.errors import MakdError
-from makd.formats.image_decode import ImageLoadError, read_rgb
+from makd.errors import ConfigError
+from makd.formats.image_decode import read_rgb
 from makd.registry import Registry
-
-__all__ = [
-    "DATASET_TYPES",
-    "DatasetFormatError",
-    "DatasetMissingError",
-    "ImageIndex",
-    "ImageLoadError",
-    "build_image_indexes",
-    "read_rgb",
-]
-
-
-class DatasetMissingError(MakdError, FileNotFoundError):
-    """A dataset's files are not where the configuration says they are."""
-
-
-class DatasetFormatError(MakdError, ValueError):
-    """A dataset's files are there but not laid out or written as expected (two files share an id, a bad row)."""
 
 
 @dataclass

@@ -13,9 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from makd.config.defaults import ConfigError
-from makd.data.image_index import DatasetFormatError, DatasetMissingError
-from makd.errors import MakdError
+from makd.errors import ConfigError, MakdError
+from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_ids import image_id, list_image_files
 from makd.formats.questions import atomic_write_text
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import torchvision.datasets as tvd
 
-from makd.config.defaults import ConfigError
-from makd.data.image_index import DATASET_TYPES, DatasetMissingError, ImageIndex
+from makd.data.image_index import DATASET_TYPES, ImageIndex
 from makd.data.splits import read_split_file, stratified_split
+from makd.errors import ConfigError
+from makd.formats.errors import DatasetMissingError
 from makd.formats.image_ids import image_id
 
 # Caltech101 has no official split; without split files we hold out this share of every class,

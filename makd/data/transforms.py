@@ -31,7 +31,7 @@ from torchvision import transforms as v1
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from makd.config.defaults import ConfigError
+from makd.errors import ConfigError
 
 
 def pil_to_uint8(image: Image.Image) -> torch.Tensor:

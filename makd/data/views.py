@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from makd.config.defaults import ConfigError
 from makd.data.transforms import View
+from makd.errors import ConfigError
 from makd.formats.questions import read_sidecar
 
 

@@ -29,8 +29,9 @@ from makd.data.splits import stratified_split
 from makd.data.transforms import View, sample_seed
 from makd.data.views import ViewPolicy
 from makd.formats.coco import CocoSet, box_id, parse_box_id
+from makd.formats.errors import ArtifactError
 from makd.formats.image_ids import image_id
-from makd.formats.questions import ArtifactError, AspectTable
+from makd.formats.questions import AspectTable
 
 
 @dataclass

@@ -20,7 +20,6 @@ from makd.atomic_files import atomic_write_json
 from makd.config import ConfigError
 from makd.data.build import training_source
 from makd.data.image_check import bad_images_error
-from makd.data.image_index import DatasetFormatError
 from makd.data.views import view_policy_from_cfg
 from makd.detection.coco_eval import coco_map, detections_to_coco
 from makd.detection.data import DetectionDataset, apply_control, join_rows, validation_carve
@@ -32,6 +31,7 @@ from makd.engine.metrics import aspect_agreement
 from makd.engine.tasks import Task, move_to
 from makd.engine.train_state import finite_number
 from makd.formats.coco import CocoSet, read_coco
+from makd.formats.errors import DatasetFormatError
 from makd.formats.image_decode import ImageLoadError
 from makd.formats.questions import AspectTable, read_aspect_file
 

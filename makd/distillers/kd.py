@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from makd.config.defaults import ConfigError
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.distillers.logit_standardization import standardize_logits
 from makd.distillers.losses import class_cross_entropy
+from makd.errors import ConfigError
 
 
 def add_kd_config(cfg: CN) -> None:

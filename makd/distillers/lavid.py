@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from makd.config.defaults import ConfigError
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.distillers.losses import class_cross_entropy
+from makd.errors import ConfigError
 from makd.models.heads import classifier_layer
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from makd.data.image_index import DatasetFormatError, DatasetMissingError
+from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_decode import ImageLoadError, read_rgb
 from makd.formats.questions import read_utf8_text
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from makd.data.image_index import DatasetFormatError, DatasetMissingError
+from makd.formats.errors import DatasetFormatError, DatasetMissingError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json, atomic_write_text
-from makd.errors import MakdError
 from makd.formats.class_mentions import class_name_leak
+from makd.formats.errors import ArtifactError
 
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
@@ -36,10 +36,6 @@ MAX_QUESTION_CHARS = 300
 # Abbreviations whose period ends no sentence ("(e.g. glass)", "i.e.", "vs.", "etc."), matched case-blind.
 _ABBREVIATIONS = re.compile(r"\b(?:e\.\s?g|i\.\s?e|vs|etc|approx|cf|incl|esp|ca|resp|mr|mrs|ms|dr|st)\.", re.IGNORECASE)
 log = logging.getLogger("makd.formats.questions")
-
-
-class ArtifactError(MakdError, ValueError):
-    """A stage artifact (questions or aspect file) is missing, malformed or inconsistent."""
 
 
 # ----------------------------------------------------------------------------- generic helpers

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from makd.formats.questions import BYTE_ORDER_MARK, ArtifactError, read_text_sha256
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import BYTE_ORDER_MARK, read_text_sha256
 
 MAX_LISTED = 5  # problems quoted per kind; the rest are counted
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from makd.formats.class_mentions import class_name_leak
-from makd.formats.questions import ArtifactError
+from makd.formats.errors import ArtifactError
 from makd.llm.screening import Screening, near_duplicate_reason
 from makd.mllm.class_prompts import PLACEHOLDER, parse_class_questions
 

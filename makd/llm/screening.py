@@ -21,7 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from makd.formats.questions import YES_NO_STARTERS, ArtifactError, normalize_text, question_problem
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import YES_NO_STARTERS, normalize_text, question_problem
 
 NEAR_DUPLICATE_RATIO = 0.9
 SPELLING_RATIO = 0.7  # two words this alike (difflib ratio) count as spellings of one word

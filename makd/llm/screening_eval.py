@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from makd.formats.questions import YES_NO_STARTERS, ArtifactError, parse_questions_text
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import YES_NO_STARTERS, parse_questions_text
 from makd.llm.screening import screen_questions
 
 LABELS = ("ok", "leak", "bad")

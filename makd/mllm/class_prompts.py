@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from makd.formats.questions import ArtifactError, read_utf8_text, write_questions
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import read_utf8_text, write_questions
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"

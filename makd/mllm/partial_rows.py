@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from makd.formats.questions import ArtifactError
+from makd.formats.errors import ArtifactError
 from makd.mllm.cost import add_costs
 
 FORMAT = "makd-partial-rows-1"

@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from makd.config.defaults import ConfigError
 from makd.data.image_index import ImageIndex
+from makd.errors import ConfigError
+from makd.formats.errors import ArtifactError
 from makd.formats.questions import (
-    ArtifactError,
     AspectTable,
     parse_aspect_text,
     parse_questions_text,

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from makd.config.defaults import ConfigError
 from makd.data.image_index import ImageIndex
+from makd.errors import ConfigError
 from makd.formats.questions import normalize_text, parse_questions_text, read_text_sha256
 from makd.formats.target_sources.base import TargetSource
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from makd.config.defaults import ConfigError
 from makd.data.image_check import bad_images_error, image_problem
 from makd.data.image_index import ImageIndex
-from makd.formats.questions import ArtifactError, AspectTable
+from makd.errors import ConfigError
+from makd.formats.errors import ArtifactError
+from makd.formats.questions import AspectTable
 from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 
 MISSING_POLICIES = ("error", "drop", "nan")
