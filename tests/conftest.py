@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from makd.formats.questions import write_aspect_file
+from makd.formats.aspect_files import write_aspect_file
 
 # Tiny tensors: one thread avoids oversubscription overhead that made tests up to 50x slower on 2 shared cores.
 torch.set_num_threads(1)

@@ -12,7 +12,8 @@ from PIL import Image
 from tool_modules import load_tool
 
 from makd.data.demo import UNRELIABLE_QUESTIONS, generate_demo
-from makd.formats.questions import read_aspect_file, read_sidecar, sha256_file
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 LAVID = Path("/work/.mirror/lliangthomas+lavid/repo")
@@ -93,7 +94,7 @@ def test_inspect_reports_every_problem_instead_of_stopping(tmp_path, capsys):
 
 
 def test_inspect_counts_box_keyed_rows(tmp_path, capsys):
-    from makd.formats.questions import write_aspect_file
+    from makd.formats.aspect_files import write_aspect_file
 
     path = tmp_path / "boxes.json"  # stage 2 per box keys rows "<image id>#<annotation id>"
     write_aspect_file(path, {"5#101": [0.2, 0.9], "5#102": [0.4, 0.1], "cat/img_1": [0.5, 0.5], "7#x": [0.3, 0.3]})
@@ -405,7 +406,7 @@ def test_lavid_per_image_and_per_class_files_convert_and_train(tmp_path):
 
 
 def test_a_damaged_one_row_per_line_file_is_still_inspected_row_by_row(tmp_path, capsys):
-    from makd.formats.questions import write_aspect_file
+    from makd.formats.aspect_files import write_aspect_file
 
     path = tmp_path / "aspects.json"
     write_aspect_file(path, {f"img_{i}": [0.1 * i, 0.5] for i in range(5)})

@@ -19,7 +19,7 @@ from makd.data.build import build_data
 from makd.data.device_batch import prepare_batch
 from makd.data.transforms import AugmentSpec, test_transform
 from makd.errors import ConfigError
-from makd.formats.questions import write_aspect_file
+from makd.formats.aspect_files import write_aspect_file
 
 SIZE, Q, C = 16, 3, 2
 MEAN, STD = 0.5, 0.25

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import questions_sha256, sidecar_path
+from makd.formats.files import sidecar_path
+from makd.formats.questions import questions_sha256
 from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
 from makd.mllm.class_prompts import ClassQuestion, class_query, parse_class_questions
 from makd.mllm.cli import main

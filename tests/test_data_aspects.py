@@ -8,8 +8,8 @@ import pytest
 from makd.data.aspect_targets import make_targets
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
+from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import AspectTable
 from makd.formats.target_sources.per_image import join_aspects
 
 

@@ -20,10 +20,12 @@ from makd.data.export import main as export_main
 from makd.data.image_cache import cache_images
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.errors import ConfigError
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
+from makd.formats.files import sha256_file
 from makd.formats.image_decode import ImageLoadError
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import sha256_file, write_aspect_file, write_questions
+from makd.formats.questions import write_questions
 
 Q = 4
 QUESTIONS = ["Is it red?", "Does it have stripes?", "Is the background dark?", "Can it fly?"]

@@ -26,8 +26,10 @@ from makd.data.demo import (
     simulate_teacher,
 )
 from makd.errors import ConfigError
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import question_problem, read_aspect_file, read_questions, read_sidecar, sha256_file
+from makd.formats.questions import question_problem, read_questions
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train_per_class": 6, "test_per_class": 3}

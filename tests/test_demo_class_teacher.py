@@ -24,7 +24,8 @@ from makd.data.demo_class_teacher import (
     simulate_class_teacher,
     write_class_teacher,
 )
-from makd.formats.questions import read_aspect_file, read_sidecar
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar
 from tests.tool_modules import load_tool
 
 

@@ -26,7 +26,9 @@ from makd.data.demo_oriented import (
 )
 from makd.data.transforms import View
 from makd.data.views import view_policy_from_cfg
-from makd.formats.questions import read_aspect_file, read_questions, read_sidecar, sha256_file
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar, sha256_file
+from makd.formats.questions import read_questions
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"train_per_class": 4, "test_per_class": 2}

@@ -13,8 +13,8 @@ from tool_modules import load_tool
 from makd.data.demo import demo_questions
 from makd.data.demo_detection import generate_detection_demo, read_detection_demo_summary
 from makd.errors import MakdError
+from makd.formats.aspect_files import read_aspect_file
 from makd.formats.coco import read_coco
-from makd.formats.questions import read_aspect_file
 
 demo_tool = load_tool("demo")
 

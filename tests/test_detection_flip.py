@@ -16,8 +16,8 @@ from makd.data.demo_detection import generate_detection_demo
 from makd.data.views import ViewPolicy
 from makd.detection.data import DetectionDataset, join_rows
 from makd.errors import MakdError
+from makd.formats.aspect_files import read_aspect_file
 from makd.formats.coco import read_coco
-from makd.formats.questions import read_aspect_file
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from makd.config import load_cfg
 from makd.data.demo_detection import generate_detection_demo
 from makd.detection.data import apply_control, join_rows
 from makd.errors import MakdError
+from makd.formats.aspect_files import read_aspect_file, write_aspect_file
 from makd.formats.coco import read_coco
-from makd.formats.questions import read_aspect_file, write_aspect_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo_detection" / "makd.yaml"

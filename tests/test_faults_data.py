@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tool_modules import load_tool
 
-from makd.formats.questions import sha256_file
+from makd.formats.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534

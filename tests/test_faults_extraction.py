@@ -29,7 +29,8 @@ if __name__ == "__main__":  # run as the fault driver: this checkout's makd, not
 
 from mllm_fixtures import questions_file, random_image, tiny_hf_model  # noqa: F401
 
-from makd.formats.questions import read_aspect_file, read_sidecar
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar
 from makd.mllm.partial_rows import partial_path, read_partial
 
 SEEDS = (0, 1, 2)

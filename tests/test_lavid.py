@@ -16,8 +16,8 @@ from makd.config import load_cfg
 from makd.data.build import build_data
 from makd.distillers import build_distiller
 from makd.distillers.lavid import LaViDDistiller, class_target_table
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import write_aspect_file
 from tests.test_train_e2e import FAST, our_train
 
 ROWS = {"abyssinian": [0.9, 0.1, 0.5], "American Bulldog": [0.2, 0.7, 0.4], "bengal": [0.6, 0.6, 0.1]}

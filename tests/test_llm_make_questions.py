@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
-from makd.formats.questions import read_questions, read_sidecar, sha256_text
+from makd.formats.files import read_sidecar, sha256_text
+from makd.formats.questions import read_questions
 from makd.llm.command import main
 from makd.llm.prompts import PAPER_GENERATE, PAPER_SELECT
 

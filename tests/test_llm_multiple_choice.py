@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
-from makd.formats.questions import read_sidecar
+from makd.formats.files import read_sidecar
 from makd.llm.choice_screening import screen_multiple_choice
 from makd.llm.command import main
 from makd.llm.reply_parsing import parse_choice_reply

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import questions_sha256, read_questions, sha256_file
+from makd.formats.files import sha256_file
+from makd.formats.questions import questions_sha256, read_questions
 
 QUESTIONS = ["Is the object red?", "Does it have wings?"]
 

@@ -17,7 +17,8 @@ from coco_fixtures import tiny_coco_dict, write_coco
 from mllm_fixtures import QUESTIONS, questions_file, tiny_hf_model  # noqa: F401
 from PIL import Image
 
-from makd.formats.questions import read_aspect_file, read_sidecar, sha256_file
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar, sha256_file
 from makd.mllm.box_items import DEFAULT_PROMPTS, crop_region, mark_box, mark_line_width
 from makd.mllm.cli import main, merge_main
 from makd.mllm.inprocess_scorer import InternVLScorer

@@ -21,8 +21,9 @@ from mllm_fixtures import (  # noqa: F401
     write_image_folder,
 )
 
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import read_aspect_file, read_sidecar, sha256_file
 from makd.mllm.cli import main, merge_main
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl

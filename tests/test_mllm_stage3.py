@@ -7,7 +7,8 @@ import json
 from mllm_fixtures import QUESTIONS, tiny_hf_model  # noqa: F401
 from tool_modules import load_tool
 
-from makd.formats.questions import read_aspect_file, sha256_file
+from makd.formats.aspect_files import read_aspect_file
+from makd.formats.files import sha256_file
 from makd.mllm.cli import main
 
 

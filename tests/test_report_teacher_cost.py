@@ -14,7 +14,7 @@ import pytest
 from mllm_fixtures import QUESTIONS, questions_file, tiny_hf_model  # noqa: F401
 
 from makd.commands.aspects import main as aspects_main
-from makd.formats.questions import read_sidecar, sidecar_path
+from makd.formats.files import read_sidecar, sidecar_path
 from makd.mllm.cli import main as stage2_main
 from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
 from tests.conftest import draw_image

@@ -22,7 +22,7 @@ from makd.engine.run_logger import metrics_line
 from makd.engine.train_state import TrainState
 from makd.engine.trainer import NonFiniteLossError, _best_epochs, _check_finite_state, evaluate_checkpoint
 from makd.errors import run_command
-from makd.formats.questions import sha256_file
+from makd.formats.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from makd.formats.questions import read_questions, read_sidecar, sha256_text
+from makd.formats.files import read_sidecar, sha256_text
+from makd.formats.questions import read_questions
 from makd.llm.class_source import read_classes
 from makd.llm.screening import screen_questions
 

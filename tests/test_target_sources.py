@@ -12,8 +12,10 @@ from test_data_helpers import make_cfg, write_class_folders
 from makd.data.build import build_data
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import sha256_file, write_aspect_file, write_questions
+from makd.formats.files import sha256_file
+from makd.formats.questions import write_questions
 from makd.formats.target_sources import ANY_KIND, CLASS_KINDS, open_source
 
 CLASSES = ["ant", "bee", "cat"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tool_modules import load_tool, run_on_two_processes
 
-from makd.formats.questions import sha256_file
+from makd.formats.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["DATASET.IMAGE_SIZE", "32", "DATASET.RESIZE_RATIO", "1.0"]

@@ -11,12 +11,14 @@ import torch
 from test_augmentation import cfg_of, data_dir, items  # noqa: F401  (data_dir is a fixture)
 from torch.utils.data import DataLoader
 
+from makd.atomic_files import atomic_write_json
 from makd.data.build import build_data
 from makd.data.transforms import View
 from makd.data.views import ViewPolicy
 from makd.distillers.losses import aspect_bce, makd_losses
 from makd.errors import ConfigError
-from makd.formats.questions import atomic_write_json, read_aspect_file, write_aspect_file, write_questions
+from makd.formats.aspect_files import read_aspect_file, write_aspect_file
+from makd.formats.questions import write_questions
 
 TARGETS = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
 FLIPPED, UPRIGHT = View(hflip=True), View(hflip=False)

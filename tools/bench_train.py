@@ -41,7 +41,7 @@ def write_dataset(root: Path, classes: int, per_class: int, test_per_class: int,
     """Release-layout train/test PNG folders + aspect file + a config; returns the config path."""
     from PIL import Image
 
-    from makd.formats.questions import write_aspect_file
+    from makd.formats.aspect_files import write_aspect_file
 
     rng = np.random.default_rng(0)
     ids = []

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from makd.engine.metrics import binary_auc
+from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import AspectTable
 
 NOT_VISIBLE = 1  # CUB certainty_id 1: "not visible"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from makd.analysis.run_folders import RunResult
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import read_sidecar, sha256_file
+from makd.formats.files import read_sidecar, sha256_file
 
 NO_TEACHER = "—"
 MAX_SOURCE_HOPS = 3  # a converted file's source may itself be a conversion

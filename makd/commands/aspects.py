@@ -20,6 +20,7 @@ from pathlib import Path
 from makd.analysis.aspect_inspection import inspect_file
 from makd.atomic_files import check_output_location
 from makd.errors import run_command
+from makd.formats.aspect_files import read_aspect_file
 from makd.formats.conversion import (
     DUPLICATE_POLICIES,
     LEVELS,
@@ -30,7 +31,6 @@ from makd.formats.conversion import (
     write_conversion,
 )
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import read_aspect_file
 from makd.formats.tolerant_reader import read_raw
 
 PROG = "aspects.py"

@@ -47,16 +47,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from makd.atomic_files import atomic_write_json
 from makd.errors import MakdError
+from makd.formats.aspect_files import write_aspect_file
+from makd.formats.files import sha256_text
 from makd.formats.image_ids import image_id
-from makd.formats.questions import (
-    atomic_write_json,
-    question_problem,
-    questions_text,
-    sha256_text,
-    write_aspect_file,
-    write_questions,
-)
+from makd.formats.questions import question_problem, questions_text, write_questions
 
 COLOUR_HUES = {"red": 0.0, "yellow": 55.0, "green": 130.0, "blue": 225.0}  # family hue centres, degrees
 TEXTURES = ("plain", "dotted", "striped", "checkered")

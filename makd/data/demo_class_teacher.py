@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from makd.atomic_files import atomic_write_json
 from makd.data.demo import (
     QUESTIONS,
     TEACHER_MARGIN,
@@ -47,7 +48,8 @@ from makd.data.demo import (
 )
 from makd.errors import MakdError
 from makd.formats.conversion import convert, folder_images, write_conversion
-from makd.formats.questions import atomic_write_json, questions_sha256, sidecar_path
+from makd.formats.files import sidecar_path
+from makd.formats.questions import questions_sha256
 from makd.formats.tolerant_reader import read_raw
 
 CLASS_FILE = "class_teacher.json"

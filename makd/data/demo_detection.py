@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from makd.atomic_files import atomic_write_json
+
 # The image demo's drawing primitives and teacher, reused (its module stays the one place they are defined).
 from makd.data.demo import (
     COLOUR_HUES,
@@ -51,8 +53,10 @@ from makd.data.demo import (
     refuse_filled_folder,
     simulate_teacher,
 )
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.coco import box_id
-from makd.formats.questions import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
+from makd.formats.files import sha256_text
+from makd.formats.questions import questions_text, write_questions
 
 # 8 of the 16 demo classes: every colour family, plain or striped (stripes stay visible on a 10-px shape;
 # dots and checks do not at the demo's 64 px).

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from makd.atomic_files import atomic_write_json
 from makd.data.demo import (
     SUPERSAMPLE,
     TEACHER_MARGIN,
@@ -43,8 +44,10 @@ from makd.data.demo import (
     simulate_teacher,
     simulated_cost,
 )
+from makd.formats.aspect_files import write_aspect_file
+from makd.formats.files import sha256_text
 from makd.formats.image_ids import image_id
-from makd.formats.questions import atomic_write_json, questions_text, sha256_text, write_aspect_file, write_questions
+from makd.formats.questions import questions_text, write_questions
 
 GLYPHS = ("arrow", "hook", "flag", "ramp", "post")
 FACINGS = ("left", "right")

@@ -13,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from makd.atomic_files import atomic_write_text
 from makd.errors import ConfigError, MakdError
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import atomic_write_text
 
 
 def stratified_split(

@@ -26,7 +26,7 @@ import torch
 
 from makd.data.transforms import View
 from makd.errors import ConfigError
-from makd.formats.questions import read_sidecar
+from makd.formats.files import read_sidecar
 
 
 def _indices(values: Iterable, num_aspects: int, where: str) -> list[int]:

@@ -28,10 +28,10 @@ from makd.data.aspect_targets import make_targets
 from makd.data.splits import stratified_split
 from makd.data.transforms import View, sample_seed
 from makd.data.views import ViewPolicy
+from makd.formats.aspect_files import AspectTable
 from makd.formats.coco import CocoSet, box_id, parse_box_id
 from makd.formats.errors import ArtifactError
 from makd.formats.image_ids import image_id
-from makd.formats.questions import AspectTable
 
 
 @dataclass

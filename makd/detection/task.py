@@ -30,10 +30,10 @@ from makd.engine.distributed import DistInfo, all_gather_arrays
 from makd.engine.metrics import aspect_agreement
 from makd.engine.tasks import Task, move_to
 from makd.engine.train_state import finite_number
+from makd.formats.aspect_files import AspectTable, read_aspect_file
 from makd.formats.coco import CocoSet, read_coco
 from makd.formats.errors import DatasetFormatError
 from makd.formats.image_decode import ImageLoadError
-from makd.formats.questions import AspectTable, read_aspect_file
 
 
 def settings_from_config(cfg) -> DetectorSettings:

@@ -16,7 +16,7 @@ from makd.engine.checkpoint import save_checkpoint
 from makd.engine.evaluate import evaluate
 from makd.engine.tasks import Task
 from makd.engine.train_state import finite_number
-from makd.formats.questions import sha256_file
+from makd.formats.files import sha256_file
 from makd.models import build_student, input_family_of
 from makd.models.teacher import precompute_teacher_logits, teacher_from_config
 

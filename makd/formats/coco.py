@@ -23,8 +23,8 @@ from typing import Any
 from PIL import Image
 
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
+from makd.formats.files import read_utf8_text
 from makd.formats.image_decode import ImageLoadError, read_rgb
-from makd.formats.questions import read_utf8_text
 
 BOX_ID_SEPARATOR = "#"
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import makd
 from makd.data.folder_layouts import detect_layout, parse_release_name
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
+from makd.formats.files import utc_now
 from makd.formats.image_ids import IMAGE_EXTENSIONS, image_id, list_image_files
-from makd.formats.questions import utc_now, write_aspect_file
 from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 DUPLICATE_POLICIES = ("error", "first", "last")

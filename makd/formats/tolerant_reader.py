@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import BYTE_ORDER_MARK, read_text_sha256
+from makd.formats.files import BYTE_ORDER_MARK, read_text_sha256
 
 MAX_LISTED = 5  # problems quoted per kind; the rest are counted
 

@@ -24,7 +24,8 @@ import makd
 from makd.atomic_files import check_output_location
 from makd.errors import MakdError, one_line, run_command
 from makd.formats.class_mentions import LEAK_RULES
-from makd.formats.questions import read_questions, sidecar_path, write_questions
+from makd.formats.files import sidecar_path
+from makd.formats.questions import read_questions, write_questions
 from makd.llm.chat_client import JSON_MODES, ChatClient
 from makd.llm.class_source import ClassList, read_classes
 from makd.llm.openai_client import DEFAULT_BASE_URL, RetryPolicy, resolve_api_key, scrub, server_host

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from makd.atomic_files import OutputLocationError, atomic_write_json
-from makd.formats.questions import utc_now
+from makd.formats.files import utc_now
 
 log = logging.getLogger(__name__)
 

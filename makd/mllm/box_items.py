@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from makd.formats.coco import BOX_ID_SEPARATOR, box_id, read_coco
-from makd.formats.questions import sha256_file
+from makd.formats.files import sha256_file
 from makd.mllm.items import Item
 
 BOX_VIEWS = ("crop", "whole")

@@ -30,7 +30,8 @@ import torch
 import makd
 from makd.atomic_files import atomic_write_json, check_output_location
 from makd.errors import MakdError
-from makd.formats.questions import questions_sha256, sidecar_path, utc_now
+from makd.formats.files import sidecar_path, utc_now
+from makd.formats.questions import questions_sha256
 from makd.llm.class_source import read_classes
 from makd.mllm.class_prompts import (
     ClassQuestion,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import read_utf8_text, write_questions
+from makd.formats.files import read_utf8_text
+from makd.formats.questions import write_questions
 from makd.mllm.chat_template import with_answer_suffix
 
 PLACEHOLDER = "<object>"

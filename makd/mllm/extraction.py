@@ -30,9 +30,11 @@ from PIL import ImageOps
 import makd
 from makd.atomic_files import check_output_location
 from makd.errors import MakdError
+from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
+from makd.formats.files import sidecar_path
 from makd.formats.image_decode import ImageLoadError
-from makd.formats.questions import questions_sha256, read_questions, sidecar_path, write_aspect_file
+from makd.formats.questions import questions_sha256, read_questions
 from makd.mllm.cost import Cost, CostMeter, total_cost
 from makd.mllm.items import Item, ItemSource
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch

@@ -13,9 +13,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from makd.formats.aspect_files import read_aspect_file, write_aspect_file
 from makd.formats.errors import ArtifactError
+from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
-from makd.formats.questions import read_aspect_file, read_sidecar, sha256_file, write_aspect_file
 from makd.mllm.cost import COST_FIELDS, add_costs
 from makd.mllm.extraction import VOLATILE_KEYS
 

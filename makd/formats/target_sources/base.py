@@ -22,18 +22,10 @@ import numpy as np
 
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
+from makd.formats.aspect_files import AspectTable, parse_aspect_text, read_aspect_text
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import (
-    AspectTable,
-    parse_aspect_text,
-    parse_questions_text,
-    questions_text,
-    read_aspect_text,
-    read_sidecar,
-    read_text_sha256,
-    sha256_text,
-    sidecar_path,
-)
+from makd.formats.files import read_sidecar, read_text_sha256, sha256_text, sidecar_path
+from makd.formats.questions import parse_questions_text, questions_text
 from makd.formats.tolerant_reader import RawAspectFile, parse_raw, refuse_pickle
 from makd.registry import Registry
 
@@ -42,7 +34,7 @@ from makd.registry import Registry
 class TargetFile:
     """One target file read once: its text and the sha256 of its bytes; parsed (strictly or tolerantly) on demand.
 
-    `strict` = read as this project's per-image file (makd.formats.questions' messages, duplicate ids refused), the
+    `strict` = read as this project's per-image file (makd.formats.aspect_files' messages, duplicate ids refused), the
     format of DATASET.ASPECT_JSON. Class-level files from elsewhere (LaViD's) are read tolerantly (BOM, JSON lines).
     """
 

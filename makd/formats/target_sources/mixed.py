@@ -26,7 +26,8 @@ import numpy as np
 
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
-from makd.formats.questions import normalize_text, parse_questions_text, read_text_sha256
+from makd.formats.files import read_text_sha256
+from makd.formats.questions import normalize_text, parse_questions_text
 from makd.formats.target_sources.base import TargetSource
 
 _WITH_QUESTIONS = re.compile(r"(?P<path>.+):(?P<numbers>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")

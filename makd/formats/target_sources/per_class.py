@@ -16,9 +16,10 @@ import numpy as np
 
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
+from makd.formats.aspect_files import AspectTable
 from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import AspectTable, read_text_sha256
+from makd.formats.files import read_text_sha256
 from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 

@@ -1,7 +1,7 @@
 """Per-image target files: this project's `{image_id: [p_1..p_Q]}` (stage 2's output, the released format).
 
 Rows are matched to an index by image id (makd.formats.image_ids). The fallback kind: a file that is no other
-kind is read as this one, with makd.formats.questions' messages (duplicate ids, values outside [0, 1], ...).
+kind is read as this one, with makd.formats.aspect_files' messages (duplicate ids, values outside [0, 1], ...).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 from makd.data.image_check import bad_images_error, image_problem
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
+from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
-from makd.formats.questions import AspectTable
 from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 
 MISSING_POLICIES = ("error", "drop", "nan")

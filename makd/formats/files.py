@@ -1,0 +1,75 @@
+"""A stage file's text read once (with the sha256 of its bytes) and its sidecar `<file>.meta.json`.
+
+Every stage file may have a sidecar describing how it was made (model, questions and their sha256, date, ...);
+readers name the file and the fix in one ArtifactError line when it is missing, unreadable or not UTF-8.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from makd.formats.errors import ArtifactError
+
+BYTE_ORDER_MARK = "\ufeff"
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """`<file>.meta.json` next to `path` (full file name kept, so x.txt and x.json never collide)."""
+    return Path(str(path) + ".meta.json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def read_sidecar(path: str | os.PathLike) -> dict | None:
+    """The sidecar of `path` as a dict, or None when there is none."""
+    meta = sidecar_path(path)
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{meta}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_text_sha256(
+    path: str | os.PathLike, what: str, encoding: str = "utf-8", missing_fix: str = "", not_utf8_hint: str = ""
+) -> tuple[str, str]:
+    """(text, sha256 of the bytes) of `path`, read once; missing, unreadable or not UTF-8 is one ArtifactError line.
+
+    Line ends are read as Path.read_text reads them (universal newlines: "\\r\\n" and "\\r" become "\\n").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what} {path} does not exist{missing_fix}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ArtifactError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}){not_utf8_hint}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n"), hashlib.sha256(data).hexdigest()
+
+
+def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:
+    """The text of `path`; a missing file or bytes that are not UTF-8 are one ArtifactError line naming `what`."""
+    return read_text_sha256(path, what, encoding)[0]
