@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from makd.formats.class_questions import ClassQuestion, parse_class_questions
 from makd.formats.errors import ArtifactError
 from makd.formats.files import sidecar_path
 from makd.formats.questions import questions_sha256
 from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
-from makd.mllm.class_prompts import ClassQuestion, class_query, parse_class_questions
+from makd.mllm.class_prompts import class_query
 from makd.mllm.cli import main
 from makd.mllm.partial_rows import PartialWriter, partial_path
 from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
@@ -273,7 +274,7 @@ def test_server_failure_is_one_line_and_keeps_nothing_half_written(tmp_path, cap
 
 
 def test_lavid_block_question_files_are_read():
-    from makd.mllm.class_prompts import is_lavid_block_text, parse_lavid_questions
+    from makd.formats.class_questions import is_lavid_block_text, parse_lavid_questions
 
     text = (
         "What kind of coat texture best represents the class?  \n    1. Silky  \n    2. Short  \n    3. Curly  \n\n"
@@ -296,7 +297,7 @@ LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
 def test_lavid_published_pet_questions_read_as_50_by_5(tmp_path):
     import subprocess
 
-    from makd.mllm.class_prompts import read_class_questions
+    from makd.formats.class_questions import read_class_questions
 
     data = subprocess.run(["git", "-C", str(LAVID_MIRROR), "show", "HEAD:questions/oxfordpets/chat_50-5.txt"],
                           capture_output=True, check=True).stdout  # fmt: skip

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
+from makd.formats.class_questions import read_class_questions
 from makd.formats.files import read_sidecar
 from makd.llm.choice_screening import screen_multiple_choice
 from makd.llm.command import main
 from makd.llm.reply_parsing import parse_choice_reply
-from makd.mllm.class_prompts import read_class_questions
 
 CLASSES = ["Abyssinian", "Beagle", "Persian", "Pug", "Siamese", "Shiba Inu"]
 GOOD = [

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from makd.formats.class_questions import ClassQuestion  # noqa: E402
 from makd.mllm.class_level import CausalLMScorer, load_causal_lm  # noqa: E402
-from makd.mllm.class_prompts import ClassQuestion, class_query  # noqa: E402
+from makd.mllm.class_prompts import class_query  # noqa: E402
 from makd.mllm.tiny import synthetic_questions  # noqa: E402
 from makd.mllm.tiny_causal_lm import build_tiny_causal_lm  # noqa: E402
 

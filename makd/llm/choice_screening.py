@@ -1,6 +1,6 @@
 """Which multiple-choice candidates (LaViD-style, about a class) are kept: the checks of stage-1 screening, adapted.
 
-A candidate is one line "question | option 1 | ... | option M" (makd.mllm.class_prompts). It is kept when it
+A candidate is one line "question | option 1 | ... | option M" (makd.formats.class_questions). It is kept when it
 parses, has exactly M options (when M is fixed), holds the `<object>` placeholder (the only place the class
 name goes), ends its question with "?", names no class of the dataset (makd.formats.class_mentions' rule on the
 question; any mention in an option, since an option is a bare answer) and is no near duplicate of a question
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from makd.formats.class_mentions import class_name_leak
+from makd.formats.class_questions import PLACEHOLDER, parse_class_questions
 from makd.formats.errors import ArtifactError
 from makd.llm.screening import Screening, near_duplicate_reason
-from makd.mllm.class_prompts import PLACEHOLDER, parse_class_questions
 
 
 def choice_problem(

@@ -24,6 +24,7 @@ import makd
 from makd.atomic_files import check_output_location
 from makd.errors import MakdError, one_line, run_command
 from makd.formats.class_mentions import LEAK_RULES
+from makd.formats.class_questions import OPTION_LETTERS, PLACEHOLDER, read_class_questions, write_class_questions
 from makd.formats.files import sidecar_path
 from makd.formats.questions import read_questions, write_questions
 from makd.llm.chat_client import JSON_MODES, ChatClient
@@ -33,7 +34,6 @@ from makd.llm.prompts import PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
 from makd.llm.response_cache import ResponseCache
 from makd.llm.screening import read_allow_list
-from makd.mllm.class_prompts import OPTION_LETTERS, PLACEHOLDER, read_class_questions, write_class_questions
 
 log = logging.getLogger("makd.llm")
 PROG = "make_questions"

@@ -18,13 +18,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from makd.formats.class_questions import OPTION_SEPARATOR
 from makd.formats.questions import normalize_text
 from makd.llm.chat_client import ChatClient, ChatReply, LLMError
 from makd.llm.choice_screening import screen_multiple_choice
 from makd.llm.prompts import PromptSet, fill
 from makd.llm.reply_parsing import Item, parse_choice_reply, parse_reply
 from makd.llm.screening import Screening, screen_questions, summarize_rejections
-from makd.mllm.class_prompts import OPTION_SEPARATOR
 
 KINDS = ("yes_no", "multiple_choice")
 

@@ -8,7 +8,7 @@ models that ignore it, reply in all of these shapes.
 Multiple-choice replies (`parse_choice_reply`) may also give a question with its options as a JSON object
 ({"question": ..., "options": [...]}), or as text blocks: a question line, then its options on indented or
 lettered lines ("    1. Black", "A) Black"), LaViD's layout. Each becomes one line "question | option | ...",
-the class-level questions format (makd.mllm.class_prompts); the screening then judges it.
+the class-level questions format (makd.formats.class_questions); the screening then judges it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from makd.mllm.class_prompts import OPTION_SEPARATOR, lavid_placeholder
+from makd.formats.class_questions import OPTION_SEPARATOR, lavid_placeholder
 
 Item = str | int
 

@@ -30,17 +30,11 @@ import torch
 import makd
 from makd.atomic_files import atomic_write_json, check_output_location
 from makd.errors import MakdError
+from makd.formats.class_questions import ClassQuestion, read_class_questions
 from makd.formats.files import sidecar_path, utc_now
 from makd.formats.questions import questions_sha256
 from makd.llm.class_source import read_classes
-from makd.mllm.class_prompts import (
-    ClassQuestion,
-    answer_words,
-    check_templates,
-    class_query,
-    default_templates,
-    read_class_questions,
-)
+from makd.mllm.class_prompts import answer_words, check_templates, class_query, default_templates
 from makd.mllm.cost import Cost, CostMeter, total_cost
 from makd.mllm.extraction import ExtractionError
 from makd.mllm.model_loading import ModelLoadError, resolve_device, resolve_dtype

@@ -3,7 +3,7 @@
 
 A per-class file whose values are Q blocks of M_q option probabilities (M may differ between questions),
 flattened row-major to K = M_1 + .. + M_Q targets: question 1's options, then question 2's. Its questions
-file is a class-level one (`question | option | option ...` lines, or LaViD's blocks; makd.mllm.class_prompts)
+file is a class-level one (`question | option | option ...` lines, or LaViD's blocks; makd.formats.class_questions)
 with Q lines, and each question's option count must be the file's.
 """
 

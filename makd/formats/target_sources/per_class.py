@@ -17,6 +17,7 @@ import numpy as np
 from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
+from makd.formats.class_questions import is_lavid_block_text, parse_class_questions, parse_lavid_questions
 from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_text_sha256
@@ -118,8 +119,6 @@ class PerClassSource(TargetSource):
 
     def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:
         """A class-level questions file (yes/no lines, `question | options` lines or LaViD's blocks)."""
-        from makd.mllm.class_prompts import is_lavid_block_text, parse_class_questions, parse_lavid_questions
-
         path = Path(questions_path)
         text, raw_sha256 = read_text_sha256(path, "questions file", encoding="utf-8-sig")
         parse = parse_lavid_questions if is_lavid_block_text(text) else parse_class_questions
