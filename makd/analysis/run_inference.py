@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader
 from makd.analysis.aspect_metrics import aspect_metrics, write_aspect_metrics
 from makd.analysis.run_folders import RunFolderError
 from makd.config import load_cfg
-from makd.data.build import DataBundle, build_data, has_training_targets, open_aspect_file, training_source
+from makd.data.build import (
+    DataBundle,
+    build_data,
+    has_training_targets,
+    join_targets,
+    open_aspect_file,
+    training_source,
+)
 from makd.data.datasets import AspectDataset
 from makd.data.device_batch import prepare_batch
 from makd.engine import run_folder
@@ -86,13 +93,15 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
             return None
         index, path = run.data.test.index, run.cfg.DATASET.TEST_ASPECT_JSON
         source = open_aspect_file(run.cfg, path, "DATASET.TEST_ASPECT_JSON", list(index.class_names))
-        rows = source.join(index, "nan", "test")[1]
+        rows = join_targets(source, index, "nan", "test")[1]
         return AspectDataset(index, eval_transform, rows, preprocess=run.data.test.preprocess)
     if not has_training_targets(run.cfg):
         return None
     index = run.data.train.index
     source = training_source(run.cfg, list(index.class_names))
-    return AspectDataset(index, eval_transform, source.join(index, "nan")[1], preprocess=run.data.test.preprocess)
+    return AspectDataset(
+        index, eval_transform, join_targets(source, index, "nan")[1], preprocess=run.data.test.preprocess
+    )
 
 
 def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:

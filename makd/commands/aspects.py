@@ -19,17 +19,10 @@ from pathlib import Path
 
 from makd.analysis.aspect_inspection import inspect_file
 from makd.atomic_files import check_output_location
+from makd.data.labelled_images import config_images, folder_images
 from makd.errors import run_command
 from makd.formats.aspect_files import read_aspect_file
-from makd.formats.conversion import (
-    DUPLICATE_POLICIES,
-    LEVELS,
-    config_images,
-    convert,
-    folder_images,
-    read_class_map,
-    write_conversion,
-)
+from makd.formats.conversion import DUPLICATE_POLICIES, LEVELS, convert, read_class_map, write_conversion
 from makd.formats.errors import ArtifactError
 from makd.formats.tolerant_reader import read_raw
 

@@ -22,7 +22,7 @@ from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
 from makd.data.device_batch import DevicePreprocess
 from makd.data.image_cache import cache_splits
-from makd.data.image_check import check_images
+from makd.data.image_check import bad_images_error, check_images, image_problem
 from makd.data.image_index import ImageIndex, build_image_indexes
 from makd.data.loader_settings import worker_count
 from makd.data.splits import stratified_split
@@ -32,7 +32,7 @@ from makd.errors import ConfigError
 from makd.formats.conversion import read_class_map
 from makd.formats.target_sources import ANY_KIND, TargetSource, open_source
 from makd.formats.target_sources.mixed import MixedSource
-from makd.formats.target_sources.per_image import join_aspects
+from makd.formats.target_sources.per_image import MissingRowsError, join_aspects
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,27 @@ def open_aspect_file(
     )
 
 
+# How many images without an aspect row are decoded to tell a bad file from a missing row.
+_BLAME_CHECK_LIMIT = 64
+
+
+def join_targets(
+    source: TargetSource, index: ImageIndex, missing: str = "error", role: str = "training"
+) -> tuple[ImageIndex, np.ndarray]:
+    """source.join; for training images, when rows are missing and one of those images is not a readable image,
+    the error says what is wrong with that file (a text file named .png is not a missing row)."""
+    try:
+        return source.join(index, missing, role)
+    except MissingRowsError as err:
+        if role != "training" or index.paths is None:
+            raise
+        absent = err.positions[:_BLAME_CHECK_LIMIT]
+        problems = [m for m in (image_problem(index.paths[p]) for p in absent) if m]
+        if problems:
+            raise bad_images_error(problems, len(absent)) from None
+        raise
+
+
 def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KIND) -> TargetSource:
     """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, checked
     against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
@@ -136,7 +157,7 @@ def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray |
             f"DATASET.TEST_ASPECT_JSON {source.path} has {source.num_aspects} aspects per image but "
             f"{training} {num_aspects}; use the test file made with the same questions"
         )
-    return source.join(test, "nan", role="test")[1], source
+    return join_targets(source, test, "nan", role="test")[1], source
 
 
 def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, str]:
@@ -198,8 +219,8 @@ def build_data(cfg) -> DataBundle:
         source = training_source(cfg, list(train.class_names))
         num_aspects = source.num_aspects
         if d.MISSING_ASPECTS == "error":
-            source.join(train_all, "error")  # validation images are training images: all need rows
-        joined, teacher = source.join(train, d.MISSING_ASPECTS)
+            join_targets(source, train_all, "error")  # validation images are training images: all need rows
+        joined, teacher = join_targets(source, train, d.MISSING_ASPECTS)
         if len(joined) < len(train):
             kept_ids = set(joined.ids)
             dropped = [i for i in train.ids if i not in kept_ids]
@@ -213,7 +234,7 @@ def build_data(cfg) -> DataBundle:
         train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
         flipped, flip_path = _flipped_rows(cfg, train, num_aspects)
         if val is not None:
-            val_targets = source.join(val, "nan", role="validation")[1]  # teacher rows, for metrics
+            val_targets = join_targets(source, val, "nan", role="validation")[1]  # teacher rows, for metrics
         test_targets, test_source = _test_targets(cfg, test, num_aspects)
 
     _warn_if_test_crops_borders(cfg, test)

@@ -46,8 +46,9 @@ from makd.data.demo import (
     simulate_teacher,
     simulated_cost,
 )
+from makd.data.labelled_images import folder_images
 from makd.errors import MakdError
-from makd.formats.conversion import convert, folder_images, write_conversion
+from makd.formats.conversion import convert, write_conversion
 from makd.formats.files import sidecar_path
 from makd.formats.questions import questions_sha256
 from makd.formats.tolerant_reader import read_raw

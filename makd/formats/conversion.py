@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import makd
-from makd.data.folder_layouts import detect_layout, parse_release_name
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
 from makd.formats.files import utc_now
-from makd.formats.image_ids import IMAGE_EXTENSIONS, image_id, list_image_files
+from makd.formats.image_ids import IMAGE_EXTENSIONS
 from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 DUPLICATE_POLICIES = ("error", "first", "last")
@@ -40,43 +39,14 @@ LEVELS = ("auto", "image", "class")
 
 @dataclass
 class FolderImages:
-    """Images of one folder: `ids[i]` has class `classes[i]` (top folder, or a release file's class field)."""
+    """Images of one folder: `ids[i]` has class `classes[i]` (top folder, or a release file's class field).
+
+    makd.data.labelled_images lists them from a folder or from a training config."""
 
     root: str
     ids: list[str]
     classes: list[str]
     layout: str
-
-
-def folder_images(root: str | os.PathLike) -> FolderImages:
-    """The images of `root` with their ids and class names (class folders or the flat release layout)."""
-    root = str(root)
-    try:
-        files = list_image_files(root)
-    except (FileNotFoundError, ValueError) as err:
-        raise ArtifactError(f"--images: {err}") from None
-    if not files:
-        raise ArtifactError(f"--images {root} holds no images (.png, .jpg, ...)")
-    layout = detect_layout(root)
-    ids = [image_id(f, root) for f in files]
-    if layout == "release_png":
-        classes = [parse_release_name(f)[0] for f in files]
-    else:
-        classes = [i.split("/", 1)[0] for i in ids]
-    return FolderImages(root, ids, classes, layout)
-
-
-def config_images(config: str | os.PathLike, split: str = "train") -> FolderImages:
-    """The images of a training config's split, as stage 3 lists them (any DATASET.TYPE: class folders,
-    release PNGs, split files, torchvision datasets): ids and class names from makd.data."""
-    from makd.config import load_cfg
-    from makd.data.image_index import build_image_indexes  # imported late: pulls in torchvision
-
-    cfg = load_cfg(str(config), check=False)
-    train, test = build_image_indexes(cfg)
-    index = train if split == "train" else test
-    classes = [index.class_names[label] for label in index.labels]
-    return FolderImages(index.root or index.source, list(index.ids), classes, f"config {config} ({index.source})")
 
 
 def class_key(name: str) -> str:

@@ -5,7 +5,8 @@ bytes are read once (they give its sha256), its sidecar at most once, and the ki
 multiple choice) is recognised from the file's keys and value shape. Then:
 - `num_aspects`: the targets per image it gives (Q; multiple choice: sum of the options, M_1 + .. + M_Q);
 - `check_questions(path)`: the questions file it answers (count, and the sidecar's sha256 or list);
-- `join(index, missing, role)`: (kept index, rows [N, num_aspects] float32), NaN = no target for that image;
+- `join(index, missing, role)`: (kept index, rows [N, num_aspects] float32), NaN = no target for that image; the
+  index is any `ImageRows` (makd.data.image_index.ImageIndex is one);
 - `describe()`: what summary.json records (kind, path, sha256, sidecar, ...).
 A new kind of target file is one more subclass registered in SOURCE_KINDS, not one more branch in build_data.
 """
@@ -13,14 +14,14 @@ A new kind of target file is one more subclass registered in SOURCE_KINDS, not o
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, parse_aspect_text, read_aspect_text
 from makd.formats.errors import ArtifactError
@@ -28,6 +29,25 @@ from makd.formats.files import read_sidecar, read_text_sha256, sha256_text, side
 from makd.formats.questions import parse_questions_text, questions_text
 from makd.formats.tolerant_reader import RawAspectFile, parse_raw, refuse_pickle
 from makd.registry import Registry
+
+
+class ImageRows(Protocol):
+    """The images a source joins its rows to: one split, in order (makd.data.image_index.ImageIndex is one).
+
+    `ids[i]` is the image id of row i and `labels[i]` its class (named `class_names[label]`); `root` or `source`
+    says where the images come from, for messages.
+    """
+
+    ids: list[str]
+    labels: list[int]
+    class_names: list[str]
+    source: str
+    root: str
+
+    def __len__(self) -> int: ...
+
+    def subset(self, positions: Sequence[int]) -> ImageRows:
+        """The rows at `positions`, in that order."""
 
 
 @dataclass
@@ -141,7 +161,7 @@ class TargetSource:
         """Lines of the questions file this source answers (= num_aspects for yes/no questions)."""
         return self.num_aspects
 
-    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
+    def join(self, index: ImageRows, missing: str = "error", role: str = "training") -> tuple[ImageRows, np.ndarray]:
         raise NotImplementedError
 
     def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:

@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
 from makd.formats.files import read_text_sha256
 from makd.formats.questions import normalize_text, parse_questions_text
-from makd.formats.target_sources.base import TargetSource
+from makd.formats.target_sources.base import ImageRows, TargetSource
 
 _WITH_QUESTIONS = re.compile(r"(?P<path>.+):(?P<numbers>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")
 KEY = "DATASET.ASPECT_SOURCES"
@@ -147,7 +146,7 @@ class MixedSource(TargetSource):
             return None
         return [q[n] for q, p in zip(listed, self.parts) for n in p.questions]
 
-    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
+    def join(self, index: ImageRows, missing: str = "error", role: str = "training") -> tuple[ImageRows, np.ndarray]:
         """Each part's rows (its selected columns) side by side; with "drop", images some part has no row for leave."""
         blocks = []
         for part in self.parts:

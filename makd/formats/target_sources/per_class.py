@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
 from makd.formats.class_questions import is_lavid_block_text, parse_class_questions, parse_lavid_questions
 from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_text_sha256
-from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
 # Keys looked at before a file none of whose keys names a class is called per-image (an image id never does).
@@ -158,7 +157,7 @@ class PerClassSource(TargetSource):
         }
         return table
 
-    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
+    def join(self, index: ImageRows, missing: str = "error", role: str = "training") -> tuple[ImageRows, np.ndarray]:
         """Every image of `index` gets its class's row (`missing` does not apply: a class without a row is an error)."""
         table = self.class_table(list(index.class_names))
         return index, table[np.asarray(index.labels, dtype=np.int64)]

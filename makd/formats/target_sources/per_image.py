@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from makd.data.image_check import bad_images_error, image_problem
-from makd.data.image_index import ImageIndex
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
-from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
+from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 
 MISSING_POLICIES = ("error", "drop", "nan")
 
@@ -28,16 +26,22 @@ _MISSING_ROW_FIX = {
     ),
 }
 
-# How many images without an aspect row are decoded to tell a bad file from a missing row.
-_BLAME_CHECK_LIMIT = 64
+
+class MissingRowsError(ArtifactError):
+    """Images of an index have no row in a per-image file; `positions` are theirs in the index, in order (the data
+    loader checks whether those files are images at all: a text file named .png is not a missing row)."""
+
+    def __init__(self, message: str, positions: list[int]) -> None:
+        super().__init__(message)
+        self.positions = positions
 
 
 def join_aspects(
-    index: ImageIndex, table: AspectTable, missing: str = "error", role: str = "training"
-) -> tuple[ImageIndex, np.ndarray]:
+    index: ImageRows, table: AspectTable, missing: str = "error", role: str = "training"
+) -> tuple[ImageRows, np.ndarray]:
     """Rows of `table` in the order of `index`, matched by image id: (index, targets [N, Q] float32).
 
-    `missing` says what happens to images without a row: "error" (ArtifactError naming how many and
+    `missing` says what happens to images without a row: "error" (MissingRowsError naming how many and
     the first ids), "drop" (they leave the returned index) or "nan" (they keep a NaN row, for splits
     whose aspect targets only feed metrics). `role` names the images in the error ("training").
     """
@@ -56,9 +60,10 @@ def join_aspects(
                 f"images' like {', '.join(repr(i) for i in index.ids[:2])} "
                 f"(run stage 2 on {index.root or index.source})"
             )
-        raise ArtifactError(
+        raise MissingRowsError(
             f"{len(absent)} {role} images have no row in {table.path} (first: {', '.join(absent[:3])}); "
-            f"{_MISSING_ROW_FIX.get(role, _MISSING_ROW_FIX['training'])}{hint}"
+            f"{_MISSING_ROW_FIX.get(role, _MISSING_ROW_FIX['training'])}{hint}",
+            [p for p, r in enumerate(rows) if r is None],
         )
     if missing == "drop" and absent:
         keep = [p for p, r in enumerate(rows) if r is not None]
@@ -92,18 +97,6 @@ class PerImageSource(TargetSource):
     def num_aspects(self) -> int:
         return self.table.num_aspects
 
-    def join(self, index: ImageIndex, missing: str = "error", role: str = "training") -> tuple[ImageIndex, np.ndarray]:
-        """join_aspects; for training images, when rows are missing and one of those images is not a readable
-        image, the error says what is wrong with that file (a text file named .png is not a missing row)."""
-        try:
-            return join_aspects(index, self.table, missing, role)
-        except ArtifactError:
-            if role != "training":
-                raise
-            row_of = self.table.index()
-            absent = [p for p, i in enumerate(index.ids) if i not in row_of][:_BLAME_CHECK_LIMIT]
-            if index.paths is not None:
-                problems = [m for m in (image_problem(index.paths[p]) for p in absent) if m]
-                if problems:
-                    raise bad_images_error(problems, len(absent)) from None
-            raise
+    def join(self, index: ImageRows, missing: str = "error", role: str = "training") -> tuple[ImageRows, np.ndarray]:
+        """join_aspects (a MissingRowsError when rows are missing)."""
+        return join_aspects(index, self.table, missing, role)
