@@ -13,12 +13,13 @@ from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image, write_class_folders, write_release
 from torch.utils.data import default_collate
 
+from makd.commands.export_images import main as export_main
 from makd.data.build import build_data
 from makd.data.device_batch import prepare_batch
 from makd.data.export import export_images
-from makd.data.export import main as export_main
 from makd.data.image_cache import cache_images
-from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.data.image_index import ImageIndex
+from makd.data.layouts import build_image_indexes
 from makd.errors import ConfigError
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError

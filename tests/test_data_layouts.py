@@ -7,13 +7,15 @@ import pytest
 from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image, write_class_folders, write_release
 
-from makd.data.folder_layouts import detect_layout, parse_release_name
-from makd.data.image_index import ImageIndex, build_image_indexes
-from makd.data.splits import main as make_split_files
-from makd.data.splits import read_split_file, stratified_split
+from makd.commands.make_split_files import main as make_split_files
+from makd.data.image_index import ImageIndex
+from makd.data.layouts import build_image_indexes
+from makd.data.layouts.folders import detect_layout, parse_release_name
+from makd.data.splits import stratified_split
 from makd.errors import ConfigError
 from makd.formats.errors import DatasetMissingError
 from makd.formats.image_decode import ImageLoadError, read_rgb
+from makd.formats.split_files import read_split_file
 
 
 def folder_cfg(tmp_path, **extra):

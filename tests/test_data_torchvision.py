@@ -14,7 +14,7 @@ import torchvision.datasets as tvd
 from PIL import Image
 from test_data_helpers import make_cfg, pixels, random_image
 
-from makd.data.image_index import build_image_indexes
+from makd.data.layouts import build_image_indexes
 from makd.formats.errors import DatasetMissingError
 
 

@@ -11,7 +11,7 @@ from test_data_helpers import make_cfg, write_class_folders, write_release
 from tool_modules import load_tool
 
 from makd.config import ConfigError, MethodNotImplementedError, load_cfg
-from makd.data.image_index import build_image_indexes
+from makd.data.layouts import build_image_indexes
 from makd.distillers import distiller_classes
 from makd.formats.errors import DatasetMissingError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from makd.data.splits import main  # noqa: E402
+from makd.commands.make_split_files import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,7 @@ _C.DATASET = CN()
 # folders), or a torchvision dataset: caltech101, oxford_pets, flowers102, dtd, fgvc_aircraft,
 # stanford_cars, cifar100. "demo" is the built-in synthetic set (class folders). The official configs'
 # dataset names (oxfordpets, caltech101, cub200, flowers, dtd, stanfordcars, aircraft, miniimagenet, cifar100,
-# imagenet, tiny_imagenet, ...; makd.data.folder_layouts.OFFICIAL_DATASET_TYPES) read TRAIN/TEST_IMAGE_PATH
+# imagenet, tiny_imagenet, ...; makd.data.layouts.folders.OFFICIAL_DATASET_TYPES) read TRAIN/TEST_IMAGE_PATH
 # with "auto" when TRAIN_IMAGE_PATH is set (the release's flat PNGs); without it, torchvision's names stay theirs.
 _C.DATASET.TYPE = "auto"
 _C.DATASET.NUM_CLASS = 0  # C; 0 = take it from the data; otherwise checked against the data

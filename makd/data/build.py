@@ -23,7 +23,8 @@ from makd.data.datasets import AspectDataset
 from makd.data.device_batch import DevicePreprocess
 from makd.data.image_cache import cache_splits
 from makd.data.image_check import bad_images_error, check_images, image_problem
-from makd.data.image_index import ImageIndex, build_image_indexes
+from makd.data.image_index import ImageIndex
+from makd.data.layouts import build_image_indexes
 from makd.data.loader_settings import worker_count
 from makd.data.splits import stratified_split
 from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_size, test_transform, train_transform

@@ -7,17 +7,13 @@ so the exported pixels are the ones training reads.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from makd.config.defaults import load_cfg
-from makd.data.image_index import ImageIndex, build_image_indexes
-from makd.errors import MakdError
+from makd.data.image_index import ImageIndex
 
 
 def export_images(index: ImageIndex, out_dir: str | os.PathLike, progress: bool = False) -> int:
@@ -44,22 +40,3 @@ def export_images(index: ImageIndex, out_dir: str | os.PathLike, progress: bool 
             raise
         written += 1
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """tools/export_images.py CONFIG OUT_DIR [--split train|test] [KEY VALUE ...]"""
-    parser = argparse.ArgumentParser(prog="export_images.py", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="training config (YAML) whose DATASET.* names the data")
-    parser.add_argument("out_dir", help="folder to write <id>.png into (then run stage 2 with --images OUT_DIR)")
-    parser.add_argument("--split", choices=("train", "test"), default="train", help="which split to export")
-    parser.add_argument("opts", nargs="*", help="config overrides as KEY VALUE pairs, e.g. DATASET.ROOT /data")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_cfg(args.config, args.opts)
-        train, test = build_image_indexes(cfg)
-        index = train if args.split == "train" else test
-        written = export_images(index, args.out_dir, progress=True)
-    except MakdError as err:
-        parser.exit(2, f"export_images.py: error: {err}\n")
-    print(f"{args.out_dir}: wrote {written} new PNGs ({len(index) - written} already there) for {index.source}")
-    return 0

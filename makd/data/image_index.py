@@ -1,4 +1,4 @@
-"""ImageIndex: one split of a dataset as (id, label, image source) rows, and the layout dispatch.
+"""ImageIndex: one split of a dataset as (id, label, image source) rows, and DATASET_TYPES, the layouts that build it.
 
 Every layout (class folders, the official flat-PNG release, torchvision datasets) produces the
 same object, so everything downstream (aspect join, datasets, cache, export) has one code path.
@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from makd.data.transforms import pil_to_uint8
-from makd.errors import ConfigError
 from makd.formats.image_decode import read_rgb
 from makd.registry import Registry
 
@@ -96,16 +95,5 @@ class ImageIndex:
         )
 
 
-# name -> builder(cfg) -> (train, test); filled by makd.data.folder_layouts and makd.data.torchvision_layouts.
+# name -> builder(cfg) -> (train, test); each module of makd.data.layouts registers its layouts here.
 DATASET_TYPES: Registry[Callable[[Any], tuple[ImageIndex, ImageIndex]]] = Registry("DATASET.TYPE")
-
-
-def build_image_indexes(cfg) -> tuple[ImageIndex, ImageIndex]:
-    """(train, test) indexes of the dataset named by DATASET.TYPE (see docs/data.md for each layout)."""
-    from makd.data import folder_layouts, torchvision_layouts  # noqa: F401  (they register the layouts)
-
-    try:
-        builder = DATASET_TYPES.get(folder_layouts.layout_type(cfg))  # official names + image paths -> folders
-    except KeyError as err:
-        raise ConfigError(err.args[0]) from None
-    return builder(cfg)

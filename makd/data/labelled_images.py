@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from makd.data.folder_layouts import detect_layout, parse_release_name
+from makd.data.layouts.folders import detect_layout, parse_release_name
 from makd.formats.conversion import FolderImages
 from makd.formats.errors import ArtifactError
 from makd.formats.image_ids import image_id, list_image_files
@@ -33,7 +33,7 @@ def config_images(config: str | os.PathLike, split: str = "train") -> FolderImag
     """The images of a training config's split, as stage 3 lists them (any DATASET.TYPE: class folders,
     release PNGs, split files, torchvision datasets): ids and class names from makd.data."""
     from makd.config import load_cfg
-    from makd.data.image_index import build_image_indexes  # imported late: pulls in torchvision
+    from makd.data.layouts import build_image_indexes  # imported late: pulls in torchvision
 
     cfg = load_cfg(str(config), check=False)
     train, test = build_image_indexes(cfg)

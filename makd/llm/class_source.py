@@ -63,7 +63,7 @@ def read_class_file(path: str | os.PathLike) -> ClassList:
 def read_class_config(path: str | os.PathLike) -> ClassList:
     """Class names and M from the training split of the dataset a trainer config describes."""
     from makd.config import load_cfg
-    from makd.data.image_index import build_image_indexes  # imported late: pulls in torchvision
+    from makd.data.layouts import build_image_indexes  # imported late: pulls in torchvision
 
     try:
         cfg = load_cfg(str(path), check=False)

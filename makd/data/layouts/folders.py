@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from makd.data.image_index import DATASET_TYPES, ImageIndex
-from makd.data.splits import read_split_file
 from makd.errors import ConfigError
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_ids import image_id, is_image_file, list_image_files
+from makd.formats.split_files import read_split_file
 
 # `<class name>_<label>_<running index>`: the class name may itself hold "_" (American_Pit_Bull_Terrier_1_12).
 RELEASE_NAME = re.compile(r"^(?P<name>.+)_(?P<label>\d+)_(?P<index>\d+)$")

@@ -14,10 +14,11 @@ from typing import Any
 import torchvision.datasets as tvd
 
 from makd.data.image_index import DATASET_TYPES, ImageIndex
-from makd.data.splits import read_split_file, stratified_split
+from makd.data.splits import stratified_split
 from makd.errors import ConfigError
 from makd.formats.errors import DatasetMissingError
 from makd.formats.image_ids import image_id
+from makd.formats.split_files import read_split_file
 
 # Caltech101 has no official split; without split files we hold out this share of every class,
 # the 70/30 trainval/test proportion of the widely used CoOp split, with a fixed seed.
