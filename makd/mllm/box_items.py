@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from makd.formats.coco import BOX_ID_SEPARATOR, box_id, read_coco
 from makd.formats.files import sha256_file
+from makd.mllm.errors import ExtractionError
 from makd.mllm.items import Item
 
 BOX_VIEWS = ("crop", "whole")
@@ -81,8 +82,6 @@ class CocoBoxItems:
         min_size: float = DEFAULT_MIN_SIZE,
         prompt: str | None = None,
     ) -> None:
-        from makd.mllm.extraction import ExtractionError  # here: extraction.py imports items.py
-
         if view not in BOX_VIEWS:
             raise ExtractionError(f"--boxes-view {view!r}: unknown view (use {' or '.join(BOX_VIEWS)})")
         if not (math.isfinite(margin) and margin >= 0):

@@ -36,7 +36,7 @@ from makd.formats.questions import questions_sha256
 from makd.llm.class_source import read_classes
 from makd.mllm.class_prompts import answer_words, check_templates, class_query, default_templates
 from makd.mllm.cost import Cost, CostMeter, total_cost
-from makd.mllm.extraction import ExtractionError
+from makd.mllm.errors import ExtractionError
 from makd.mllm.model_loading import ModelLoadError, resolve_device, resolve_dtype
 from makd.mllm.openai_scorer import OpenAICompatibleScorer
 from makd.mllm.partial_rows import PartialWriter, partial_path, read_partial, settings_mismatch

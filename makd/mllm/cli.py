@@ -10,7 +10,8 @@ from pathlib import Path
 
 from makd.errors import run_command
 from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
-from makd.mllm.extraction import ExtractionError, Shard, parse_views, plan_extraction, run_extraction, view_output
+from makd.mllm.errors import ExtractionError
+from makd.mllm.extraction import Shard, parse_views, plan_extraction, run_extraction, view_output
 from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import partial_path
 

@@ -29,13 +29,13 @@ from PIL import ImageOps
 
 import makd
 from makd.atomic_files import check_output_location
-from makd.errors import MakdError
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
 from makd.formats.files import sidecar_path
 from makd.formats.image_decode import ImageLoadError
 from makd.formats.questions import questions_sha256, read_questions
 from makd.mllm.cost import Cost, CostMeter, total_cost
+from makd.mllm.errors import ExtractionError
 from makd.mllm.items import Item, ItemSource
 from makd.mllm.partial_rows import PartialState, PartialWriter, partial_path, read_partial, settings_mismatch
 from makd.mllm.scorer import Scorer
@@ -73,10 +73,6 @@ def parse_views(text: str) -> tuple[str, ...]:
     if unknown:
         raise ExtractionError(f"--views {text!r}: unknown view {unknown[0]!r} (use {', '.join(VIEWS)})")
     return tuple(v for v in VIEW_TRANSFORMS if v == "identity" or v in {VIEWS[n] for n in names})
-
-
-class ExtractionError(MakdError, RuntimeError):
-    """The run cannot start or go on (bad input, an existing output, a strict-mode image failure)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from makd.formats.image_decode import read_rgb
 from makd.formats.image_ids import image_id, list_image_files
+from makd.mllm.errors import ExtractionError
 
 IMAGE_ID_RULE = "path relative to the image root, POSIX separators, no extension"
 
@@ -54,8 +55,6 @@ class ImageFolderItems:
     noun, nouns = "image", "images"
 
     def __init__(self, root: str | os.PathLike) -> None:
-        from makd.mllm.extraction import ExtractionError  # here: extraction.py imports this module
-
         self.root = Path(root)
         if not self.root.is_dir():
             raise ExtractionError(f"--images {self.root}: folder does not exist (check the path)")
