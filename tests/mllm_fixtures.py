@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from makd.mllm.tiny import TinySpec, build_tiny_checkpoint
+from makd.demo.tiny_internvl import TinySpec, build_tiny_checkpoint
 
 QUESTIONS = [
     "Is the object red?",

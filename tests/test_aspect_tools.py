@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from tool_modules import load_tool
 
-from makd.data.demo import UNRELIABLE_QUESTIONS, generate_demo
+from makd.demo.classification import UNRELIABLE_QUESTIONS, generate_demo
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar, sha256_file
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from makd.demo.tiny_causal_lm import build_tiny_causal_lm
 from makd.formats.class_questions import ClassQuestion, parse_class_questions
 from makd.formats.errors import ArtifactError
 from makd.formats.files import sidecar_path
@@ -18,7 +19,6 @@ from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
 from makd.mllm.class_prompts import class_query
 from makd.mllm.cli import main
 from makd.mllm.partial_rows import PartialWriter, partial_path
-from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
 from tests.llm_server import Reply, ScriptedLLMServer
 
 CLASSES = ["abyssinian", "basset hound", "great_pyrenees"]

@@ -13,7 +13,7 @@ from tool_modules import load_tool
 
 from makd.config.defaults import load_cfg
 from makd.data.build import build_data
-from makd.data.demo import (
+from makd.demo.classification import (
     OCCLUSION_PROB,
     QUESTIONS,
     TEACHER_MARGIN,

@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from makd.data.demo import (
+from makd.demo.class_teacher import (
+    CLASS_FILE,
+    SPREAD_FILES,
+    DemoClassTeacherError,
+    expected_evidence,
+    simulate_class_teacher,
+    write_class_teacher,
+)
+from makd.demo.classification import (
     QUESTIONS,
     TEACHER_MARGIN,
     DemoArgumentError,
@@ -15,14 +23,6 @@ from makd.data.demo import (
     demo_classes,
     demo_questions,
     generate_demo,
-)
-from makd.data.demo_class_teacher import (
-    CLASS_FILE,
-    SPREAD_FILES,
-    DemoClassTeacherError,
-    expected_evidence,
-    simulate_class_teacher,
-    write_class_teacher,
 )
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar

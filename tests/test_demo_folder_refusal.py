@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from makd.data.demo import DemoFolderExistsError, generate_demo
-from makd.data.demo_detection import generate_detection_demo
-from makd.data.demo_oriented import generate_oriented_demo
+from makd.demo.classification import DemoFolderExistsError, generate_demo
+from makd.demo.detection import generate_detection_demo
+from makd.demo.oriented import generate_oriented_demo
 
 GENERATORS = [
     (generate_demo, "demo folder", "--overwrite"),

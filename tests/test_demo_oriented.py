@@ -13,7 +13,9 @@ from PIL import ImageOps
 from tool_modules import load_tool
 
 from makd.config.defaults import load_cfg
-from makd.data.demo_oriented import (
+from makd.data.transforms import View
+from makd.data.views import view_policy_from_cfg
+from makd.demo.oriented import (
     FLIP_MIRROR,
     FLIP_SENSITIVE,
     QUESTIONS,
@@ -24,8 +26,6 @@ from makd.data.demo_oriented import (
     render_spec,
     spec_evidence,
 )
-from makd.data.transforms import View
-from makd.data.views import view_policy_from_cfg
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.questions import read_questions

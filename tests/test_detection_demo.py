@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from tool_modules import load_tool
 
-from makd.data.demo import demo_questions
-from makd.data.demo_detection import generate_detection_demo, read_detection_demo_summary
+from makd.demo.classification import demo_questions
+from makd.demo.detection import generate_detection_demo, read_detection_demo_summary
 from makd.errors import MakdError
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.coco import read_coco

@@ -12,8 +12,8 @@ import torch
 from test_detection_train import CONFIG, _args, _summary, our_train
 
 from makd.config import load_cfg
-from makd.data.demo_detection import generate_detection_demo
 from makd.data.views import ViewPolicy
+from makd.demo.detection import generate_detection_demo
 from makd.detection.data import DetectionDataset, join_rows
 from makd.errors import MakdError
 from makd.formats.aspect_files import read_aspect_file

@@ -17,7 +17,7 @@ from pycocotools.cocoeval import COCOeval
 from tool_modules import load_tool, run_on_two_processes
 
 from makd.config import load_cfg
-from makd.data.demo_detection import generate_detection_demo
+from makd.demo.detection import generate_detection_demo
 from makd.detection.data import apply_control, join_rows
 from makd.errors import MakdError
 from makd.formats.aspect_files import read_aspect_file, write_aspect_file

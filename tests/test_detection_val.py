@@ -18,7 +18,7 @@ from makd.formats.coco import read_coco
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    from makd.data.demo_detection import generate_detection_demo
+    from makd.demo.detection import generate_detection_demo
 
     root = tmp_path_factory.mktemp("detection_val") / "data"
     generate_detection_demo(root, num_train=24, num_test=6, seed=4)

@@ -271,7 +271,6 @@ def test_test_aspect_file_without_test_rows(release_dataset, capsys):
 INTERNAL_RAISES = {
     "aspect_targets.py": 2,  # make_targets' shape / NaN preconditions (the join guarantees them)
     "datasets.py": 3,  # AspectDataset's targets shapes (the flip file's Q is checked in build_data first)
-    "demo.py": 3,  # unknown built-in outline / texture, a demo question that names a class
     "image_index.py": 3,  # ImageIndex field lengths / labels (built by the layouts)
     "torchvision_datasets.py": 1,  # a torchvision release without the private file list makd reads
     "transforms.py": 1,  # DATASET.RESIZE_RATIO < 1: a user error, owned by the transforms module

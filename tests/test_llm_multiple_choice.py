@@ -137,8 +137,8 @@ def test_options_and_prompts_are_checked_before_any_request(tmp_path, classes_fi
 
 
 def test_written_file_runs_through_stage_2_class_level(tmp_path, classes_file):
+    from makd.demo.tiny_causal_lm import build_tiny_causal_lm
     from makd.mllm.cli import main as stage2_main
-    from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
 
     out = tmp_path / "pets_choice.txt"
     with ScriptedLLMServer([questions_json(GOOD[:6]), questions_json([1, 2, 3, 4])]) as server:

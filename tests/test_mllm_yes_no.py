@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from makd.demo.tiny_internvl import train_tiny_tokenizer
 from makd.mllm.chat_template import answer_context
-from makd.mllm.tiny import train_tiny_tokenizer
 from makd.mllm.yes_no import (
     AnswerTokenError,
     YesNoTokens,

@@ -15,7 +15,7 @@ from tool_modules import load_tool
 
 from makd.analysis.results_table import TableError, summarise
 from makd.analysis.run_folders import TASK_METRICS, RunFolderError, group_by_condition, read_run
-from makd.data.demo_detection import generate_detection_demo
+from makd.demo.detection import generate_detection_demo
 
 REPO = Path(__file__).resolve().parents[1]
 study_tool = load_tool("study")

@@ -14,6 +14,7 @@ from PIL import Image
 
 import makd.mllm.class_level as class_level
 import makd.mllm.extraction as extraction
+from makd.demo.tiny_causal_lm import build_tiny_causal_lm
 from makd.formats.files import read_sidecar, sidecar_path
 from makd.formats.image_ids import list_image_files
 from makd.mllm.cli import main, merge_main
@@ -22,7 +23,6 @@ from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl
 from makd.mllm.partial_rows import partial_path, read_partial
 from makd.mllm.prefix_scoring import split_shared_prefix
-from makd.mllm.tiny_causal_lm import build_tiny_causal_lm
 
 COUNTS = ("prompts_scored", "prompt_tokens", "tokens_processed")
 

@@ -1,6 +1,6 @@
 """Benchmark stage 2 at class level: one forward per (class, question) prompt vs the batched scorer.
 
-Builds a tiny random Qwen2-style causal LM with a chat template (makd.mllm.tiny_causal_lm), loads it back
+Builds a tiny random Qwen2-style causal LM with a chat template (makd.demo.tiny_causal_lm), loads it back
 through the command's loader, and scores C classes x Q yes/no questions (20-30 tokens each, `<object>` filled
 with the class name) two ways:
   (i)  one unpadded forward per prompt (apply_chat_template(tokenize=True), full logits), as a loop over prompts;
@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from makd.demo.tiny_causal_lm import build_tiny_causal_lm  # noqa: E402
+from makd.demo.tiny_internvl import synthetic_questions  # noqa: E402
 from makd.formats.class_questions import ClassQuestion  # noqa: E402
 from makd.mllm.class_level import CausalLMScorer, load_causal_lm  # noqa: E402
 from makd.mllm.class_prompts import class_query  # noqa: E402
-from makd.mllm.tiny import synthetic_questions  # noqa: E402
-from makd.mllm.tiny_causal_lm import build_tiny_causal_lm  # noqa: E402
 
 
 def one_forward_per_prompt(model, tokenizer, queries: list[str], yes_id: int, no_id: int) -> np.ndarray:

@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from makd.demo.tiny_internvl import TinySpec, build_tiny_checkpoint, synthetic_questions  # noqa: E402
 from makd.mllm.inprocess_scorer import DEFAULT_BATCH_SIZE, InternVLScorer  # noqa: E402
 from makd.mllm.model_loading import InternVLParts, load_internvl  # noqa: E402
 from makd.mllm.prefix_scoring import last_hidden_state, merge_image_features, p_yes_from_hidden  # noqa: E402
 from makd.mllm.reference import score_per_question  # noqa: E402
 from makd.mllm.tiling import closest_grid  # noqa: E402
-from makd.mllm.tiny import TinySpec, build_tiny_checkpoint, synthetic_questions  # noqa: E402
 
 # Image sizes that tile into the asked number of tiles with --max-tiles 12 (grid + thumbnail).
 SIZE_FOR_TILES = {1: (448, 448), 3: (896, 448), 4: (300, 900), 7: (672, 448), 10: (1000, 1000), 13: (500, 375)}

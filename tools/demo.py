@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from makd.atomic_files import atomic_write_json  # noqa: E402
 from makd.config import load_cfg  # noqa: E402
-from makd.data.demo import generate_demo, read_demo_summary  # noqa: E402
-from makd.data.demo_detection import generate_detection_demo, read_detection_demo_summary  # noqa: E402
+from makd.demo.classification import generate_demo, read_demo_summary  # noqa: E402
+from makd.demo.detection import generate_detection_demo, read_detection_demo_summary  # noqa: E402
 from makd.engine.cli import train_main  # noqa: E402
 
 CONFIG_DIR = REPO / "configs" / "demo"
@@ -283,8 +283,8 @@ def detection_run_argv(
 def ensure_internvl_rows(data_dir: Path, out: Path, boxes_view: str, log: Callable[[str], None]) -> tuple[Path, float]:
     """Stage 2 per box over the demo's train and test boxes with a tiny random InternVL built on the spot (no
     download); reused when its files are there. Returns (folder of box_aspects_{train,test}.json, seconds)."""
+    from makd.demo.tiny_internvl import build_tiny_checkpoint
     from makd.mllm.cli import main as extract_main
-    from makd.mllm.tiny import build_tiny_checkpoint
 
     out.mkdir(parents=True, exist_ok=True)
     model = out / "tiny_internvl"

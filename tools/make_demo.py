@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from makd.data.demo import generate_demo  # noqa: E402
-from makd.data.demo_class_teacher import write_class_teacher  # noqa: E402
-from makd.data.demo_oriented import generate_oriented_demo  # noqa: E402
+from makd.demo.class_teacher import write_class_teacher  # noqa: E402
+from makd.demo.classification import generate_demo  # noqa: E402
+from makd.demo.oriented import generate_oriented_demo  # noqa: E402
 
 # Per-variant defaults of the size arguments (None on the command line = the variant's own).
 VARIANT_DEFAULTS = {"default": {"image_size": 32, "train_per_class": 200, "test_per_class": 40},

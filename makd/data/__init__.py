@@ -1,1 +1,1 @@
-"""Image indexes, aspect-target join, transforms and the synthetic demo dataset."""
+"""Image indexes and dataset layouts, target controls, transforms and views, datasets, caches and loaders."""

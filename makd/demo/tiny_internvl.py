@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from makd.mllm import tiny_remote_code
+from makd.demo import tiny_remote_code
 from makd.mllm.chat_template import DEFAULT_SYSTEM_MESSAGE
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]

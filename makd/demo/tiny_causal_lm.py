@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from makd.mllm.tiny import train_tiny_tokenizer
+from makd.demo.tiny_internvl import train_tiny_tokenizer
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "

@@ -389,7 +389,7 @@ def generate_demo(
         "unreliable_noise_factor": unreliable_noise_factor,
     }
     teacher_meta = {
-        "teacher": "simulated (makd.data.demo.simulate_teacher), not an MLLM",
+        "teacher": "simulated (makd.demo.classification.simulate_teacher), not an MLLM",
         "simulation": "P(yes) = sigmoid(calibration * (margin * evidence + noise * factor * z)), z ~ N(0, 1); "
         "evidence in [-1, 1] is the TRUE answer (+1 yes, -1 no, linear ramp near the threshold of "
         "continuous properties)",
@@ -410,7 +410,11 @@ def generate_demo(
                 work / name, split, name, per_class, classes, image_size, seed, teacher, noise_factors
             )
         # Sidecars carry a fixed date so that the same seed gives byte-identical files.
-        fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.data.demo", **params}
+        fixed = {
+            "date": "generated (deterministic; no date recorded)",
+            "generator": "makd.demo.classification",
+            **params,
+        }
         write_questions(
             work / "questions.txt", questions, meta={**fixed, "classes": names, "kinds": [k for _, k, _ in QUESTIONS]}
         )
@@ -425,8 +429,13 @@ def generate_demo(
             write_aspect_file(
                 work / f"aspects_{name}.json",
                 aspects,
-                meta={**fixed, **teacher_meta, "split": name, "image_root": name,
-                      "cost": simulated_cost(len(aspects) * len(questions))},
+                meta={
+                    **fixed,
+                    **teacher_meta,
+                    "split": name,
+                    "image_root": name,
+                    "cost": simulated_cost(len(aspects) * len(questions)),
+                },
             )
             write_aspect_file(
                 work / f"truth_{name}.json", truths, meta={**truth_meta, "split": name, "image_root": name}

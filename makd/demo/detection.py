@@ -1,14 +1,14 @@
 """The built-in detection demo: several demo shapes per image, COCO boxes, and a simulated per-box teacher.
 
-Each image (image_size px square) has a background as in makd.data.demo and 2 to `max_shapes` shapes, each of
-a demo class (colour family x texture, from makd.data.demo), any outline, size and rotation, placed so that
-shapes overlap a little at most; later shapes are drawn over earlier ones. Every shape is a COCO box.
+Each image (image_size px square) has a background as in makd.demo.classification and 2 to `max_shapes` shapes,
+each of a demo class (colour family x texture, from makd.demo.classification), any outline, size and rotation, placed
+so that shapes overlap a little at most; later shapes are drawn over earlier ones. Every shape is a COCO box.
 
 The simulated teacher answers the demo's 16 questions about each box as a crop would show it ("the main shape"
 is the box's shape): colour and texture from its class; round / pointed from its outline; "background dark"
 from the image's background; "a second, smaller shape" when the image holds another shape; "upper half" from the
 box centre; "large" from its radius; "hidden behind a bar" when a later shape covers part of it. P(yes) is
-makd.data.demo.simulate_teacher's, so the noise and calibration settings mean the same as in the image demo.
+makd.demo.classification.simulate_teacher's, so the noise and calibration settings mean the same as in the image demo.
 Image-level rows (for DETECTION.ASPECT_LEVEL image) are the rows of each image's largest box.
 
 Layout: train/<id>.png, test/<id>.png; instances_{train,test}.json (COCO; category ids 1..K in class-name order);
@@ -32,7 +32,7 @@ from PIL import Image
 from makd.atomic_files import atomic_write_json
 
 # The image demo's drawing primitives and teacher, reused (its module stays the one place they are defined).
-from makd.data.demo import (
+from makd.demo.classification import (
     COLOUR_HUES,
     DARK_RAMP,
     DARK_THRESHOLD,
@@ -228,9 +228,9 @@ def generate_detection_demo(
         "teacher_calibration": teacher_calibration,
         "unreliable_noise_factor": unreliable_noise_factor,
     }
-    fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.data.demo_detection", **params}
+    fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.demo.detection", **params}
     teacher_meta = {
-        "teacher": "simulated per box (makd.data.demo_detection, makd.data.demo.simulate_teacher), not an MLLM",
+        "teacher": "simulated per box (makd.demo.detection, makd.demo.classification.simulate_teacher), not an MLLM",
         "questions": questions,
         "questions_sha256": sha256_text(questions_text(questions)),
     }
@@ -245,7 +245,8 @@ def generate_detection_demo(
             write_aspect_file(work / f"box_aspects_{name}.json", box_rows, meta={**meta, "level": "box"})
             write_aspect_file(work / f"image_aspects_{name}.json", image_rows, meta={**meta, "level": "image"})
             counts[name] = {"images": count, "boxes": len(box_rows)}
-        write_questions(work / "questions.txt", questions, meta={**fixed, "kinds": "see makd.data.demo.QUESTIONS"})
+        kinds = "see makd.demo.classification.QUESTIONS"
+        write_questions(work / "questions.txt", questions, meta={**fixed, "kinds": kinds})
         summary = {**params, "counts": counts, "num_classes": len(demo_classes), "num_questions": len(questions)}
         atomic_write_json(work / "dataset.json", summary)
     return {**summary, "out_dir": str(out_dir), "seconds": round(time.perf_counter() - start, 2)}

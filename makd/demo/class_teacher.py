@@ -1,13 +1,13 @@
 """A simulated class-level teacher for the demo: a text-only "LLM" that knows each class's definition, no image.
 
-The per-image teacher of makd.data.demo is told every image's true answers. This one is told only the class:
+The per-image teacher of makd.demo.classification is told every image's true answers. This one is told only the class:
 for each class c and question q it answers from the class's generative rule, the expected evidence
 
-    e(c, q) = E[evidence_q | class c]        over images rendered for c (makd.data.demo.render_image)
+    e(c, q) = E[evidence_q | class c]        over images rendered for c (makd.demo.classification.render_image)
     P(yes)  = sigmoid(calibration * (TEACHER_MARGIN * e(c, q) + noise * z)),   z ~ N(0, 1) per class and question
 
-The same formula as the per-image teacher (makd.data.demo.simulate_teacher), with the image's evidence replaced
-by its class expectation. Colour and texture questions are fixed by the class (e = +1 or -1, as a text LLM that
+The same formula as the per-image teacher (makd.demo.classification.simulate_teacher), with the image's evidence
+replaced by its class expectation. Colour and texture questions are fixed by the class (e = +1 or -1, as a text LLM that
 knows "red_striped" would answer); image-level questions (outline, position, background, distractor, occlusion)
 do not depend on the class, so e is their base rate (for example "Is the main shape round?": one outline in
 four, e = -0.5). The expectation is estimated from `samples` renders per class; render k of every class uses
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json
-from makd.data.demo import (
+from makd.data.labelled_images import folder_images
+from makd.demo.classification import (
     QUESTIONS,
     TEACHER_MARGIN,
     DemoArgumentError,
@@ -46,7 +47,6 @@ from makd.data.demo import (
     simulate_teacher,
     simulated_cost,
 )
-from makd.data.labelled_images import folder_images
 from makd.errors import MakdError
 from makd.formats.conversion import convert, write_conversion
 from makd.formats.files import sidecar_path
@@ -114,7 +114,7 @@ def write_class_teacher(
     rows = simulate_class_teacher(seed, noise=noise, calibration=calibration, samples=samples)
     questions = demo_questions()
     meta = {
-        "tool": "makd.data.demo_class_teacher (simulated; not an LLM)",
+        "tool": "makd.demo.class_teacher (simulated; not an LLM)",
         "level": "class",
         "kind": "yes_no",
         "questions_file": "questions.txt",
@@ -146,5 +146,5 @@ def write_class_teacher(
     raw = read_raw(class_file)
     for split, name in SPREAD_FILES.items():
         result = convert(raw, folder_images(demo_dir / split), level="class")
-        write_conversion(demo_dir / name, raw, result, command=f"makd.data.demo_class_teacher ({split} split)")
+        write_conversion(demo_dir / name, raw, result, command=f"makd.demo.class_teacher ({split} split)")
     return meta

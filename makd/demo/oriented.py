@@ -14,7 +14,7 @@ simulated teacher, the signed evidence of each question read from the spec. `mir
 horizontally mirrored image: render_spec(mirror_spec(s)) is ImageOps.mirror(render_spec(s)) (up to polygon
 rasterisation), which the tests check together with the answers that change.
 
-The teacher is makd.data.demo's (sigmoid of margin x evidence + noise). Its rows for the mirrored images are
+The teacher is makd.demo.classification's (sigmoid of margin x evidence + noise). Its rows for the mirrored images are
 written too (`aspects_train.flip.json`, sidecar view "hflip", the same noise draw as the unflipped row), the file
 stage 2 `--views flip` writes, for DATASET.ASPECT_JSON_FLIP. The questions file's sidecar declares the
 orientation questions (`flip_sensitive`, `flip_mirror`), which makd.data.views reads. Same seed, same bytes.
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from makd.atomic_files import atomic_write_json
-from makd.data.demo import (
+from makd.demo.classification import (
     SUPERSAMPLE,
     TEACHER_MARGIN,
     DemoArgumentError,
@@ -269,10 +269,12 @@ def generate_oriented_demo(
     params = {"variant": "oriented", "seed": seed, "image_size": image_size, "train_per_class": train_per_class,
               "test_per_class": test_per_class, "teacher_noise": teacher_noise,
               "teacher_calibration": teacher_calibration}  # fmt: skip
-    fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.data.demo_oriented", **params}
+    fixed = {"date": "generated (deterministic; no date recorded)", "generator": "makd.demo.oriented", **params}
     teacher_meta = {
         **fixed,
-        "teacher": "simulated (makd.data.demo.simulate_teacher on makd.data.demo_oriented.spec_evidence), not an MLLM",
+        "teacher": (
+            "simulated (makd.demo.classification.simulate_teacher on makd.demo.oriented.spec_evidence), not an MLLM"
+        ),
         "margin": TEACHER_MARGIN,
         "questions": questions,
         "questions_sha256": q_sha,
