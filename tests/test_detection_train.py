@@ -237,7 +237,7 @@ def test_two_process_distributed_detection_run_on_cpu(demo, tmp_path):
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "detection").glob("[!_]*.yaml")))
 def test_coco_configs_load_and_their_detector_builds(name):
     from makd.detection.model import build_backbone
-    from makd.detection.task import settings_from_config
+    from makd.tasks.detection import settings_from_config
 
     cfg = load_cfg(str(REPO / "configs" / "detection" / name))
     assert cfg.TASK == "detection" and cfg.DISTILLER.TYPE in ("NONE", "MaKD")

@@ -62,7 +62,7 @@ def test_a_detection_run_with_a_validation_split_selects_on_it(demo, tmp_path, c
 def test_the_validation_ground_truth_scores_as_the_whole_training_file(demo):
     """Restricting the instances to the held-out images changes no number COCOeval gives for those images."""
     from makd.detection.coco_eval import coco_map
-    from makd.detection.task import _restricted_instances
+    from makd.tasks.detection import _restricted_instances
 
     path = demo / "instances_train.json"
     held = validation_carve(read_coco(path, demo / "train"), 0.25, seed=0)[1]

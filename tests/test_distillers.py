@@ -19,7 +19,8 @@ from makd.distillers.kd import kd_loss
 from makd.distillers.logit_standardization import standardize_logits
 from makd.distillers.losses import makd_losses
 from makd.engine.optim import build_optimizer
-from makd.models.teacher import TeacherError, teacher_from_config
+from makd.models.teacher import TeacherError
+from makd.tasks.classification import teacher_from_config
 
 OFFICIAL = Path("/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo")
 

@@ -132,8 +132,8 @@ def test_map_table_numbers_over_three_seeds(tmp_path):
 
 def test_table_metrics_are_the_tasks_own():
     from makd.config.defaults import TASKS
-    from makd.detection.task import DetectionTask
-    from makd.engine.classification import ClassificationTask
+    from makd.tasks.classification import ClassificationTask
+    from makd.tasks.detection import DetectionTask
 
     assert set(TASK_METRICS) == set(TASKS)
     assert TASK_METRICS["classification"].key == ClassificationTask.metric

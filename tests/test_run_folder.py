@@ -17,7 +17,8 @@ import torch
 from tool_modules import load_tool
 from torch import nn
 
-from makd.engine import cli, run_folder
+from makd.commands import train as cli
+from makd.engine import run_folder
 from makd.engine.run_logger import metrics_line
 from makd.engine.train_state import TrainState
 from makd.engine.trainer import NonFiniteLossError, _best_epochs, _check_finite_state, evaluate_checkpoint

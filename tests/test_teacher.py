@@ -8,7 +8,8 @@ from tool_modules import load_tool
 
 from makd.config import load_cfg
 from makd.models import build_student
-from makd.models.teacher import TeacherError, load_teacher, precompute_teacher_logits, teacher_from_config
+from makd.models.teacher import TeacherError, load_teacher
+from makd.tasks.classification import precompute_teacher_logits, teacher_from_config
 
 C, Q = 3, 2
 CLASSES = ["a", "b", "c"]

@@ -102,6 +102,7 @@ class StepClock:
 
 def trainer_round(config: Path, opts: list[str], epochs: int, steps_per_epoch: int, batch: int) -> tuple[float, float]:
     """(wall, CPU) img/s of the trainer over its last epoch (step stamps from the first to the last step of it)."""
+    import makd.tasks  # noqa: F401  (every task joins makd.engine.tasks.TASKS)
     from makd.config import load_cfg
     from makd.engine.trainer import train
 
@@ -208,7 +209,7 @@ def first_step(*_):
     sys.stdout.write("FIRST_STEP\\n"); sys.stdout.flush(); os._exit(0)
 register_optimizer_step_post_hook(first_step)
 sys.argv = ["our_train.py", *sys.argv[1:]]
-from makd.engine.cli import train_main
+from makd.commands.train import train_main
 sys.exit(train_main(sys.argv[1:]))
 """
 

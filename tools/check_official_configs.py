@@ -196,6 +196,7 @@ def _failure(err: BaseException) -> str:
 def check_one(
     path: Path, root: Path, cache: DataCache, max_classes: int, max_batch: int, load_only: bool, index: int
 ) -> Outcome:
+    import makd.tasks  # noqa: F401  (every task joins makd.engine.tasks.TASKS)
     from makd.engine.trainer import train
 
     name = str(path.relative_to(root))

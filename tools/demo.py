@@ -36,10 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from makd.atomic_files import atomic_write_json  # noqa: E402
+from makd.commands.train import train_main  # noqa: E402
 from makd.config import load_cfg  # noqa: E402
 from makd.demo.classification import generate_demo, read_demo_summary  # noqa: E402
 from makd.demo.detection import generate_detection_demo, read_detection_demo_summary  # noqa: E402
-from makd.engine.cli import train_main  # noqa: E402
 
 CONFIG_DIR = REPO / "configs" / "demo"
 RUNS = ("baseline", "makd", "random", "oracle", "kd", "makd_kd")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from makd.engine.cli import train_main  # noqa: E402
+from makd.commands.train import train_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

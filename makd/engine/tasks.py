@@ -1,9 +1,11 @@
-"""The task contract of the one trainer: what differs between classification and detection (config key TASK).
+"""The task contract of the one trainer and the TASKS registry: what differs between tasks (config key TASK).
 
 The trainer (makd.engine.trainer) owns everything a run has whatever it learns: the run folder, checkpoints and
 exact resume, the epoch loop and its seeding, logging, DDP, divergence checks and summary.json. A task owns
 its data, its model (a module with `.student`, the part exported and checkpointed under "model", and
 `forward(batch) -> (outputs, {loss name: scalar})`), its evaluation and the metric that selects the best epoch.
+The tasks (classification, detection) are the modules of makd.tasks, each a Task subclass registered in TASKS;
+the engine names none of them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from makd.config import ConfigError
-from makd.config.defaults import TASKS
 from makd.engine.distributed import DistInfo
+from makd.registry import Registry
 
 
 def move_to(value: Any, device: torch.device) -> Any:
@@ -86,14 +88,15 @@ class Task:
         raise NotImplementedError
 
 
+# TASK value -> Task subclass; each module of makd.tasks registers its task here (`import makd.tasks`, as the training
+# commands do, registers them all).
+TASKS: Registry[type[Task]] = Registry("TASK")
+
+
 def task_of(cfg, info: DistInfo, device: torch.device) -> Task:
-    """The task object of cfg.TASK (detection is imported only when asked: torchvision detection, pycocotools)."""
-    if cfg.TASK == "classification":
-        from makd.engine.classification import ClassificationTask
-
-        return ClassificationTask(cfg, info, device)
-    if cfg.TASK == "detection":
-        from makd.detection.task import DetectionTask
-
-        return DetectionTask(cfg, info, device)
-    raise ConfigError(f"TASK {cfg.TASK!r} is unknown; use one of {', '.join(TASKS)}")
+    """The task object of cfg.TASK, from the TASKS registry."""
+    if cfg.TASK not in TASKS:
+        if not TASKS.names():
+            raise ConfigError(f"TASK {cfg.TASK!r}: no task is registered; import makd.tasks before training")
+        raise ConfigError(f"TASK {cfg.TASK!r} is unknown; use one of {', '.join(TASKS.names())}")
+    return TASKS.get(cfg.TASK)(cfg, info, device)

@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from makd.errors import MakdError
 from makd.models.errors import first_line
 from makd.models.factory import build_student
 from makd.models.heads import classifier_name
-from makd.models.names import input_family_of, resolve_student_name
+from makd.models.names import resolve_student_name
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
@@ -193,36 +192,3 @@ def load_teacher(
     if tuple(out.shape) != (1, num_classes):
         raise TeacherError(f"teacher {spec.qualified} returns shape {list(out.shape)}, expected [1, {num_classes}]")
     return teacher
-
-
-def teacher_from_config(cfg, num_classes: int, class_names: list[str] | None = None) -> ClassLogitsTeacher | None:
-    """The configured CNN teacher, or None when DISTILLER.TYPE needs none (DISTILLER.TEACHER is then recorded only)."""
-    from makd.config.defaults import uses_teacher
-
-    if not uses_teacher(cfg):
-        return None
-    if not cfg.DISTILLER.TEACHER_CHECKPOINT:
-        raise TeacherError(
-            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs a CNN teacher: set DISTILLER.TEACHER (its architecture) "
-            "and DISTILLER.TEACHER_CHECKPOINT (its weights; train it with DISTILLER.TYPE NONE, see docs/methods.md)"
-        )
-    return load_teacher(
-        cfg.DISTILLER.TEACHER,
-        cfg.DISTILLER.TEACHER_CHECKPOINT,
-        num_classes,
-        cfg.DATASET.IMAGE_SIZE,
-        class_names,
-        input_family_of(cfg),  # a CIFAR config's ResNet50 teacher is mdistiller's 32-px net, as for students
-    )
-
-
-@torch.no_grad()
-def precompute_teacher_logits(
-    teacher: nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
-) -> torch.Tensor:
-    """Teacher logits [N, C] (float32, on `device`) of every item of `dataset`, in index order."""
-    from makd.data.device_batch import prepare_batch  # makd.models stays importable without the data package
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
-    rows = [teacher(prepare_batch(batch, dataset, device)["image"]).float() for batch in loader]
-    return torch.cat(rows)

@@ -28,8 +28,9 @@ from makd.engine import run_folder
 from makd.engine.checkpoint import save_checkpoint
 from makd.engine.distributed import DistInfo, all_gather_arrays
 from makd.engine.metrics import aspect_agreement
-from makd.engine.tasks import Task, move_to
+from makd.engine.tasks import TASKS, Task, move_to
 from makd.engine.train_state import finite_number
+from makd.engine.trainer import best_epochs
 from makd.formats.aspect_files import AspectTable, read_aspect_file
 from makd.formats.coco import CocoSet, read_coco
 from makd.formats.errors import DatasetFormatError
@@ -97,6 +98,7 @@ def _restricted_instances(path: str, coco: CocoSet) -> dict[str, Any]:
     }
 
 
+@TASKS.register("detection")
 class DetectionTask(Task):
     name = "detection"
     metric = "map"
@@ -267,8 +269,6 @@ class DetectionTask(Task):
         atomic_write_json(run_dir / run_folder.CATEGORY_AP, {"test": last["category_ap"]})
 
     def summary(self, history: list[dict], train_seconds: float) -> dict[str, Any]:
-        from makd.engine.trainer import best_epochs
-
         cfg = self.cfg
         last = [row for row in history if "test_map" in row][-1]
         rows = self.train_rows

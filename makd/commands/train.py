@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+import makd.tasks  # noqa: F401  (every task joins makd.engine.tasks.TASKS)
 from makd.config import ConfigError, load_cfg
 from makd.engine.run_folder import LATEST
 from makd.engine.trainer import evaluate_checkpoint, run_dir_of, train

@@ -1,4 +1,7 @@
-"""The classification task of the trainer: image datasets, a student and its distiller, top-1 / top-5 evaluation."""
+"""The classification task of the trainer: image datasets, a student and its distiller, top-1 / top-5 evaluation.
+
+The CNN teacher of the KD family is built from the config here (makd.models.teacher loads and checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +9,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
 import makd
-from makd.config.defaults import distiller_of
+from makd.analysis.aspect_metrics import aspect_scalars
+from makd.analysis.run_inference import LoadedRun, compute_aspect_metrics
+from makd.config.defaults import distiller_of, uses_teacher
 from makd.data.build import build_data, evaluation_view, has_training_targets
 from makd.data.device_batch import prepare_batch
 from makd.distillers import build_distiller
 from makd.engine.checkpoint import save_checkpoint
 from makd.engine.evaluate import evaluate
-from makd.engine.tasks import Task
+from makd.engine.tasks import TASKS, Task
 from makd.engine.train_state import finite_number
+from makd.engine.trainer import best_epochs
 from makd.formats.files import sha256_file
 from makd.models import build_student, input_family_of
-from makd.models.teacher import precompute_teacher_logits, teacher_from_config
+from makd.models.teacher import ClassLogitsTeacher, TeacherError, load_teacher
 
 
+@TASKS.register("classification")
 class ClassificationTask(Task):
     name = "classification"
     metric = "top1"
@@ -109,17 +118,12 @@ class ClassificationTask(Task):
         TensorBoard."""
         if not has_training_targets(self.cfg):
             return
-        from makd.analysis.aspect_metrics import aspect_scalars
-        from makd.analysis.run_inference import LoadedRun, compute_aspect_metrics
-
         data = self.data
         run = LoadedRun(run_dir, self.cfg, data, self.model.student.eval(), data.num_classes, self.num_aspects)
         for split, metrics in compute_aspect_metrics(run).items():
             logger.step(step, aspect_scalars(metrics, split))
 
     def summary(self, history: list[dict], train_seconds: float) -> dict[str, Any]:
-        from makd.engine.trainer import best_epochs
-
         cfg, data = self.cfg, self.data
         last = [row for row in history if "test_top1" in row][-1]
         summary = {
@@ -170,3 +174,33 @@ class ClassificationTask(Task):
                 "config": cfg.dump(),
             },
         )
+
+
+# ----------------------------------------------------------------------------- the CNN teacher of the KD family
+def teacher_from_config(cfg, num_classes: int, class_names: list[str] | None = None) -> ClassLogitsTeacher | None:
+    """The configured CNN teacher, or None when DISTILLER.TYPE needs none (DISTILLER.TEACHER is then recorded only)."""
+    if not uses_teacher(cfg):
+        return None
+    if not cfg.DISTILLER.TEACHER_CHECKPOINT:
+        raise TeacherError(
+            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs a CNN teacher: set DISTILLER.TEACHER (its architecture) "
+            "and DISTILLER.TEACHER_CHECKPOINT (its weights; train it with DISTILLER.TYPE NONE, see docs/methods.md)"
+        )
+    return load_teacher(
+        cfg.DISTILLER.TEACHER,
+        cfg.DISTILLER.TEACHER_CHECKPOINT,
+        num_classes,
+        cfg.DATASET.IMAGE_SIZE,
+        class_names,
+        input_family_of(cfg),  # a CIFAR config's ResNet50 teacher is mdistiller's 32-px net, as for students
+    )
+
+
+@torch.no_grad()
+def precompute_teacher_logits(
+    teacher: nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> torch.Tensor:
+    """Teacher logits [N, C] (float32, on `device`) of every item of `dataset`, in index order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
+    rows = [teacher(prepare_batch(batch, dataset, device)["image"]).float() for batch in loader]
+    return torch.cat(rows)
