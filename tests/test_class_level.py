@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from makd.commands.stage2 import main
 from makd.demo.tiny_causal_lm import build_tiny_causal_lm
 from makd.formats.class_questions import ClassQuestion, parse_class_questions
 from makd.formats.errors import ArtifactError
@@ -17,7 +18,6 @@ from makd.formats.files import sidecar_path
 from makd.formats.questions import questions_sha256
 from makd.mllm.class_level import VOLATILE_KEYS, CausalLMScorer, load_causal_lm
 from makd.mllm.class_prompts import class_query
-from makd.mllm.cli import main
 from makd.mllm.partial_rows import PartialWriter, partial_path
 from tests.llm_server import Reply, ScriptedLLMServer
 

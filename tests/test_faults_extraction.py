@@ -1,7 +1,7 @@
 """Fault injection for stage 2: SIGKILL the extraction at random and at chosen points, resume, same bytes.
 
 One driver process imports torch/transformers once, then forks one child per fault; each child runs the real
-command (`makd.mllm.cli.main`, loading the tiny model from disk) on the same output with `--views flip` and
+command (`makd.commands.stage2.main`, loading the tiny model from disk) on the same output with `--views flip` and
 `--resume`, and dies from a real SIGKILL (or SIGINT) at its fault:
   - sigint:    Ctrl-C after one more row: exit 130 and the resume hint;
   - mid_row:   halfway through writing a row of the partial file (half a line on disk);
@@ -95,7 +95,7 @@ def drive(argv: list[str], faults: list[dict], output: Path, logs: Path) -> list
     """Run the command once per fault in a forked child; returns how each child ended."""
     from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: F401
 
-    import makd.mllm.cli as cli
+    import makd.commands.stage2 as cli
     import makd.mllm.inprocess_scorer  # noqa: F401  (the heavy imports happen once, before any fork)
     import makd.mllm.model_loading  # noqa: F401
 
@@ -124,7 +124,7 @@ def _check_every_file_is_readable(output: Path, flip: Path) -> None:
 
 
 def test_killed_anywhere_resumes_to_the_same_bytes(tiny_hf_model, questions_file, tmp_path):  # noqa: F811
-    from makd.mllm.cli import main
+    from makd.commands.stage2 import main
 
     root = tmp_path / "images"
     for i in range(10):

@@ -25,7 +25,7 @@ from makd.models.names import resolve_student_name
 build_student("resnet20", 103, input_family="cifar")
 resolve_student_name("resnet18", "imagenet")  # a torchvision student
 seen["cifar and torchvision students"] = [m for m in heavy if m in sys.modules]
-import makd.mllm.extraction, makd.mllm.inprocess_scorer, makd.mllm.cli
+import makd.mllm.extraction, makd.mllm.inprocess_scorer, makd.commands.stage2
 seen["stage 2 modules"] = [m for m in heavy if m in sys.modules]
 resolve_student_name("timm:resnet18")
 seen["timm student named"] = [m for m in heavy if m in sys.modules]

@@ -267,8 +267,8 @@ def test_lavid_kd_adds_the_kd_term_to_lavids_two(tmp_path):
 
 def test_stage2_class_level_output_trains_lavid_and_makd(tmp_path):
     """Stage 2 --level class on a tiny random causal LM writes a file that stage 3 trains on, both ways."""
+    from makd.commands.stage2 import main as stage2_main
     from makd.demo.tiny_causal_lm import build_tiny_causal_lm
-    from makd.mllm.cli import main as stage2_main
 
     model = build_tiny_causal_lm(tmp_path / "lm")
     classes = tmp_path / "classes.txt"

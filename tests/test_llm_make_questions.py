@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
+from makd.commands.make_questions import main
 from makd.formats.files import read_sidecar, sha256_text
 from makd.formats.questions import read_questions
-from makd.llm.command import main
 from makd.llm.prompts import PAPER_GENERATE, PAPER_SELECT
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from llm_server import Reply, ScriptedLLMServer
 
+from makd.commands.make_questions import main
 from makd.formats.class_questions import read_class_questions
 from makd.formats.files import read_sidecar
 from makd.llm.choice_screening import screen_multiple_choice
-from makd.llm.command import main
 from makd.llm.reply_parsing import parse_choice_reply
 
 CLASSES = ["Abyssinian", "Beagle", "Persian", "Pug", "Siamese", "Shiba Inu"]
@@ -137,8 +137,8 @@ def test_options_and_prompts_are_checked_before_any_request(tmp_path, classes_fi
 
 
 def test_written_file_runs_through_stage_2_class_level(tmp_path, classes_file):
+    from makd.commands.stage2 import main as stage2_main
     from makd.demo.tiny_causal_lm import build_tiny_causal_lm
-    from makd.mllm.cli import main as stage2_main
 
     out = tmp_path / "pets_choice.txt"
     with ScriptedLLMServer([questions_json(GOOD[:6]), questions_json([1, 2, 3, 4])]) as server:

@@ -152,7 +152,7 @@ def test_questions_file_with_stray_whitespace_is_normalised_with_one_warning(cap
 
 
 def test_the_papers_answer_instruction_is_split_off_as_the_stage2_suffix():
-    from makd.mllm.cli import PAPER_ANSWER_SUFFIX
+    from makd.commands.stage2 import PAPER_ANSWER_SUFFIX
 
     assert split_answer_suffix(f"Is the crown red?  {PAPER_ANSWER_SUFFIX}") == (
         "Is the crown red?",

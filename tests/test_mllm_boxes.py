@@ -17,10 +17,10 @@ from coco_fixtures import tiny_coco_dict, write_coco
 from mllm_fixtures import QUESTIONS, questions_file, tiny_hf_model  # noqa: F401
 from PIL import Image
 
+from makd.commands.stage2 import main, merge_main
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar, sha256_file
 from makd.mllm.box_items import DEFAULT_PROMPTS, crop_region, mark_box, mark_line_width
-from makd.mllm.cli import main, merge_main
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl
 from makd.mllm.partial_rows import partial_path

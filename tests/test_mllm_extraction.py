@@ -21,10 +21,10 @@ from mllm_fixtures import (  # noqa: F401
     write_image_folder,
 )
 
+from makd.commands.stage2 import main, merge_main
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
-from makd.mllm.cli import main, merge_main
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl
 from makd.mllm.partial_rows import partial_path
@@ -275,7 +275,7 @@ def test_the_command_script_runs_this_checkout_from_anywhere(questions_file, tmp
 
 
 def test_ctrl_c_hint_says_what_is_kept(tmp_path):
-    from makd.mllm.cli import interrupted_hint
+    from makd.commands.stage2 import interrupted_hint
 
     out = tmp_path / "aspects.json"
     argv = ["--model", "m", "--questions", "q.txt", "--images", "img", "--output", str(out)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mllm_fixtures import image_folder, questions_file, tiny_hf_model  # noqa: F401
 
-from makd.mllm.cli import main
+from makd.commands.stage2 import main
 from makd.mllm.model_loading import check_model_folder
 
 

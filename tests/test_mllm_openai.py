@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from makd.commands.stage2 import PAPER_ANSWER_SUFFIX, main
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar
-from makd.mllm.cli import PAPER_ANSWER_SUFFIX, main
 from makd.mllm.openai_scorer import RateLimiter, host_free
 from makd.mllm.partial_rows import partial_path
 

@@ -7,9 +7,9 @@ import json
 from mllm_fixtures import QUESTIONS, tiny_hf_model  # noqa: F401
 from tool_modules import load_tool
 
+from makd.commands.stage2 import main
 from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import sha256_file
-from makd.mllm.cli import main
 
 
 def test_extracted_aspects_train_the_student(release_dataset, tiny_hf_model, tmp_path):  # noqa: F811

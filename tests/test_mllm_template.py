@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from makd.commands.stage2 import PAPER_ANSWER_SUFFIX
 from makd.demo.tiny_internvl import train_tiny_tokenizer
 from makd.mllm.chat_template import (
     DEFAULT_SYSTEM_MESSAGE,
@@ -12,7 +13,6 @@ from makd.mllm.chat_template import (
     image_tokens,
     with_answer_suffix,
 )
-from makd.mllm.cli import PAPER_ANSWER_SUFFIX
 
 # Written out by hand from REFERENCE.md §2, not built with the code under test.
 SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"

@@ -14,9 +14,9 @@ import pytest
 from mllm_fixtures import QUESTIONS, questions_file, tiny_hf_model  # noqa: F401
 
 from makd.commands.aspects import main as aspects_main
+from makd.commands.stage2 import main as stage2_main
 from makd.demo.tiny_causal_lm import build_tiny_causal_lm
 from makd.formats.files import read_sidecar, sidecar_path
-from makd.mllm.cli import main as stage2_main
 from tests.conftest import draw_image
 from tests.test_train_e2e import FAST, our_train
 from tests.tool_modules import load_tool

@@ -14,10 +14,10 @@ from PIL import Image
 
 import makd.mllm.class_level as class_level
 import makd.mllm.extraction as extraction
+from makd.commands.stage2 import main, merge_main
 from makd.demo.tiny_causal_lm import build_tiny_causal_lm
 from makd.formats.files import read_sidecar, sidecar_path
 from makd.formats.image_ids import list_image_files
-from makd.mllm.cli import main, merge_main
 from makd.mllm.cost import COST_FIELDS, add_costs, total_cost
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl

@@ -283,8 +283,8 @@ def detection_run_argv(
 def ensure_internvl_rows(data_dir: Path, out: Path, boxes_view: str, log: Callable[[str], None]) -> tuple[Path, float]:
     """Stage 2 per box over the demo's train and test boxes with a tiny random InternVL built on the spot (no
     download); reused when its files are there. Returns (folder of box_aspects_{train,test}.json, seconds)."""
+    from makd.commands.stage2 import main as extract_main
     from makd.demo.tiny_internvl import build_tiny_checkpoint
-    from makd.mllm.cli import main as extract_main
 
     out.mkdir(parents=True, exist_ok=True)
     model = out / "tiny_internvl"

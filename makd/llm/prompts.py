@@ -109,6 +109,11 @@ def fill(template: str, values: Mapping[str, object], where: str = "template") -
     return _PLACEHOLDER.sub(replace, template)
 
 
+# The prompt sets shipped with makd (package data, see setup.py).
+PROMPT_FILES = Path(__file__).resolve().parent / "prompt_files"
+MULTIPLE_CHOICE_PROMPTS = PROMPT_FILES / "lavid_multiple_choice.yaml"  # LaViD's, for `--kind multiple-choice`
+
+
 def load_prompts(path: str | os.PathLike) -> PromptSet:
     """A PromptSet from a YAML mapping with keys among generate, select, generate_more, select_more,
     select_exact, system; keys left out keep the defaults."""

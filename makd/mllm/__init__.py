@@ -3,7 +3,8 @@
 Modules: `chat_template` (the InternVL2.5 prompt), `tiling` (InternVL dynamic tiling), `yes_no` (Yes/No token
 resolution and P(yes)), `model_loading` (native and remote-code InternVL as `InternVLParts`), `prefix_scoring`
 (shared-prefix scoring), `scorer` (the backend contract), `inprocess_scorer` / `openai_scorer` (the backends),
-`reference` (the official one-pass-per-question approach, kept to test and benchmark against), `partial_rows`,
-`extraction` (the loop), `merge` (shards), `cli` (the commands), and, for tests and the benchmark only, `tiny`
-and `tiny_remote_code` (tiny random checkpoints).
+`reference` (the official one-pass-per-question approach, kept to test and benchmark against), `items` /
+`box_items` (what is scored: images, or the boxes of a COCO set), `partial_rows`, `extraction` (the loop),
+`merge` (shards), `class_level` and `class_prompts` (questions about class names). The command is
+makd/commands/stage2.py; the tiny random checkpoints of the tests and the benchmark are in makd/demo/.
 """

@@ -30,14 +30,13 @@ from makd.formats.questions import read_questions, write_questions
 from makd.llm.chat_client import JSON_MODES, ChatClient
 from makd.llm.class_source import ClassList, read_classes
 from makd.llm.openai_client import DEFAULT_BASE_URL, RetryPolicy, resolve_api_key, scrub, server_host
-from makd.llm.prompts import PromptSet, load_prompts
+from makd.llm.prompts import MULTIPLE_CHOICE_PROMPTS, PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
 from makd.llm.response_cache import ResponseCache
 from makd.llm.screening import read_allow_list
 
 log = logging.getLogger("makd.llm")
 PROG = "make_questions"
-MULTIPLE_CHOICE_PROMPTS = Path(__file__).resolve().parent / "prompt_files" / "lavid_multiple_choice.yaml"
 KIND_NAMES = {"yes-no": "yes_no", "multiple-choice": "multiple_choice"}
 
 
