@@ -1,5 +1,6 @@
 # make demo: set up .venv (first time) and run the built-in demo end to end on the CPU.
 # make test: set up .venv (first time) and run the test suite.
+# make lint: ruff, and lint-imports: the layers of makd (.importlinter, docs/architecture.md).
 # make demo-study: the 5-condition x 3-seed demo study (configs/studies/demo.yaml, docs/studies.md).
 # make demo-oriented: the oriented variant under the official transform and the recipe (docs/demo.md).
 PYTHON ?= python3
@@ -36,6 +37,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check makd tools tests InternVL_logits
+	$(VENV)/bin/lint-imports
 
 clean-demo:
 	rm -rf data/demo output/demo data/demo_study output/studies/demo data/demo_oriented output/studies/demo_oriented_official output/studies/demo_oriented_recipe

@@ -23,5 +23,5 @@ setup(
     # data files read at run time (published results, prompt files): needed by a non-editable install too
     package_data={"makd": ["analysis/*.yaml", "llm/prompt_files/*.yaml"]},
     install_requires=read_requirements(),
-    extras_require={"dev": ["pytest>=8.0", "ruff>=0.6"], "wandb": ["wandb"]},
+    extras_require={"dev": ["pytest>=8.0", "ruff>=0.6", "import-linter>=2.0"], "wandb": ["wandb"]},
 )
