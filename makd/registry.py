@@ -42,6 +42,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def __iter__(self):
+        """The names in the order they were registered (lower-cased)."""
+        return iter(self._entries)
+
     def get(self, name: str) -> T:
         key = name.lower()
         if key in self._entries:

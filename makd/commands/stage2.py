@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from makd.errors import run_command
+from makd.mllm.backends import add_backend_arguments, backend_names
+from makd.mllm.backends import build_scorer as build_backend_scorer
 from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
 from makd.mllm.errors import ExtractionError
 from makd.mllm.extraction import Shard, parse_views, plan_extraction, run_extraction, view_output
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "hf", "remote", "openai"],
+        choices=backend_names(),
         help="auto: openai when --base-url is given, else detected from the model's config.json",
     )
     p.add_argument("--revision", default=None, help="hub revision (commit) of the model")
@@ -150,15 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text holding {question} (and {class} unless every question has <object>); repeat it for "
         "paraphrases, averaged in probability space (default: 'Consider a photo of a {class}. {question}')",
     )
-    server = p.add_argument_group("OpenAI-compatible server (--backend openai)")
-    server.add_argument("--base-url", default=None, help="e.g. http://localhost:8000/v1")
-    server.add_argument("--api-key", default=None, help="default: $OPENAI_API_KEY, else 'EMPTY'")
-    server.add_argument("--top-logprobs", type=int, default=20, help="alternatives requested at the answer position")
-    server.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    server.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, connection, 408/409/429/5xx")
-    server.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay in s (doubles)")
-    server.add_argument("--rate-limit", type=float, default=0.0, help="max requests per second (0 = no limit)")
-    server.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in s")
+    add_backend_arguments(p)  # each backend's own options (the server's: --base-url, --concurrency, ...)
     return p
 
 
@@ -205,40 +199,7 @@ def build_scorer(args: argparse.Namespace):
     backend = args.backend
     if backend == "auto" and args.base_url:
         backend = "openai"
-    if backend == "openai":
-        from makd.mllm.openai_scorer import OpenAICompatibleScorer
-
-        if not args.base_url:
-            raise ExtractionError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-        return OpenAICompatibleScorer(
-            base_url=args.base_url,
-            model=args.model,
-            api_key=args.api_key,
-            system_message=args.system_prompt,
-            answer_suffix=suffix,
-            yes_word=args.yes_word,
-            no_word=args.no_word,
-            top_logprobs=args.top_logprobs,
-            concurrency=args.concurrency,
-            max_retries=args.max_retries,
-            retry_backoff=args.retry_backoff,
-            rate_limit=args.rate_limit,
-            timeout=args.timeout,
-        )
-    from makd.mllm.inprocess_scorer import InternVLScorer
-    from makd.mllm.model_loading import load_internvl
-
-    parts = load_internvl(args.model, backend=backend, device=args.device, dtype=args.dtype, revision=args.revision)
-    return InternVLScorer(
-        parts,
-        max_tiles=args.max_tiles,
-        batch_size=args.batch_size,
-        system_message=args.system_prompt,
-        answer_suffix=suffix,
-        yes_word=args.yes_word,
-        no_word=args.no_word,
-        prefix_mode=args.prefix_mode,
-    )
+    return build_backend_scorer(args, backend, suffix)
 
 
 def _quiet_transformers() -> None:
