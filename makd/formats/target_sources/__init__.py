@@ -3,19 +3,27 @@
 Kinds (one module each): `per_image` ({image_id: [p_1..p_Q]}, stage 2), `per_class` ({class: [p_1..p_Q]}, stage 2
 `--level class`, LaViD's `*_text.json`) and `multiple_choice` ({class: [[p_q1..p_qM], ...]}, LaViD's
 `*_chat_50-5.json`). The contract is in `base`; `open_source` reads a file once and returns the source of its kind.
+Every module of this package is imported here, so each kind registers itself in SOURCE_KINDS: adding a kind is one
+new module (a registered TargetSource subclass with its recognition_order) plus its tests. `mixed` assembles
+sources by question (DATASET.ASPECT_SOURCES); it is no kind of file.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 from collections.abc import Sequence
 
-from makd.formats.target_sources import multiple_choice, per_class, per_image  # noqa: F401  (they register)
 from makd.formats.target_sources.base import SOURCE_KINDS, TargetFile, TargetSource
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+_KINDS = sorted(dict.fromkeys(SOURCE_KINDS.get(name) for name in SOURCE_KINDS), key=lambda k: k.recognition_order)
 # Recognition order: the most specific first; the last kind of a caller's list is its fallback (never asked).
-ANY_KIND = ("multiple_choice", "per_class", "per_image")
-CLASS_KINDS = ("multiple_choice", "per_class")
+ANY_KIND = tuple(k.kind for k in _KINDS)  # ("multiple_choice", "per_class", "per_image")
+CLASS_KINDS = tuple(k.kind for k in _KINDS if k.row_unit == "class")  # ("multiple_choice", "per_class")
 
 
 def open_source(

@@ -126,6 +126,8 @@ class TargetSource:
 
     kind: ClassVar[str] = ""
     row_unit: ClassVar[str] = "image"  # what a row of the file is about, for messages ("aspects per image")
+    # Kinds are asked in increasing order (the most specific first); the last of a caller's list is its fallback.
+    recognition_order: ClassVar[int] = 0
 
     def __init__(self, file: TargetFile, key: str) -> None:
         self.file = file

@@ -18,6 +18,7 @@ from makd.formats.target_sources.per_class import PerClassSource, keys_and_shape
 @SOURCE_KINDS.register("multiple_choice")
 class MultipleChoiceSource(PerClassSource):
     kind = "multiple_choice"
+    recognition_order = 10  # before per_class, whose yes/no rows are a special case of its blocks
 
     @classmethod
     def recognises(cls, file, class_names, class_map) -> bool:

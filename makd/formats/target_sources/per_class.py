@@ -72,6 +72,7 @@ class PerClassSource(TargetSource):
 
     kind = "per_class"
     row_unit = "class"
+    recognition_order = 20
 
     def __init__(
         self,

@@ -80,6 +80,7 @@ class PerImageSource(TargetSource):
     """`{image_id: [p_1..p_Q]}`; `table` holds the validated rows."""
 
     kind = "per_image"
+    recognition_order = 30  # the fallback: a file no other kind recognises is read as this project's own format
 
     def __init__(self, file: TargetFile, key: str, table: AspectTable) -> None:
         super().__init__(file, key)
