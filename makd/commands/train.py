@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 import makd.tasks  # noqa: F401  (every task joins makd.engine.tasks.TASKS)
-from makd.config import ConfigError, load_cfg
+from makd.config import load_cfg
 from makd.engine.run_folder import LATEST
 from makd.engine.trainer import evaluate_checkpoint, run_dir_of, train
-from makd.errors import MakdError, run_command
+from makd.errors import ConfigError, MakdError, run_command
 
 
 def _train_parser() -> argparse.ArgumentParser:

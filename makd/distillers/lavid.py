@@ -24,6 +24,8 @@ from yacs.config import CfgNode as CN
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.distillers.losses import class_cross_entropy
 from makd.errors import ConfigError
+from makd.formats.conversion import read_class_map
+from makd.formats.target_sources import CLASS_KINDS, open_source
 from makd.models.heads import classifier_layer
 
 
@@ -55,9 +57,6 @@ def class_target_table(
     A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are listed in info.
     The file is a per-class or multiple-choice target source (makd.formats.target_sources).
     """
-    from makd.formats.conversion import read_class_map
-    from makd.formats.target_sources import CLASS_KINDS, open_source
-
     class_map = read_class_map(class_map_path) if class_map_path else None
     source = open_source(
         path,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from makd.config import ConfigError
+from makd.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from makd.config import ConfigError
+from makd.errors import ConfigError
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from makd.atomic_files import atomic_write_text
-from makd.config import ConfigError
 from makd.engine import run_folder
+from makd.errors import ConfigError
 
 
 def metrics_line(row: dict[str, Any]) -> str:

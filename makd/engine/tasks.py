@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from makd.config import ConfigError
 from makd.engine.distributed import DistInfo
+from makd.errors import ConfigError
 from makd.registry import Registry
 
 

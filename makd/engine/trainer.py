@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
-from makd.config import ConfigError, load_cfg
+from makd.config import load_cfg
 from makd.config.defaults import flatten_tree
 from makd.data.build import build_data, evaluation_view
 from makd.data.loader_settings import loader_settings
@@ -36,7 +36,7 @@ from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
 from makd.engine.tasks import Task, task_of
 from makd.engine.train_state import CheckpointError, TrainState, finite_number
-from makd.errors import MakdError, one_line
+from makd.errors import ConfigError, MakdError, one_line
 from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.

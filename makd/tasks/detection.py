@@ -17,7 +17,6 @@ from torch import nn
 
 import makd
 from makd.atomic_files import atomic_write_json
-from makd.config import ConfigError
 from makd.data.build import training_source
 from makd.data.image_check import bad_images_error
 from makd.data.views import view_policy_from_cfg
@@ -27,10 +26,12 @@ from makd.detection.model import DetectorSettings, build_detector
 from makd.engine import run_folder
 from makd.engine.checkpoint import save_checkpoint
 from makd.engine.distributed import DistInfo, all_gather_arrays
+from makd.engine.evaluate import make_eval_loader
 from makd.engine.metrics import aspect_agreement
 from makd.engine.tasks import TASKS, Task, move_to
 from makd.engine.train_state import finite_number
 from makd.engine.trainer import best_epochs
+from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, read_aspect_file
 from makd.formats.coco import CocoSet, read_coco
 from makd.formats.errors import DatasetFormatError
@@ -257,8 +258,6 @@ class DetectionTask(Task):
     def finish(self, run_dir: Path, logger, step: int) -> None:
         """The final model's test detections (COCO results) and per-category AP, in the run folder."""
         if "test" not in self.last_evaluation:  # resumed after the last epoch: evaluate once more, here alone
-            from makd.engine.evaluate import make_eval_loader
-
             alone = DistInfo()  # only the main process finishes: no other rank would join a gather
             loader = make_eval_loader(
                 self.eval_sets["test"], self.cfg.DATASET.TEST.BATCH_SIZE, 0, alone, False, self.eval_collate
