@@ -1,1 +1,3 @@
-"""Object detection: COCO-format data with the one box-id rule (stage 2 per box, stage 3 detection)."""
+"""Object detection building blocks: the COCO-format dataset with per-box aspect rows, the Faster R-CNN student with
+MaKD's aspect term, COCO evaluation. The task is makd/tasks/detection.py; the COCO files and the box-id rule are
+makd/formats/coco.py."""
