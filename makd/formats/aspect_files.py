@@ -141,3 +141,10 @@ def write_aspect_file(
     # One row per line keeps multi-GB files diff-able and streamable without changing the JSON.
     body = ",\n".join(f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v)}" for k, v in ordered.items())
     atomic_write_text(path, "{\n" + body + "\n}\n")
+
+
+def read_exact_rows(path: str | os.PathLike) -> dict[str, list[float]]:
+    """The rows of an aspect file as its JSON floats themselves (an AspectTable holds float32 copies), in file
+    order, unvalidated: for writing rows back unchanged after read_aspect_file has checked the file."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

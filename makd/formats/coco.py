@@ -289,6 +289,13 @@ def _parse_json(text: str, source: str) -> dict:
     return data
 
 
+def read_instances(instances_json: str | os.PathLike) -> dict:
+    """The instances file as its JSON object, as it is (what pycocotools' COCO indexes); read_coco validates it."""
+    if not Path(instances_json).is_file():
+        raise DatasetMissingError(f"COCO instances file {instances_json} does not exist (check the path)")
+    return _parse_json(read_utf8_text(instances_json, "COCO instances file"), str(instances_json))
+
+
 def read_coco(
     instances_json: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -305,9 +312,7 @@ def read_coco(
     pixels; and (when `check_files`) image files missing from `images_dir`.
     """
     source = str(instances_json)
-    if not Path(instances_json).is_file():
-        raise DatasetMissingError(f"COCO instances file {source} does not exist (check the path)")
-    data = _parse_json(read_utf8_text(instances_json, "COCO instances file"), source)
+    data = read_instances(instances_json)
     images = _read_images(_entries(data, "images", source), source)
     categories = _read_categories(_entries(data, "categories", source), source)
     annotations = _entries(data, "annotations", source)

@@ -2,9 +2,10 @@
 
 Modules: `chat_template` (the InternVL2.5 prompt), `tiling` (InternVL dynamic tiling), `yes_no` (Yes/No token
 resolution and P(yes)), `model_loading` (native and remote-code InternVL as `InternVLParts`), `prefix_scoring`
-(shared-prefix scoring), `scorer` (the backend contract), `inprocess_scorer` / `openai_scorer` (the backends),
-`reference` (the official one-pass-per-question approach, kept to test and benchmark against), `items` /
-`box_items` (what is scored: images, or the boxes of a COCO set), `partial_rows`, `extraction` (the loop),
-`merge` (shards), `class_level` and `class_prompts` (questions about class names). The command is
-makd/commands/stage2.py; the tiny random checkpoints of the tests and the benchmark are in makd/demo/.
+(shared-prefix scoring), `scorer` (the backend contract and registry), `inprocess_scorer` / `openai_scorer` (the
+scorers), `backends` (one module per `--backend`), `reference` (the official one-pass-per-question approach, kept
+to test and benchmark against), `items` / `box_items` (what is scored: images, or the boxes of a COCO set),
+`partial_rows`, `extraction` (the loop), `merge` (shards), `class_level` and `class_prompts` (questions about class
+names). The command is makd/commands/stage2.py; the tiny random checkpoints of the tests and the benchmark are in
+makd/demo/.
 """

@@ -8,12 +8,11 @@ skipped images), and, when the image folder is given, the union covers every ima
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from makd.formats.aspect_files import read_aspect_file, write_aspect_file
+from makd.formats.aspect_files import read_aspect_file, read_exact_rows, write_aspect_file
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
@@ -73,8 +72,7 @@ def merge_shards(
                 f"{path}: holds {listed} of the {meta.get('num_images_planned')} images of its shard; "
                 "rerun that shard with --resume"
             )
-        with open(path, encoding="utf-8") as fh:
-            exact = json.load(fh)  # the JSON floats themselves (the table holds float32 copies)
+        exact = read_exact_rows(path)  # the JSON floats themselves (the table holds float32 copies)
         for key, values in exact.items():
             if key in rows:
                 raise ArtifactError(f"{path}: image {key!r} is also in another shard")

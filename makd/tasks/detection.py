@@ -6,7 +6,6 @@ pycocotools' COCOeval scores to the same numbers) and category_ap.json (per-cate
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from makd.engine.train_state import finite_number
 from makd.engine.trainer import best_epochs
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, read_aspect_file
-from makd.formats.coco import CocoSet, read_coco
+from makd.formats.coco import CocoSet, read_coco, read_instances
 from makd.formats.errors import DatasetFormatError
 from makd.formats.image_decode import ImageLoadError
 
@@ -90,7 +89,7 @@ def _restricted_instances(path: str, coco: CocoSet) -> dict[str, Any]:
     """The instances file at `path` keeping only `coco`'s images and their annotations: the validation carve's
     ground truth, so each evaluation indexes a few thousand boxes rather than the whole training file (COCO
     train2017: ~860k annotations)."""
-    instances = json.loads(Path(path).read_text(encoding="utf-8"))
+    instances = read_instances(path)
     keep = {image.id for image in coco.images}
     return {
         **instances,
@@ -165,7 +164,7 @@ class DetectionTask(Task):
                 temperature=cfg.MaKD.TEMPERATURE,
             )
         ).to(self.device)
-        self.instances = {"test": json.loads(Path(cfg.DETECTION.TEST_JSON).read_text(encoding="utf-8"))}
+        self.instances = {"test": read_instances(cfg.DETECTION.TEST_JSON)}
         if self.val_coco is not None:
             self.instances["val"] = _restricted_instances(cfg.DETECTION.TRAIN_JSON, self.val_coco)
         self.metadata = {
