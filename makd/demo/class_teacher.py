@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from makd.atomic_files import atomic_write_json
 from makd.data.labelled_images import folder_images
 from makd.demo.classification import (
     QUESTIONS,
@@ -49,8 +48,8 @@ from makd.demo.classification import (
 )
 from makd.errors import MakdError
 from makd.formats.conversion import convert, write_conversion
-from makd.formats.files import sidecar_path
 from makd.formats.questions import questions_sha256
+from makd.formats.target_sources.per_class import write_class_rows
 from makd.formats.tolerant_reader import read_raw
 
 CLASS_FILE = "class_teacher.json"
@@ -141,8 +140,7 @@ def write_class_teacher(
         "written": "generated (deterministic; no date recorded)",
     }
     class_file = demo_dir / CLASS_FILE
-    atomic_write_json(class_file, rows)
-    atomic_write_json(sidecar_path(class_file), meta)
+    write_class_rows(class_file, rows, meta)
     raw = read_raw(class_file)
     for split, name in SPREAD_FILES.items():
         result = convert(raw, folder_images(demo_dir / split), level="class")

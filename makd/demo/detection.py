@@ -54,7 +54,7 @@ from makd.demo.classification import (
     simulate_teacher,
 )
 from makd.formats.aspect_files import write_aspect_file
-from makd.formats.coco import box_id
+from makd.formats.coco import box_id, write_instances
 from makd.formats.files import sha256_text
 from makd.formats.questions import questions_text, write_questions
 
@@ -240,7 +240,7 @@ def generate_detection_demo(
             instances, box_rows, image_rows = _write_split(
                 work / name, split, name, count, demo_classes, image_size, max_shapes, seed, teacher
             )
-            atomic_write_json(work / f"instances_{name}.json", instances)
+            write_instances(work / f"instances_{name}.json", instances)
             meta = {**fixed, **teacher_meta, "split": name, "instances": f"instances_{name}.json", "image_root": name}
             write_aspect_file(work / f"box_aspects_{name}.json", box_rows, meta={**meta, "level": "box"})
             write_aspect_file(work / f"image_aspects_{name}.json", image_rows, meta={**meta, "level": "image"})

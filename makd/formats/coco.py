@@ -15,13 +15,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from makd.atomic_files import atomic_write_json
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.files import read_utf8_text
 from makd.formats.image_decode import ImageLoadError, read_rgb
@@ -377,3 +378,8 @@ def read_coco(
                 f"(first: {missing[0]}); copy them there or point to the right images folder"
             )
     return CocoSet(images, categories, str(images_dir), source, _boxes=boxes, _crowd=crowd, skipped_boxes=skipped)
+
+
+def write_instances(path: str | os.PathLike, instances: Mapping[str, Any]) -> None:
+    """Write a COCO instances object (images, annotations, categories) as JSON, atomically."""
+    atomic_write_json(path, instances)

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 import makd
-from makd.atomic_files import atomic_write_json, check_output_location
+from makd.atomic_files import check_output_location
 from makd.errors import MakdError
 from makd.formats.class_questions import ClassQuestion, read_class_questions
-from makd.formats.files import sidecar_path, utc_now
+from makd.formats.files import utc_now
 from makd.formats.questions import questions_sha256
+from makd.formats.target_sources.per_class import write_class_rows
 from makd.llm.class_source import read_classes
 from makd.mllm.class_prompts import answer_words, check_templates, class_query, default_templates
 from makd.mllm.cost import Cost, CostMeter, total_cost
@@ -363,8 +364,7 @@ def _score_and_write(args, scorer, questions, classes, templates, suffix, output
         "cost_this_run": cost_this_run,
         "written": utc_now(),
     }
-    atomic_write_json(output, result)
-    atomic_write_json(sidecar_path(output), meta)
+    write_class_rows(output, result, meta)
     partial_path(output).unlink(missing_ok=True)
     print(f"wrote {output} ({len(classes)} classes x {len(questions)} questions, {scorer.cost.prompts} prompts "
           f"in {seconds:.1f} s)", file=sys.stderr)  # fmt: skip

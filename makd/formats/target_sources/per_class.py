@@ -9,17 +9,20 @@ when its keys name the dataset's classes: every class has a key, or every key na
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from makd.atomic_files import atomic_write_json
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
 from makd.formats.class_questions import is_lavid_block_text, parse_class_questions, parse_lavid_questions
 from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
 from makd.formats.errors import ArtifactError
-from makd.formats.files import read_text_sha256
+from makd.formats.files import read_text_sha256, sidecar_path
 from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
@@ -165,3 +168,11 @@ class PerClassSource(TargetSource):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.info}
+
+
+def write_class_rows(path: str | os.PathLike, rows: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
+    """Write a per-class target file, `{class: [p_1..p_Q]}` or `{class: [[p_q1..p_qM], ...]}` in the order of `rows`,
+    then its sidecar when `meta` is given; each atomically (stage 2 --level class, the demo's class teacher)."""
+    atomic_write_json(path, rows)
+    if meta is not None:
+        atomic_write_json(sidecar_path(path), meta)
