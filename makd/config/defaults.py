@@ -436,7 +436,7 @@ def uses_teacher(cfg: CN) -> bool:
 
 
 TARGET_MODES = ("teacher", "random", "shuffled", "class_mean")
-TASKS = ("classification", "detection")  # values of TASK (makd.engine.tasks.task_of builds each)
+TASKS = ("classification", "detection")  # values of TASK: each is a task of makd.tasks (makd.engine.tasks.TASKS)
 
 
 def check_cfg(cfg: CN) -> None:
