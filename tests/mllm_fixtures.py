@@ -56,6 +56,13 @@ def tiny_remote_model(tmp_path_factory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_remote"), "remote", TinySpec(seed=1))
 
 
+@pytest.fixture(scope="session")
+def tiny_remote_legacy_model(tmp_path_factory) -> Path:
+    """The remote-code stand-in with InternLM2's decoder interface (legacy tuple caches, 2D-mask hook)."""
+    spec = TinySpec(seed=3, legacy_cache=True)
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_remote_legacy"), "remote", spec)
+
+
 @pytest.fixture
 def questions_file(tmp_path: Path) -> Path:
     path = tmp_path / "questions.txt"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from mllm_fixtures import QUESTIONS, random_image, tiny_hf_model, tiny_remote_model  # noqa: F401
+from mllm_fixtures import QUESTIONS, random_image, tiny_hf_model, tiny_remote_legacy_model, tiny_remote_model  # noqa: F401
 
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import ModelLoadError, load_internvl
@@ -26,8 +26,14 @@ def remote_parts(tiny_remote_model):  # noqa: F811
     return load_internvl(str(tiny_remote_model), device="cpu", dtype="float32")
 
 
+@pytest.fixture(scope="module")
+def legacy_parts(tiny_remote_legacy_model):  # noqa: F811
+    return load_internvl(str(tiny_remote_legacy_model), device="cpu", dtype="float32")
+
+
 def _check_against_reference(parts, image, max_tiles, expected_tiles, mode):
     scorer = InternVLScorer(parts, max_tiles=max_tiles, batch_size=3, prefix_mode=mode)  # batches of 3, 3, 1
+    assert scorer.prefix_mode == mode
     pixels = scorer.pixels(scorer.prepare(image))  # normalised float32, what the reference path takes
     assert pixels.shape[0] == expected_tiles
     fast = scorer.score([image], QUESTIONS)[0]
@@ -37,9 +43,12 @@ def _check_against_reference(parts, image, max_tiles, expected_tiles, mode):
     return fast
 
 
-@pytest.mark.parametrize(("kind", "mode"), [("hf", "packed"), ("hf", "expanded"), ("remote", "packed")])
-def test_shared_prefix_equals_full_forward_per_question(kind, mode, hf_parts, remote_parts):
-    parts = hf_parts if kind == "hf" else remote_parts
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [("hf", "packed"), ("hf", "expanded"), ("remote", "packed"), ("legacy", "packed"), ("legacy", "expanded")],
+)
+def test_shared_prefix_equals_full_forward_per_question(kind, mode, hf_parts, remote_parts, legacy_parts):
+    parts = {"hf": hf_parts, "remote": remote_parts, "legacy": legacy_parts}[kind]
     many = _check_against_reference(parts, random_image(500, 375, seed=1), 12, 13, mode)
     one = _check_against_reference(parts, random_image(500, 375, seed=1), 1, 1, mode)
     assert np.abs(many - one).max() > 1e-3  # the tiling reaches the answers
@@ -54,6 +63,26 @@ def test_remote_backend_detected_and_driven_through_its_parts(remote_parts, tiny
     assert json.loads((tiny_remote_model / "config.json").read_text())["auto_map"]["AutoModel"].endswith(
         "InternVLChatModel"
     )
+
+
+def test_legacy_tuple_caches_are_scored_through_the_one_cache_interface(tiny_remote_legacy_model):  # noqa: F811
+    """InternLM2's interface (the stand-in reproduces it): tuple caches, untouched by a forward; a 4D mask refused
+    by its 2D-mask hook until the compat step lets it through (packed scoring then exact: the test above)."""
+    legacy_parts = load_internvl(str(tiny_remote_legacy_model), device="cpu", dtype="float32")  # no hook yet
+    ids = torch.tensor([[1, 2, 3, 4]])
+    out = legacy_parts.decoder(inputs_embeds=legacy_parts.embed_tokens(ids), use_cache=True)
+    cache = out.past_key_values
+    assert isinstance(cache, tuple) and len(cache) == 2 and cache[0][0].shape[2] == 4  # (keys, values) per layer
+    kept = [t.clone() for layer in cache for t in layer]
+    embeds = legacy_parts.embed_tokens(ids[:, :2])
+    more = legacy_parts.decoder(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+    assert more.past_key_values[0][0].shape[2] == 6
+    assert all(torch.equal(a, b) for a, b in zip(kept, [t for layer in cache for t in layer]))  # given tuple unchanged
+    with pytest.raises(ValueError):  # a packed-layout mask [B, 1, q, kv] without the compat hook
+        legacy_parts.decoder(inputs_embeds=legacy_parts.embed_tokens(ids), attention_mask=torch.zeros(1, 1, 4, 4))
+    scorer = InternVLScorer(legacy_parts, max_tiles=1)
+    assert scorer.prefix_mode == "packed" and scorer.packed_attention == "mask"
+    assert "4d_mask" in legacy_parts.info["compat"]
 
 
 def test_batch_size_mode_and_multi_image_calls_do_not_change_numbers(hf_parts):

@@ -1,10 +1,11 @@
-"""`python tools/aspects.py {inspect,convert,audit}`: look into, convert and check aspect files.
+"""`python tools/aspects.py {inspect,convert,audit,compare}`: look into, convert, check and compare aspect files.
 
 inspect FILE                       rows, Q, histogram, quantisation, duplicates, bad values, per-question rates
 convert SRC --out OUT [--images DIR | --config CFG] [--level auto|image|class] [--class-map FILE] [--drop-unmatched]
                                    another project's file -> {image_id: [p_1..p_Q]} + sidecar
 audit FILE --truth TRUTH.json      per-question agreement / AUC against 0/1 ground truth
 audit FILE --cub-attributes image_attribute_labels.txt --cub-images images.txt --question-map MAP
+compare FIRST SECOND               per-question |dP|, correlation and agreement over the rows both files hold
 See docs/aspect_files.md.
 """
 
@@ -30,7 +31,7 @@ PROG = "aspects.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Inspect, convert and audit aspect files.")
+    parser = argparse.ArgumentParser(prog=PROG, description="Inspect, convert, audit and compare aspect files.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="summarise an aspect file and list its problems (never stops at the first)")
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="count CUB answers with certainty 1 (not visible) as absent instead of skipping them",
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p = sub.add_parser("compare", help="how far apart two aspect files of the same images and questions are")
+    p.add_argument("first", help="aspect file, e.g. stage 2 in process")
+    p.add_argument("second", help="aspect file, e.g. the same images through --backend openai")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -138,6 +144,14 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from makd.analysis.aspect_comparison import compare_lines, compare_tables
+
+    result = compare_tables(read_aspect_file(args.first), read_aspect_file(args.second))
+    print(json.dumps(result, indent=2) if args.json else "\n".join(compare_lines(result)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; 0 on success, 2 on bad input (one line on stderr)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -148,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "convert":
             return _convert(args, argv)
+        if args.command == "compare":
+            return _compare(args)
         return _audit(args)
 
     return run_command(body, argv)

@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument(
+        "--attn-implementation",
+        default="auto",
+        choices=["auto", "eager", "sdpa", "flash_attention_2"],
+        help="remote-code checkpoints: the language model's attention, set by this command whatever the checkpoint's "
+        "config says (auto: sdpa where the class has it, else eager; flash_attention_2 needs flash-attn and CUDA "
+        "and takes no packed mask, so packed scoring falls back to expanded)",
+    )
+    p.add_argument(
         "--batch-size",
         type=int,
         default=None,

@@ -4,5 +4,6 @@ Data sets (each writes images, questions, an aspect file with its sidecar and th
 (the main demo: classes of shapes and textures), `oriented` (asymmetric objects, for the flip and crop policies),
 `detection` (COCO instances and per-box rows), `class_teacher` (a per-class teacher file from the main demo).
 Models (random weights, built on the spot, no downloads): `tiny_internvl` (InternVL checkpoints: transformers'
-native classes, or `tiny_remote_code`, a stand-in of the remote code), `tiny_causal_lm` (a chat causal LM).
+native classes, or `tiny_remote_code`, a stand-in of the remote code), `internvl_remote_code` (checkpoints on the
+real remote code of the OpenGVLab/InternVL repository, from a local mirror), `tiny_causal_lm` (a chat causal LM).
 """

@@ -50,6 +50,7 @@ class TinySpec:
     text_kv_heads: int = 2
     init_range: float = 0.2  # larger than usual so random P(yes) spread over (0, 1), which makes checks bite
     seed: int = 0
+    legacy_cache: bool = False  # remote stand-in only: InternLM2's decoder interface (tiny_remote_code)
 
     @property
     def patch_size(self) -> int:
@@ -159,9 +160,11 @@ def _save_native(path: Path, spec: TinySpec, tokenizer, image_token_id: int) -> 
 
 
 def _save_remote(path: Path, spec: TinySpec, tokenizer) -> None:
-    config = tiny_remote_code.InternVLChatConfig(
-        vision_config=_vision_config(spec), llm_config=_text_config(spec, len(tokenizer))
-    )
+    # The architecture name the real configs carry: a transformers class (sdpa) or InternLM2's remote one (eager).
+    architecture = "InternLM2ForCausalLM" if spec.legacy_cache else "Qwen2ForCausalLM"
+    llm_config = {**_text_config(spec, len(tokenizer)), "legacy_cache": spec.legacy_cache}
+    llm_config["architectures"] = [architecture]
+    config = tiny_remote_code.InternVLChatConfig(vision_config=_vision_config(spec), llm_config=llm_config)
     model = tiny_remote_code.InternVLChatModel(config).eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

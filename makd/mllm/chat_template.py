@@ -1,11 +1,20 @@
-"""The InternVL2.5 chat prompt ("internvl2_5" template), the one copy used by every backend.
+"""The chat prompt of an InternVL teacher: one image, one question, the assistant turn open.
 
-`model.chat` of InternVL2.5 builds an MPT-style prompt: a system block (always present, even when the system
-message is empty), one user turn holding `<image>\\n{question}` and an open assistant turn. The `<image>`
-placeholder is then replaced by `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`.
+`model.chat` of the remote code fills the conversation template its config names (`template`: "internvl2_5" for
+InternVL2.5/3, "Hermes-2", "internlm2-chat" or "phi3-chat" for InternVL2) from the `conversation.py` the
+checkpoint ships: system block, one user turn holding `<image>\\n{question}`, an open assistant turn. The
+`<image>` placeholder is then replaced by `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`.
+
+A `ChatFormat` is that recipe for one teacher. The remote backend builds it from the checkpoint's own
+`get_conv_template` (`conversation_format`), so the prompt is the real code's, whatever the template; native
+"-hf" checkpoints ship no conversation code and use the one copy of the "internvl2_5" template below, which is
+what their remote-code twins' `chat` builds.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 TEMPLATE_NAME = "internvl2_5"
 DEFAULT_SYSTEM_MESSAGE = (
@@ -53,3 +62,54 @@ def build_prompt(
 def answer_context() -> str:
     """The text right before the first answer token (used to resolve how "Yes" is tokenized there)."""
     return _ASSISTANT_OPEN
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How one teacher turns (system message, query) into the prompt that ends where the answer starts."""
+
+    template: str
+    system_message: str  # the teacher's default; a scorer may pass another
+    render: Callable[[str, str], str]  # (system message, query) -> prompt with the assistant turn open
+    source: str  # where the template came from, for the sidecar
+
+    def prompt(self, question: str, n_tiles: int, tokens_per_tile: int, system_message: str | None = None) -> str:
+        """The full prompt for one image of `n_tiles` tiles and one question (the image tokens in place)."""
+        system = self.system_message if system_message is None else system_message
+        prompt = self.render(system, f"{IMAGE_PLACEHOLDER}\n{question}")
+        return prompt.replace(IMAGE_PLACEHOLDER, image_tokens(n_tiles, tokens_per_tile), 1)
+
+    def answer_context(self, system_message: str | None = None) -> str:
+        """The text between the question and the first answer token (resolves how "Yes" is tokenized there)."""
+        system = self.system_message if system_message is None else system_message
+        marker = "\x00question\x00"
+        rendered = self.render(system, marker)
+        if rendered.count(marker) != 1:
+            raise ValueError(f"template {self.template!r} does not place the question exactly once")
+        return rendered.split(marker)[1]
+
+
+def internvl2_5_format(system_message: str = DEFAULT_SYSTEM_MESSAGE) -> ChatFormat:
+    """The "internvl2_5" template reproduced here (native "-hf" checkpoints)."""
+
+    def render(system: str, query: str) -> str:
+        return _SYSTEM_BLOCK.format(system=system) + _USER_TURN.format(query=query) + _ASSISTANT_OPEN
+
+    return ChatFormat(TEMPLATE_NAME, system_message, render, "makd (internvl2_5, as the remote code's chat)")
+
+
+def conversation_format(get_conv_template: Callable[[str], object], template: str, system_message: str) -> ChatFormat:
+    """The template named `template` in a checkpoint's own conversation.py, filled as `model.chat` fills it."""
+    try:
+        get_conv_template(template)
+    except KeyError:
+        raise ValueError(f"template {template!r} is not defined in the checkpoint's conversation.py") from None
+
+    def render(system: str, query: str) -> str:
+        conversation = get_conv_template(template)  # a fresh copy, as chat takes one per call
+        conversation.system_message = system
+        conversation.append_message(conversation.roles[0], query)
+        conversation.append_message(conversation.roles[1], None)
+        return conversation.get_prompt()
+
+    return ChatFormat(template, system_message, render, "checkpoint conversation.py")

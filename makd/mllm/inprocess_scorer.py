@@ -4,8 +4,9 @@ Per image: tile, encode the tiles once, prefill the shared prompt prefix once, t
 batches of suffixes over the cached prefix (see prefix_scoring for the "packed" and "expanded" modes). The images
 of one `score` call that have the same tile count go through the model together, as the batch dimension.
 Loader threads (`prepare`) hand over uint8 tiles; normalisation and the cast to the model's dtype run on the device.
-Prompts are tokenized exactly as `model.chat` does (`tokenizer(prompt)`, default special tokens) and cached
-per tile count, since the prompt text depends on the image only through its number of tiles.
+Prompts are built from the teacher's chat format (for remote code, the template of the conversation.py it ships),
+tokenized exactly as `model.chat` does (`tokenizer(prompt)`, default special tokens) and cached per tile count,
+since the prompt text depends on the image only through its number of tiles.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from makd.mllm.chat_template import TEMPLATE_NAME, answer_context, build_prompt, with_answer_suffix
+from makd.mllm.chat_template import with_answer_suffix
 from makd.mllm.cost import Cost
 from makd.mllm.extraction import ExtractionError
 from makd.mllm.model_loading import InternVLParts
@@ -68,13 +69,14 @@ class InternVLScorer:
         if prefix_mode not in PREFIX_MODES:
             raise ExtractionError(f"--prefix-mode {prefix_mode!r} is unknown (use {', '.join(PREFIX_MODES)})")
         self.prefix_mode = prefix_mode
-        self.system_message = parts.system_message if system_message is None else system_message
+        self.system_message = parts.chat_format.system_message if system_message is None else system_message
         self.answer_suffix = answer_suffix
         self.tiling = TilingSpec(max_tiles=max_tiles, tile_size=parts.tile_size, mean=parts.mean, std=parts.std)
-        self.tokens: YesNoTokens = resolve_yes_no_tokens(parts.tokenizer, answer_context(), yes_word, no_word)
+        answer_context = parts.chat_format.answer_context(self.system_message)
+        self.tokens: YesNoTokens = resolve_yes_no_tokens(parts.tokenizer, answer_context, yes_word, no_word)
         self.packed_attention: str | None = None
         if prefix_mode == "packed":
-            context = parts.tokenizer(build_prompt("Is it?", 1, 1, self.system_message))["input_ids"]
+            context = parts.tokenizer(self.prompt("Is it?", 1))["input_ids"]
             context = [t for t in context if t != parts.image_context_id]
             self.packed_attention = choose_packed_attention(parts, self.tokens, context)
             if self.packed_attention is None:
@@ -89,7 +91,7 @@ class InternVLScorer:
     def prompt(self, question: str, n_tiles: int) -> str:
         """The exact prompt string for one question about an image of `n_tiles` tiles."""
         asked = with_answer_suffix(question, self.answer_suffix)
-        return build_prompt(asked, n_tiles, self.parts.tokens_per_tile, self.system_message)
+        return self.parts.chat_format.prompt(asked, n_tiles, self.parts.tokens_per_tile, self.system_message)
 
     def prompt_ids(self, questions: Sequence[str], n_tiles: int) -> list[list[int]]:
         """Token ids of every question's full prompt, tokenized as model.chat does."""
@@ -154,7 +156,8 @@ class InternVLScorer:
     def describe(self) -> dict:
         return {
             **self.parts.info,
-            "template": TEMPLATE_NAME,
+            "template": self.parts.chat_format.template,
+            "template_source": self.parts.chat_format.source,
             "system_message": self.system_message,
             "answer_suffix": self.answer_suffix,
             "yes_no_tokens": self.tokens.describe(),

@@ -3,16 +3,22 @@
 Two kinds of checkpoints:
 - "hf": transformers' native InternVL ("-hf" checkpoints of InternVL2.5 / InternVL3), loaded with
   AutoModelForImageTextToText + AutoProcessor; no remote code, no patched files.
-- "remote": the original remote-code InternVL2.5 checkpoints (`InternVLChatModel`, trust_remote_code=True),
+- "remote": the original remote-code InternVL2 / 2.5 / 3 checkpoints (`InternVLChatModel`, trust_remote_code=True),
   driven through what that code exposes: `extract_feature`, `num_image_token`, `img_context_token_id`,
-  `language_model`, `template`, `system_message` (the same parts `model.chat` uses).
+  `language_model`, `template`, `system_message` and the conversation template of the `conversation.py` it ships
+  (the same parts `model.chat` uses). What older remote code needs under the installed transformers is applied
+  by `remote_code_compat` and recorded.
 Both become an `InternVLParts`, so the scoring code never depends on which kind it is.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import struct
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +27,8 @@ from typing import Any
 import torch
 
 from makd.errors import MakdError
-from makd.mllm.chat_template import DEFAULT_SYSTEM_MESSAGE, IMAGE_CONTEXT_TOKEN, TEMPLATE_NAME
+from makd.mllm import remote_code_compat
+from makd.mllm.chat_template import IMAGE_CONTEXT_TOKEN, ChatFormat, conversation_format, internvl2_5_format
 from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
 
 BACKENDS = ("auto", "hf", "remote")
@@ -61,7 +68,7 @@ class InternVLParts:
     tile_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    system_message: str
+    chat_format: ChatFormat
     device: torch.device
     dtype: torch.dtype
     info: dict = field(default_factory=dict)
@@ -221,8 +228,13 @@ def load_internvl(
     device: str = "auto",
     dtype: str = "auto",
     revision: str | None = None,
+    attn_implementation: str = "auto",
 ) -> InternVLParts:
-    """Load tokenizer and model in eval mode on `device`, as `InternVLParts`."""
+    """Load tokenizer and model in eval mode on `device`, as `InternVLParts`.
+
+    `attn_implementation` (remote_code_compat.ATTENTION_CHOICES) is the language model's attention for remote-code
+    checkpoints, chosen here rather than read from the checkpoint (`remote_code_compat.language_model_attention`).
+    """
     if backend not in BACKENDS:
         raise ModelLoadError(f"--backend {backend!r} is unknown for in-process models (use {', '.join(BACKENDS)})")
     torch_device = resolve_device(device)
@@ -231,12 +243,28 @@ def load_internvl(
         backend = detect_backend(read_model_config(model_id, revision), model_id)
     if Path(model_id).is_dir():  # a damaged local folder is one line naming the file, not a loader traceback
         check_model_folder(Path(model_id))
-    loader = _load_native if backend == "hf" else _load_remote
     try:
-        parts = loader(model_id, revision, torch_device, torch_dtype)
+        if backend == "hf":
+            parts = _load_native(model_id, revision, torch_device, torch_dtype)
+        else:
+            parts = _load_remote(model_id, revision, torch_device, torch_dtype, attn_implementation)
+    except ModelLoadError:
+        raise
+    except ImportError as err:  # a package the checkpoint's code imports (einops, sentencepiece, flash_attn, ...)
+        whose = "its remote code" if backend == "remote" else "loading it"
+        raise ModelLoadError(f"--model {model_id}: {whose} {_missing_package_message(err)}") from None
     except (OSError, ValueError) as err:  # what transformers raises for files it cannot use
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"--model {model_id}: cannot be loaded ({type(err).__name__}: {first[:300]})") from None
+        cause = f"{type(err).__name__}: {_first_line(err)}"
+        raise ModelLoadError(f"--model {model_id}: cannot be loaded ({cause})") from None
+    except Exception as err:
+        if backend != "remote":
+            raise  # transformers' own classes: a bug to report with its traceback
+        # The checkpoint's own code failed: one line naming where, and what to try.
+        raise ModelLoadError(
+            f"--model {model_id}: its remote code failed while loading ({type(err).__name__}: {_first_line(err)}"
+            f"{_remote_frame(err)}); it may not support transformers {_transformers_version()}: try another "
+            "revision of the checkpoint, or serve it (vLLM, LMDeploy) and use --backend openai"
+        ) from None
     parts.info.update(
         {
             "backend": backend,
@@ -249,6 +277,40 @@ def load_internvl(
         }
     )
     return parts
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _remote_frame(err: BaseException) -> str:
+    """ " at <file>:<line>" of the innermost frame in a checkpoint's own code (transformers_modules), if any."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "transformers_modules" in f.filename]
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+
+
+def _missing_package_message(err: ImportError) -> str:
+    """One line naming the missing package(s) and the pip command, from transformers' or Python's message."""
+    text = " ".join(str(err).split())
+    listed = re.search(r"not found in your environment: ([\w\-., ]+?)\. Run", text)
+    names = [n.strip() for n in listed.group(1).split(",")] if listed else []
+    if not names and getattr(err, "name", None):
+        names = [err.name.split(".")[0]]
+    if not names:
+        return f"failed to import a package ({text[:300]})"
+    pip = {"flash_attn": "flash-attn"}
+    packages = " ".join(pip.get(n, n) for n in names)
+    return (
+        f"needs the Python package{'s' if len(names) > 1 else ''} {', '.join(names)}, "
+        f"not installed here (pip install {packages})"
+    )
 
 
 def _check_image_token(tokenizer: Any, expected_id: int | None, model_id: str) -> int:
@@ -304,36 +366,63 @@ def _load_native(model_id: str, revision: str | None, device: torch.device, dtyp
         tile_size=int(vision.image_size[0]),
         mean=tuple(getattr(image_processor, "image_mean", None) or IMAGENET_MEAN),
         std=tuple(getattr(image_processor, "image_std", None) or IMAGENET_STD),
-        system_message=DEFAULT_SYSTEM_MESSAGE,
+        chat_format=internvl2_5_format(),
         device=device,
         dtype=dtype,
     )
 
 
-def _load_remote(model_id: str, revision: str | None, device: torch.device, dtype: torch.dtype) -> InternVLParts:
-    from transformers import AutoModel, AutoTokenizer
+def _load_remote(
+    model_id: str, revision: str | None, device: torch.device, dtype: torch.dtype, attention: str
+) -> InternVLParts:
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=True)
-    model = AutoModel.from_pretrained(model_id, revision=revision, dtype=dtype, trust_remote_code=True)
+    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+    llm_config = getattr(config, "llm_config", None)
+    auto_model = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+    if llm_config is None or auto_model is None:
+        raise ModelLoadError(
+            f"--model {model_id}: config has no llm_config or no auto_map AutoModel entry; expected the "
+            "InternVLChatModel remote code of an InternVL2 / 2.5 / 3 checkpoint"
+        )
+    architecture = (getattr(llm_config, "architectures", None) or ["?"])[0]
+    try:
+        chosen = remote_code_compat.language_model_attention(attention, architecture, device)
+    except ValueError as err:
+        raise ModelLoadError(f"--attn-implementation: {err}") from None
+    remote_code_compat.set_language_model_attention(llm_config, chosen)
+    shipped_class = get_class_from_dynamic_module(auto_model, model_id, revision=revision)
+    model_class = remote_code_compat.with_post_init(shipped_class)
+    # use_flash_attn: InternVLChatModel's own switch for its vision tower and language model (InternVL2 on).
+    takes_flash = "use_flash_attn" in inspect.signature(shipped_class.__init__).parameters
+    switches = {"use_flash_attn": chosen == "flash_attention_2"} if takes_flash else {}
+    model = model_class.from_pretrained(model_id, config=config, revision=revision, dtype=dtype, **switches)
+    try:
+        rebuilt = remote_code_compat.restore_nonpersistent_buffers(model, dtype)
+    except remote_code_compat.UnrestorableBufferError as err:
+        raise ModelLoadError(
+            f"--model {model_id}: {err}; transformers {_transformers_version()} leaves such buffers uninitialised, so "
+            "its answers could not be trusted (serve the model and use --backend openai)"
+        ) from None
     model = model.to(device).eval()
+    _check_decoder_runs(model.language_model, device, dtype)
     missing = [name for name in REMOTE_ATTRIBUTES if not hasattr(model, name)]
     if missing:
         raise ModelLoadError(
             f"--model {model_id}: {type(model).__name__} lacks {', '.join(missing)}; "
-            "expected the InternVL2.5 InternVLChatModel remote code"
+            "expected the InternVLChatModel remote code of an InternVL2 / 2.5 / 3 checkpoint"
         )
-    if model.template != TEMPLATE_NAME:
-        raise ModelLoadError(
-            f"--model {model_id}: chat template {model.template!r} is not {TEMPLATE_NAME!r}, the only template "
-            "reproduced here; use an InternVL2.5 checkpoint or serve the model and use --backend openai"
-        )
+    chat_format = _checkpoint_chat_format(model, model_id)
+    tokenizer = _load_remote_tokenizer(model_id, revision, chat_format)
     # model.chat sets this from the tokenizer before every call; do the same once.
     model.img_context_token_id = _check_image_token(tokenizer, None, model_id)
-    config = model.config
     vision = getattr(config, "vision_config", None)
     size = getattr(config, "force_image_size", None) or getattr(vision, "image_size", 448)
     tile_size = int(size[0] if isinstance(size, (list, tuple)) else size)
     language_model = model.language_model
+    compat = [remote_code_compat.POST_INIT] if remote_code_compat.applied_post_init(model) else []
+    compat += [remote_code_compat.BUFFERS] if rebuilt else []
     return InternVLParts(
         backend="remote",
         model=model,
@@ -348,7 +437,66 @@ def _load_remote(model_id: str, revision: str | None, device: torch.device, dtyp
         tile_size=tile_size,
         mean=IMAGENET_MEAN,  # the official load_image normalises with ImageNet statistics
         std=IMAGENET_STD,
-        system_message=str(model.system_message),
+        chat_format=chat_format,
         device=device,
         dtype=dtype,
+        info={
+            "attn_implementation": chosen,
+            "compat": compat,
+            "tokenizer_class": type(tokenizer).__name__,
+        },
     )
+
+
+@torch.inference_mode()
+def _check_decoder_runs(language_model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """One 2-token forward with a cache, so remote code that cannot run under the installed transformers (e.g.
+    InternVL2-4B's Phi-3 code calls DynamicCache.from_legacy_cache, gone in transformers 5) stops at load time
+    with one line, not in the middle of a run."""
+    embeds = language_model.get_input_embeddings()(torch.tensor([[0, 0]], device=device))
+    language_model.base_model(inputs_embeds=embeds.to(dtype), use_cache=True)
+
+
+def _checkpoint_chat_format(model: torch.nn.Module, model_id: str) -> ChatFormat:
+    """The conversation template the checkpoint's config names, from the conversation.py it ships, with the
+    system message its model uses (config.system_message, else the template's), as `model.chat` takes them."""
+    module = sys.modules.get(type(model).__module__)
+    get_conv_template = getattr(module, "get_conv_template", None)
+    if get_conv_template is None:
+        raise ModelLoadError(
+            f"--model {model_id}: its modeling code has no get_conv_template (from the conversation.py InternVL "
+            "checkpoints ship); cannot build the prompt model.chat builds"
+        )
+    try:
+        return conversation_format(get_conv_template, str(model.template), str(model.system_message))
+    except ValueError as err:
+        raise ModelLoadError(f"--model {model_id}: {err}") from None
+
+
+def _load_remote_tokenizer(model_id: str, revision: str | None, chat_format: ChatFormat) -> Any:
+    """The tokenizer as the official scripts load it (use_fast=False: InternLM2's SentencePiece class where the
+    checkpoint has one). If the checkpoint also offers a fast class that tokenizes the prompt differently, the
+    run goes on with the slow one and says so: a script of the user's with the default use_fast=True would not
+    reproduce these numbers."""
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=True, use_fast=False)
+    if getattr(tokenizer, "is_fast", False):
+        return tokenizer  # the checkpoint has only a fast tokenizer
+    try:
+        fast = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=True, use_fast=True)
+    except Exception:  # noqa: BLE001 - a fast class that cannot even load is no concern of the slow path
+        return tokenizer
+    if getattr(fast, "is_fast", False):
+        probe = chat_format.prompt("Is the object red? Yes or No.", 1, 4)
+        slow_ids, fast_ids = tokenizer(probe)["input_ids"], fast(probe)["input_ids"]
+        if list(slow_ids) != list(fast_ids):
+            warnings.warn(
+                f"--model {model_id}: its fast tokenizer ({type(fast).__name__}) tokenizes the prompt differently "
+                f"from the slow one ({len(fast_ids)} vs {len(slow_ids)} ids); using the slow one, as the official "
+                "scripts do (AutoTokenizer use_fast=False)",
+                stacklevel=3,
+            )
+    return tokenizer

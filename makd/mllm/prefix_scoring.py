@@ -20,6 +20,8 @@ import torch
 
 from makd.mllm.model_loading import InternVLParts
 from makd.mllm.prefix_attention import PrefixSplit, kernel_available, restore_attention, switch_to_prefix_split
+from makd.mllm.prefix_cache import PrefixCache
+from makd.mllm.remote_code_compat import FOUR_D_MASK, admit_4d_masks
 from makd.mllm.yes_no import YesNoTokens, p_yes_from_logits
 
 
@@ -162,7 +164,7 @@ def score_images_shared_prefix(
     n_images = features.shape[0]
     prefix = torch.tensor([split.prefix] * n_images, dtype=torch.long, device=parts.device)
     embeds = merge_image_features(parts, prefix, features.flatten(0, 1))
-    cache = output_cache(parts.decoder(inputs_embeds=embeds, use_cache=True))
+    cache = PrefixCache.of(output_cache(parts.decoder(inputs_embeds=embeds, use_cache=True)))
     scores = []
     rows = [1]  # copies of each image's prefix the cache holds (expanded mode grows it once)
     for start in range(0, len(split.suffixes), batch_size):
@@ -172,12 +174,12 @@ def score_images_shared_prefix(
         else:
             last_hidden, added = _expanded_batch(parts, cache, chunk, rows, n_images)
         scores.append(p_yes_from_hidden(parts, last_hidden, tokens))  # [n_images, len(chunk)]
-        cache.crop(-added)  # negative = tokens to remove: back to the shared prefix
+        cache.restore(added)  # back to the shared prefix
     return torch.cat(scores, dim=1).float().cpu()
 
 
 def _packed_batch(
-    parts: InternVLParts, cache: Any, chunk: list[list[int]], prefix_length: int, n_images: int, attention: str
+    parts: InternVLParts, cache: PrefixCache, chunk: list[list[int]], prefix_length: int, n_images: int, attention: str
 ) -> tuple[torch.Tensor, int]:
     """Hidden states at each suffix's last token [n_images, len(chunk), hidden], and how many tokens were added."""
     device = parts.device
@@ -192,7 +194,7 @@ def _packed_batch(
         out = parts.decoder(
             inputs_embeds=parts.embed_tokens(ids),
             position_ids=positions,
-            **cache_argument(parts.decoder, cache),
+            **cache_argument(parts.decoder, cache.argument()),
             use_cache=True,
             prefix_split=PrefixSplit.for_suffixes([len(s) for s in chunk], prefix_length, device),
         )
@@ -207,38 +209,41 @@ def _packed_batch(
         inputs_embeds=parts.embed_tokens(ids),
         attention_mask=mask[None, None].expand(n_images, 1, -1, -1),
         position_ids=positions,
-        **cache_argument(parts.decoder, cache),
+        **cache_argument(parts.decoder, cache.argument()),
         use_cache=True,
     )
     return last_hidden_state(out)[:, starts + lengths - 1], total  # [n_images, len(chunk), hidden]
 
 
 def _expanded_batch(
-    parts: InternVLParts, cache: Any, chunk: list[list[int]], rows: list[int], n_images: int
+    parts: InternVLParts, cache: PrefixCache, chunk: list[list[int]], rows: list[int], n_images: int
 ) -> tuple[torch.Tensor, int]:
     """As `_packed_batch`, with each image's cache row repeated len(chunk) times (`rows[0]` tracks the count)."""
     device = parts.device
     if len(chunk) != rows[0]:
         if rows[0] == 1:
-            cache.batch_repeat_interleave(len(chunk))  # image-major: rows b*len(chunk) .. hold image b
+            cache.repeat_rows(len(chunk))  # image-major: rows b*len(chunk) .. hold image b
         else:  # only the last, smaller batch gets here: keep the first len(chunk) copies of each image
             keep = torch.arange(n_images, device=device)[:, None] * rows[0] + torch.arange(len(chunk), device=device)
-            cache.batch_select_indices(keep.flatten())
+            cache.select_rows(keep.flatten())
         rows[0] = len(chunk)
     width = max(len(s) for s in chunk)
     lengths = torch.tensor([len(s) for s in chunk] * n_images, device=device)
     # Right padding with each row's own last token: in a causal model nothing real attends to it.
     padded = [s + [s[-1]] * (width - len(s)) for s in chunk]
     ids = torch.tensor(padded * n_images, dtype=torch.long, device=device)  # [n_images * len(chunk), width]
-    out = parts.decoder(inputs_embeds=parts.embed_tokens(ids), **cache_argument(parts.decoder, cache), use_cache=True)
+    out = parts.decoder(
+        inputs_embeds=parts.embed_tokens(ids), **cache_argument(parts.decoder, cache.argument()), use_cache=True
+    )
     last = last_hidden_state(out)[torch.arange(ids.shape[0], device=device), lengths - 1]
     return last.reshape(n_images, len(chunk), -1), width
 
 
 def choose_packed_attention(parts: InternVLParts, tokens: YesNoTokens, context_ids: Sequence[int]) -> str | None:
     """The packed attention this language model gives the right numbers with: "split" where its kernel exists and
-    the model dispatches attention through transformers (the decoder is switched for it), else "mask", else None
-    (use expanded mode).
+    the model dispatches attention through transformers (the decoder is switched for it), else "mask" (for
+    decoders that build their mask from a 2D one, such as InternLM2's, with the 4D mask let through:
+    remote_code_compat.admit_4d_masks, recorded in parts.info["compat"]), else None (use expanded mode).
 
     Some remote-code language models build their own masks, or take no extra arguments, and would silently
     ignore or misread ours, so each candidate is compared once with expanded mode on a short text-only prompt
@@ -263,4 +268,12 @@ def choose_packed_attention(parts: InternVLParts, tokens: YesNoTokens, context_i
             if agrees("split"):
                 return "split"
             restore_attention(parts.decoder, previous)
-    return "mask" if agrees("mask") else None
+    if agrees("mask"):
+        return "mask"
+    undo = admit_4d_masks(parts.decoder)
+    if undo is not None:
+        if agrees("mask"):
+            parts.info.setdefault("compat", []).append(FOUR_D_MASK)
+            return "mask"
+        undo()
+    return None

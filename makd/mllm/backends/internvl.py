@@ -1,7 +1,7 @@
 """In-process InternVL (`--backend auto | hf | remote`): the model loaded by makd.mllm.model_loading (transformers'
 native classes, or the remote code; auto: detected from the model's config.json), scored by
 makd.mllm.inprocess_scorer.InternVLScorer. Its options are the command's model options (--revision, --max-tiles,
---dtype, --device, --batch-size, --prefix-mode), which the class level shares."""
+--dtype, --device, --attn-implementation, --batch-size, --prefix-mode), some of which the class level shares."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ class InProcessInternVL:
         from makd.mllm.inprocess_scorer import InternVLScorer
         from makd.mllm.model_loading import load_internvl
 
-        parts = load_internvl(args.model, backend=name, device=args.device, dtype=args.dtype, revision=args.revision)
+        parts = load_internvl(
+            args.model,
+            backend=name,
+            device=args.device,
+            dtype=args.dtype,
+            revision=args.revision,
+            attn_implementation=args.attn_implementation,
+        )
         return InternVLScorer(
             parts,
             max_tiles=args.max_tiles,
