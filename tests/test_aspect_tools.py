@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mirrors import mirror
 from PIL import Image
 from tool_modules import load_tool
 
@@ -16,7 +17,7 @@ from makd.formats.aspect_files import read_aspect_file
 from makd.formats.files import read_sidecar, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-LAVID = Path("/work/.mirror/lliangthomas+lavid/repo")
+LAVID = mirror("lliangthomas/lavid")
 FAST = ["DATASET.IMAGE_SIZE", "16", "DATASET.RESIZE_RATIO", "1.0"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mirrors import mirror
 
 from makd.commands.stage2 import main
 from makd.demo.tiny_causal_lm import build_tiny_causal_lm
@@ -290,7 +291,7 @@ def test_lavid_block_question_files_are_read():
         parse_lavid_questions("    1. Small\n")
 
 
-LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
+LAVID_MIRROR = mirror("lliangthomas/lavid")
 
 
 @pytest.mark.skipif(not LAVID_MIRROR.is_dir(), reason="the LaViD mirror is not on this machine")

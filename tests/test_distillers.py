@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mirrors import mirror
 from tool_modules import load_tool
 
 from makd.config import ConfigError, get_cfg, load_cfg
@@ -22,7 +23,7 @@ from makd.engine.optim import build_optimizer
 from makd.models.teacher import TeacherError
 from makd.tasks.classification import teacher_from_config
 
-OFFICIAL = Path("/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo")
+OFFICIAL = mirror("taegyeong-lee/MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model")
 
 
 class TinyNet(torch.nn.Module):

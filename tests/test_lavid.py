@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mirrors import mirror
 from torch import nn
 
 from makd.commands.aspects import main as aspects_main
@@ -160,7 +161,7 @@ def test_empty_or_missing_target_file_is_a_config_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- per-class files end to end
-LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
+LAVID_MIRROR = mirror("lliangthomas/lavid")
 PETS_FILES = (
     "questions/oxfordpets/logits/internvl2_text.json",
     "questions/oxfordpets/logits/qwen2.5-7b_chat_50-5.json",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from llm_server import Reply, ScriptedLLMServer
+from mirrors import mirror
 
 from makd.commands.make_questions import main
 from makd.formats.class_questions import read_class_questions
@@ -180,7 +181,7 @@ def test_block_replies_with_lettered_options_parse_to_lines():
     assert parse_choice_reply("1. Is it red?\n2. Is it big?") == ["Is it red?", "Is it big?"]  # no options: lines
 
 
-LAVID_MIRROR = Path("/work/.mirror/lliangthomas+lavid/repo")
+LAVID_MIRROR = mirror("lliangthomas/lavid")
 
 
 def _lavid(path: str) -> str:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from mirrors import mirror
 
 from makd.formats.errors import ArtifactError
 from makd.formats.questions import parse_questions_text, question_problem
@@ -89,7 +90,7 @@ def test_summary_is_one_line_with_a_count():
 
 # ----------------------------------------------------------------------------- real LLM questions (issue 10.5)
 REPO = Path(__file__).resolve().parents[1]
-LAVID = Path("/work/.mirror/lliangthomas+lavid/repo")
+LAVID = mirror("lliangthomas/lavid")
 CIFAR = [c for c in (REPO / "questions" / "classes" / "cifar100.txt").read_text().splitlines() if c]
 CALTECH = [c for c in (REPO / "questions" / "classes" / "caltech101.txt").read_text().splitlines() if c]
 

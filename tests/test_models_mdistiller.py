@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 import yaml
+from mirrors import mirror
 from torch import nn
 
 from makd.config import get_cfg
@@ -16,10 +17,8 @@ from makd.models import StudentError, build_student, input_family_of, resolve_st
 from makd.models.cifar_resnet_four_stage import FourStageCifarResNet
 from makd.models.names import CIFAR_TABLE, IMAGENET_TABLE, StudentSpec
 
-MDISTILLER_MIRROR = Path("/work/.mirror/megvii-research+mdistiller/repo")
-MAKD_MIRROR = Path(
-    "/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo"
-)
+MDISTILLER_MIRROR = mirror("megvii-research/mdistiller")
+MAKD_MIRROR = mirror("taegyeong-lee/MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model")
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mirrors import mirror
 from test_data_helpers import make_cfg, write_class_folders, write_release
 from tool_modules import load_tool
 
@@ -16,9 +17,7 @@ from makd.distillers import distiller_classes
 from makd.formats.errors import DatasetMissingError
 
 REPO = Path(__file__).resolve().parents[1]
-MAKD_MIRROR = Path(
-    "/work/.mirror/taegyeong-lee+MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model/repo"
-)
+MAKD_MIRROR = mirror("taegyeong-lee/MaKD-Multi-aspect-knowledge-distillation-with-Large-Language-Model")
 
 
 def write_yaml(path: Path, data: dict) -> str:
