@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from makd.formats.errors import ArtifactError
+from makd.formats.read_log import note_read
 
 BYTE_ORDER_MARK = "\ufeff"
 
@@ -57,17 +58,20 @@ def read_text_sha256(
     Line ends are read as Path.read_text reads them (universal newlines: "\\r\\n" and "\\r" become "\\n").
     """
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{what} {path} is a folder, not a file; give the file's path")
     if not path.is_file():
         raise ArtifactError(f"{what} {path} does not exist{missing_fix}")
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ArtifactError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    digest = note_read(path, data)  # the run's input fingerprint (makd.formats.read_log), from these very bytes
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}){not_utf8_hint}") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n"), hashlib.sha256(data).hexdigest()
+    return text.replace("\r\n", "\n").replace("\r", "\n"), digest
 
 
 def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:

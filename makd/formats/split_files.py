@@ -12,6 +12,7 @@ from pathlib import Path
 
 from makd.atomic_files import atomic_write_text
 from makd.errors import ConfigError
+from makd.formats.read_log import note_read
 
 
 def read_split_file(path: str, key: str, known_ids: Sequence[str], root: str) -> list[int]:
@@ -22,7 +23,9 @@ def read_split_file(path: str, key: str, known_ids: Sequence[str], root: str) ->
     if not os.path.isfile(path):
         raise ConfigError(f"{key} {path} does not exist (make it with tools/make_split_files.py)")
     try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        data = Path(path).read_bytes()
+        note_read(path, data)  # the run's input fingerprint (makd.formats.read_log)
+        lines = [line.strip() for line in data.decode("utf-8").splitlines()]
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{key} {path}: not UTF-8 text ({err.reason} at byte {err.start}); is it a split file?"
