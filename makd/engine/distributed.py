@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from makd.errors import ConfigError
+from makd.errors import ConfigError, MakdError, one_line
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,3 +89,28 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class AgreedError(MakdError):
+    """A user error another process of the group met (see `agree`)."""
+
+
+def agree(info: DistInfo, step: Callable[[], T]) -> T:
+    """Run `step` on every process; when it raised a MakdError on any of them, every process raises one, so no
+    process goes on to a collective the others never reach. Only rank 0 prints it (makd.errors.run_command), naming
+    the rank that met it when that is not rank 0. Without torchrun: `step()`."""
+    if not info.enabled:
+        return step()
+    error, result = None, None
+    try:
+        result = step()
+    except MakdError as err:
+        error = err
+    message = None if error is None else one_line(error.args[0] if error.args else type(error).__name__)
+    failed = [(rank, m) for rank, m in enumerate(all_gather_arrays(message, info)) if m is not None]
+    if not failed:
+        return result
+    rank, first = failed[0]
+    if error is not None and rank == info.rank:
+        raise error
+    raise AgreedError(first if rank == 0 else f"(rank {rank}) {first}")
