@@ -50,7 +50,7 @@ def plot_tsne(run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path, se
 
 def plot_aspects(run_dir: Path, label: str, out_dir: Path) -> list[Path]:
     """Question heatmaps of the run's training aspect file and agreement bars of its aspect_metrics.json (computed
-    from student.pth when the run folder has none)."""
+    from student.pth, and not saved, when the run folder has none)."""
     run = load_run(run_dir)
     train = teacher_split(run, "train")
     if train is None:
@@ -69,8 +69,8 @@ def plot_aspects(run_dir: Path, label: str, out_dir: Path) -> list[Path]:
     metrics_path = run_dir / "aspect_metrics.json"
     if metrics_path.exists():
         splits = json.loads(metrics_path.read_text(encoding="utf-8"))["splits"]
-    else:
-        splits = compute_aspect_metrics(run)
+    else:  # computed for the figure only: a plot never writes into the run folder (tools/plot.py)
+        splits = compute_aspect_metrics(run, write=False)
     for split, metrics in splits.items():
         if any("student_auc" in e for e in metrics["questions"]):
             path = out_dir / f"aspect_agreement_{split}.png"
