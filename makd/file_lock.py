@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from makd.errors import EnvironmentFailure, MakdError, describe_os_error, is_environment_error
+from makd.errors import EnvironmentFailure, MakdError, blocking_file, describe_os_error, is_environment_error
 
 # A holder on this host whose pid is gone may still hold the lock for a few seconds through forked helpers that
 # inherited it (DataLoader workers notice their parent's death within about 5 s): wait that long before refusing.
@@ -124,6 +124,7 @@ class ExclusiveLock:
         self.path, self.what, self.warn = Path(lock_path), what, warn
         self.fd: int | None = None
         self.locked = False  # False after acquire only where the file system gives no lock (warned)
+        self.created: list[Path] = []  # folders made to hold the lock file, removed on release when left empty
 
     def acquire(self) -> ExclusiveLock:
         deadline = None
@@ -139,6 +140,7 @@ class ExclusiveLock:
                     if time.monotonic() < deadline:
                         time.sleep(0.2)
                         continue
+                self.release_folders()
                 raise LockHeldError(self._held_message(holder)) from None
             except OSError as err:
                 if err.errno not in _NO_LOCK_ERRNOS:
@@ -161,11 +163,24 @@ class ExclusiveLock:
 
     def _open(self) -> int:
         try:
+            self._make_folder()
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except (FileExistsError, NotADirectoryError):  # a file stands where a folder of the path belongs
+            blocker = blocking_file(self.path) or self.path.parent
+            raise MakdError(f"{self.what} cannot be written: {blocker} is a file, not a folder (ENOTDIR)") from None
         except OSError as err:
             if is_environment_error(err):
                 raise EnvironmentFailure(describe_os_error(err, self.path, "create the lock file")) from None
             raise
+
+    def _make_folder(self) -> None:
+        missing = []
+        for folder in self.path.parents:
+            if folder.exists() or folder.is_symlink():
+                break
+            missing.append(folder)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.created = self.created or missing  # innermost first
 
     def _still_the_lock_file(self, fd: int) -> bool:
         try:
@@ -192,6 +207,15 @@ class ExclusiveLock:
                 who += f" (gone, but processes it started still hold the lock after {ORPHAN_WAIT_SECONDS:.0f} s)"
         return f"{self.what} is in use by {who}; wait until it ends, or stop it (lock file {self.path})"
 
+    def release_folders(self) -> None:
+        """Remove the folders made for the lock file when nothing else was put in them."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self.created = []
+
     def release(self, remove: bool = False) -> None:
         """Let go; `remove` deletes the lock file first (while still holding it, so no one locks a deleted file)."""
         if self.fd is None:
@@ -202,6 +226,8 @@ class ExclusiveLock:
                     os.unlink(self.path)
         os.close(self.fd)  # closing the last descriptor releases the flock
         self.fd, self.locked = None, False
+        if remove:  # a command refused at once leaves no folder it made only for its lock
+            self.release_folders()
 
 
 @contextlib.contextmanager
