@@ -68,6 +68,7 @@ OS_ERROR_CAUSES = {
     errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "a file stands where a folder is needed",
     errno.EISDIR: "it is a folder, not a file",
+    errno.EEXIST: "a file of that name is in the way of a folder",
     errno.EIO: "input/output error (a failing disk or a lost network file system)",
     errno.ENAMETOOLONG: "file name too long",
 }

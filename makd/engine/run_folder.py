@@ -317,10 +317,11 @@ def _inspect_without_manifest(plan: RunFolderPlan, entries: list[Path]) -> None:
     if foreign or not plan.resume:
         if foreign:
             raise RunFolderError(_foreign_line(run_dir, foreign))
+        names = ", ".join(p.name for p in entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
         raise RunFolderError(
-            f"run folder {run_dir} has no {MANIFEST} (it was written by makd before runs kept one, or not by makd), so "
-            "its files cannot be told from yours; nothing was changed: continue it with --resume, or move it away "
-            "(or set OUTPUT_DIR / EXPERIMENT.NAME to a new folder)"
+            f"run folder {run_dir} holds {names} but no {MANIFEST} (written by makd before runs kept one, or not by "
+            "makd), so its files cannot be told from yours; nothing was changed: continue it with --resume, or move "
+            "it away (or set OUTPUT_DIR / EXPERIMENT.NAME to a new folder)"
         )
     if (run_dir / PLOTS).exists():
         plan.warnings.append(f"run folder {run_dir} holds {PLOTS}, which the trainer does not write; it is left alone")
