@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -114,3 +114,39 @@ def agree(info: DistInfo, step: Callable[[], T]) -> T:
     if error is not None and rank == info.rank:
         raise error
     raise AgreedError(first if rank == 0 else f"(rank {rank}) {first}")
+
+
+# Set by `launch` for its workers: the number of processes, so that a worker's resume hint asks for as many.
+LAUNCHED_PROCESSES = "MAKD_NPROC_PER_NODE"
+
+
+def launch(script: str, args: Sequence[str], processes: int) -> int:
+    """Run `script args` on `processes` processes of this machine with torchrun's own launcher, in this process, and
+    return the exit code of the first process that failed (0 when all succeeded; 128 + N for signal N).
+
+    Why not plain `torchrun`: when a worker exits with a user error (code 2), torchrun adds a Python traceback and a
+    failure report of its own to the one line rank 0 printed. Here the launcher's report is not printed: the workers'
+    one line (rank 0's, makd.errors.run_command) is the whole output. SIGTERM to this process reaches the workers
+    (torchrun's agent forwards it), which keep their last finished epoch and print how to continue.
+    """
+    import logging
+
+    # The launcher's own report and warnings: torch's elastic loggers take their level from LOGLEVEL when made.
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ[LAUNCHED_PROCESSES] = str(processes)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its warning
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={processes}", script, *args]))
+    except ChildFailedError as err:
+        code = err.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code if code < 0 else 1
+    except SignalException as err:
+        return 128 + int(err.sigval)
+    return 0
