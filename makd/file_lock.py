@@ -77,10 +77,13 @@ class Holder:
         return False
 
 
-def _mount_of(path: Path) -> tuple[str, str, set[str]] | None:
-    """(mount point, file system type, options) of the mount holding `path`, from /proc/self/mountinfo."""
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def _mount_of(path: Path, mountinfo: Path = MOUNTINFO) -> tuple[str, str, set[str]] | None:
+    """(mount point, file system type, options) of the mount holding `path`, from the mount table (Linux)."""
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        lines = mountinfo.read_text().splitlines()
     except OSError:
         return None
     best = None
@@ -98,16 +101,16 @@ def _mount_of(path: Path) -> tuple[str, str, set[str]] | None:
     return best
 
 
-def local_only_reason(path: Path) -> str | None:
+def local_only_reason(path: Path, mountinfo: Path = MOUNTINFO) -> str | None:
     """Why a flock on `path` would bind this host only (a network file system mounted without lock forwarding)."""
-    mount = _mount_of(path)
+    mount = _mount_of(path, mountinfo)
     if mount is None:
         return None
     point, fstype, options = mount
     if fstype.startswith("nfs"):
-        local = [o for o in options if o in ("nolock", "local_lock=flock", "local_lock=all")]
-        if local:
-            return f"{point} is NFS mounted with {local[0]}"
+        for option in ("nolock", "local_lock=flock", "local_lock=all"):
+            if option in options:
+                return f"{point} is NFS mounted with {option}"
     if fstype == "lustre" and "localflock" in options:
         return f"{point} is Lustre mounted with localflock"
     return None
