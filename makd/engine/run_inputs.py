@@ -80,6 +80,10 @@ def fingerprint_inputs(cfg, reads: dict[str, ReadFile], splits: dict[str, Any], 
     }
 
 
+def _identity(entry: dict) -> tuple[str, str]:
+    return ("path", entry["path"]) if entry["role"] == READ_BY_THE_RUN else ("role", entry["role"])
+
+
 def _short(digest: str | None) -> str:
     return digest[:12] if digest else "none"
 
@@ -92,21 +96,25 @@ def changes(saved: dict, now: dict) -> list[str]:
         per = now.get("batch_size_per_process", 0)
         found.append(
             f"the number of processes ({old_world} at the start, global batch {old_world * per}; {new_world} now, "
-            f"global batch {new_world * per}): resume with torchrun --nproc_per_node {old_world}"
+            f"global batch {new_world * per}): resume with torchrun --nproc_per_node {old_world} (or our_train.py "
+            f"--nproc-per-node {old_world})"
             if old_world > 1
-            else f"the number of processes (1 at the start; {new_world} now): resume without torchrun"
+            else f"the number of processes (1 at the start; {new_world} now): resume with one process (no torchrun)"
         )
-    old_files = {f["path"]: f for f in saved.get("files", [])}
-    new_files = {f["path"]: f for f in now.get("files", [])}
-    for path, old in old_files.items():
-        new = new_files.get(path)
+    # Matched by the config key naming them (a relative path resumed from another folder names another file), by
+    # path for the files no key names.
+    old_files = {_identity(f): f for f in saved.get("files", [])}
+    new_files = {_identity(f): f for f in now.get("files", [])}
+    for identity, old in old_files.items():
+        new = new_files.get(identity)
         if new is None:
-            if os.path.exists(path):
+            if os.path.exists(old["path"]):
                 continue  # the same config no longer reads it (e.g. a file only the first start read); not a change
-            found.append(f"{old['role']} {path} is gone (sha256 {_short(old['sha256'])} at the start)")
+            found.append(f"{old['role']} {old['path']} is gone (sha256 {_short(old['sha256'])} at the start)")
         elif new["sha256"] != old["sha256"]:
+            where = old["path"] if new["path"] == old["path"] else f"{new['path']} (at the start: {old['path']})"
             found.append(
-                f"{old['role']} {path} changed since the run started (sha256 {_short(old['sha256'])} then, "
+                f"{old['role']} {where} changed since the run started (sha256 {_short(old['sha256'])} then, "
                 f"{_short(new['sha256'])} now)"
             )
     for name, old in saved.get("splits", {}).items():
