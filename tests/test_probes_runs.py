@@ -91,17 +91,20 @@ class Ran:
 
 
 def judge(probe: str, item: int, ran: Ran, code: int, words: list[str], kept: bool = True, clean: bool = True) -> None:
-    """Classify the outcome (see the module docstring), record it when asked, and assert it is "ok"."""
+    """Classify the outcome (see the module docstring), record it when asked, and assert it is "ok".
+
+    `kept`: nothing the user had (their files, a finished run's files) changed; `clean`: no other trace of what had to
+    be refused (a folder left, a run continued, a file written where it must not be)."""
     if not kept:
         outcome = "data loss"
     elif "Traceback (most recent call last)" in ran.err:
         outcome = "traceback"
     elif ran.code != code:
         outcome = "silent-harmful" if ran.code in (0, None) else "unclear"
-    elif not clean:
-        outcome = "silent-harmful"
     elif len(ran.lines) != (0 if code == 0 else 1) or not all(word in ran.lines[0] for word in words):
         outcome = "unclear"
+    elif not clean:
+        outcome = "silent-harmful"
     else:
         outcome = "ok"
     report = os.environ.get("MAKD_PROBE_REPORT")
@@ -302,7 +305,7 @@ def test_two_trainings_into_one_folder_and_a_plot_into_it_are_refused(data, tmp_
         assert wait_for(lambda: (out / "latest.pth").exists(), process=first)
         ran = run_in_process(plot_tool.main, [out, "--what", "curves", "--out", out / "figures"])
         judge("plot.py --out into the folder of a running training", 2, ran, 2,
-              [f"is in use by pid {first.pid}"], not (out / "figures").exists())  # fmt: skip
+              [f"is in use by pid {first.pid}"], clean=not (out / "figures").exists())  # fmt: skip
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(60)
@@ -314,9 +317,10 @@ def test_a_lock_left_by_a_killed_training_needs_no_cleanup(data, tmp_path):
     assert wait_for(lambda: (out / "latest.pth").exists(), process=killed)
     killed.kill()
     killed.wait()
-    assert (out / ".makd.lock").exists()  # the file stays; the kernel released the lock with the process
+    left = (out / ".makd.lock").exists()  # the file stays; the kernel released the lock with the process
     ran = train(data, out, "SOLVER.EPOCHS", "60", "--stop-after-epoch", "1", "--resume")
     judge("--resume after SIGKILL, the lock file left behind", 2, ran, 0, [], clean=ran.code == 0)
+    assert left
 
 
 class SlowServer:
@@ -428,7 +432,7 @@ def test_resume_refuses_a_changed_input(data, stopped, tmp_path, change):
     before = tree(out)
     ran = run_in_process(our_train.main, [cfg, "OUTPUT_DIR", out, "SOLVER.EPOCHS", "3", "--resume"])
     judge(f"--resume after the {change} changed", 3, ran, 2, [*words, "start over with --overwrite"],
-          tree(out) == before)  # fmt: skip
+          clean=tree(out) == before)  # fmt: skip
 
 
 def test_resume_refuses_another_number_of_processes(data, tmp_path):
@@ -440,7 +444,7 @@ def test_resume_refuses_another_number_of_processes(data, tmp_path):
     ran = train(data, out, "SOLVER.EPOCHS", "3", "--resume")
     judge("--resume of a 2-process run with 1 process", 3, ran, 2,
           ["the number of processes (2 at the start, global batch 16; 1 now, global batch 8)",
-           "torchrun --nproc_per_node 2"], tree(out) == before)  # fmt: skip
+           "torchrun --nproc_per_node 2"], clean=tree(out) == before)  # fmt: skip
 
 
 # ======================================================================= 6: environment failures
@@ -583,7 +587,7 @@ def test_sigterm_stops_a_study_and_its_training(data, tmp_path):
     ran = finish(process, tmp_path / "term.err")
     log = (tmp_path / "study" / "makd" / "seed0.log").read_text()
     judge("SIGTERM to a study", 7, ran, 143, ["terminated (SIGTERM)", "run the same command again"],
-          "terminated (SIGTERM); continue with:" in log)  # fmt: skip
+          clean="terminated (SIGTERM); continue with:" in log)  # fmt: skip
     assert not (run_dir / ".makd.lock").exists()  # the training ended too (its lock file goes with it)
 
 
