@@ -334,17 +334,37 @@ def _load_native(model_id: str, revision: str | None, device: torch.device, dtyp
     model = model.to(device).eval()
     if getattr(model.config, "model_type", "") != "internvl":
         raise ModelLoadError(f"--model {model_id}: loaded {type(model).__name__}, not a native InternVL model")
-    tokenizer = processor.tokenizer
+    image_processor = processor.image_processor
+    parts = native_parts(
+        model,
+        processor.tokenizer,
+        mean=tuple(getattr(image_processor, "image_mean", None) or IMAGENET_MEAN),
+        std=tuple(getattr(image_processor, "image_std", None) or IMAGENET_STD),
+        model_id=model_id,
+    )
+    if int(processor.image_seq_length) != parts.tokens_per_tile:
+        raise ModelLoadError(
+            f"--model {model_id}: processor image_seq_length {processor.image_seq_length} != {parts.tokens_per_tile} "
+            "tokens the vision tower makes per tile"
+        )
+    return parts
+
+
+def native_parts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    model_id: str = "model",
+) -> InternVLParts:
+    """`InternVLParts` of a transformers-native InternVLForConditionalGeneration already in memory (in eval mode,
+    on its device and in its dtype): what loading a "-hf" checkpoint ends with, and what a model built in place
+    (e.g. random weights of a real geometry, straight on a GPU) is scored through."""
+    parameter = next(model.parameters())
     image_id = _check_image_token(tokenizer, model.config.image_token_id, model_id)
     vision = model.config.vision_config
     grid = (vision.image_size[0] // vision.patch_size[0]) * (vision.image_size[1] // vision.patch_size[1])
     tokens_per_tile = int(round(grid * model.config.downsample_ratio**2))
-    if int(processor.image_seq_length) != tokens_per_tile:
-        raise ModelLoadError(
-            f"--model {model_id}: processor image_seq_length {processor.image_seq_length} != {tokens_per_tile} "
-            "tokens the vision tower makes per tile"
-        )
-    image_processor = processor.image_processor
     inner = model.model
 
     def encode_images(pixels: torch.Tensor) -> torch.Tensor:
@@ -364,11 +384,11 @@ def _load_native(model_id: str, revision: str | None, device: torch.device, dtyp
         image_context_id=image_id,
         tokens_per_tile=tokens_per_tile,
         tile_size=int(vision.image_size[0]),
-        mean=tuple(getattr(image_processor, "image_mean", None) or IMAGENET_MEAN),
-        std=tuple(getattr(image_processor, "image_std", None) or IMAGENET_STD),
+        mean=tuple(mean),
+        std=tuple(std),
         chat_format=internvl2_5_format(),
-        device=device,
-        dtype=dtype,
+        device=parameter.device,
+        dtype=parameter.dtype,
     )
 
 
