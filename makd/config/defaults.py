@@ -143,6 +143,10 @@ _C.SOLVER.LR_DECAY_RATE = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0  # (new) linear warmup from lr/100 over this many epochs (per-step)
 _C.SOLVER.MIN_LR = 0.0  # (new) cosine floor
 _C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
+# (new) SOLVER.AMP's dtype: "auto" = bfloat16 where the GPU computes it natively (Ampere and later), else float16;
+# "bfloat16" or "float16" to choose. float16 always runs with a loss scaler (its state is in the checkpoints).
+_C.SOLVER.AMP_DTYPE = "auto"
+AMP_DTYPES = ("auto", "bfloat16", "float16")
 # (new) torch.compile the student in place (nn.Module.compile: checkpoints keep their keys). Off by default:
 # unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
 _C.SOLVER.COMPILE = False
@@ -453,6 +457,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
     if cfg.SOLVER.SCHEDULER.lower() not in ("multistep", "cosine"):
         raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
+    if cfg.SOLVER.AMP_DTYPE not in AMP_DTYPES:
+        raise ConfigError(f"SOLVER.AMP_DTYPE {cfg.SOLVER.AMP_DTYPE!r} is unknown; use {', '.join(AMP_DTYPES)}")
     if cfg.MaKD.TEMPERATURE <= 0:
         raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:

@@ -103,7 +103,7 @@ def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[D
 
 
 class MixedPrecision:
-    """SOLVER.AMP on CUDA: bfloat16 autocast where supported, else float16 with a loss scaler; off on CPU.
+    """SOLVER.AMP on CUDA: autocast in SOLVER.AMP_DTYPE (`amp_dtype`), float16 with a loss scaler; off on CPU.
 
     Built once per run so the float16 loss scale carries across epochs (and into checkpoints).
     """
@@ -111,11 +111,20 @@ class MixedPrecision:
     def __init__(self, cfg, device: torch.device) -> None:
         self.dtype = None
         if cfg.SOLVER.AMP and device.type == "cuda":
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.dtype = amp_dtype(cfg.SOLVER.AMP_DTYPE)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    """SOLVER.AMP_DTYPE on the current CUDA device. "auto" takes bfloat16 only where the GPU computes it natively
+    (compute capability 8.0 and later): torch also reports bfloat16 as supported where it is emulated (V100, T4),
+    many times slower than float16 there."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 @dataclass
