@@ -31,7 +31,7 @@ from makd.engine.checkpoint import (
 from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
 from makd.engine.optim import build_optimizer, build_scheduler
-from makd.engine.reproducibility import epoch_seed, seed_everything
+from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
 from makd.engine.tasks import Task, task_of
@@ -286,7 +286,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         torch.set_num_threads(cfg.NUM_THREADS)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms(device)
     run_dir = run_dir_of(cfg)
     # Nothing in the run folder changes until every check below passed (plan.commit).
     plan = inspect_run_folder(run_dir, resume, overwrite)
