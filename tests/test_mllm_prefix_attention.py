@@ -11,6 +11,7 @@ from mllm_fixtures import QUESTIONS, random_image, tiny_hf_model  # noqa: F401
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl
 from makd.mllm.prefix_attention import IMPLEMENTATION, PrefixSplit, prefix_split_attention
+from makd.mllm.prefix_scoring import cache_argument
 from makd.mllm.reference import score_per_question
 
 
@@ -103,8 +104,9 @@ class TakesNoExtraArguments(torch.nn.Module):
         self.decoder, self.config = decoder, decoder.config
 
     def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        # the inner decoder's own name for the cache (`cache` in transformers >= 5.2x, `past_key_values` before)
         return self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                            cache=past_key_values, use_cache=use_cache)  # fmt: skip
+                            use_cache=use_cache, **cache_argument(self.decoder, past_key_values))  # fmt: skip
 
 
 def test_a_model_that_refuses_the_split_argument_keeps_the_mask(tiny_hf_model):  # noqa: F811

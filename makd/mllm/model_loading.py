@@ -395,10 +395,9 @@ def native_parts(
 def _load_remote(
     model_id: str, revision: str | None, device: torch.device, dtype: torch.dtype, attention: str
 ) -> InternVLParts:
-    from transformers import AutoConfig
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+    config, config_defaults = remote_code_compat.load_remote_config(model_id, revision)
     llm_config = getattr(config, "llm_config", None)
     auto_model = (getattr(config, "auto_map", None) or {}).get("AutoModel")
     if llm_config is None or auto_model is None:
@@ -443,6 +442,7 @@ def _load_remote(
     language_model = model.language_model
     compat = [remote_code_compat.POST_INIT] if remote_code_compat.applied_post_init(model) else []
     compat += [remote_code_compat.BUFFERS] if rebuilt else []
+    compat += [remote_code_compat.CONFIG_DEFAULTS] if config_defaults else []
     return InternVLParts(
         backend="remote",
         model=model,
