@@ -344,7 +344,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         )
     ctx = EpochContext(model, device, cfg, logger, info, amp, task)
     if info.is_main:
-        print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}", flush=True)
+        group = f" ({torch.distributed.get_backend()})" if info.enabled else ""
+        print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
 
     if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
         if info.is_main:
