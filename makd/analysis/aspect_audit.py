@@ -14,7 +14,6 @@ p > 0.5 equals the truth) and AUC of p against the truth (NaN when the truth is 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 from makd.engine.metrics import binary_auc
 from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
+from makd.formats.files import read_json
+from makd.formats.text_lists import read_text_list
 
 NOT_VISIBLE = 1  # CUB certainty_id 1: "not visible"
 
@@ -41,12 +42,7 @@ class Truth:
 def read_truth_file(path: str | os.PathLike) -> Truth:
     """A `{image_id: [0/1 ...]}` file (every row the same length; values 0 or 1)."""
     path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ArtifactError(f"--truth {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"--truth {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    rows = read_json(path, "--truth")  # strictly: an image id written twice is an error naming both lines
     if not isinstance(rows, dict) or not rows:
         raise ArtifactError(f"--truth {path}: expected a non-empty JSON object {{image_id: [0/1 ...]}}")
     width = None
@@ -95,10 +91,10 @@ def read_cub_truth(
     if bad:
         raise ArtifactError(f"--question-map names question {bad[0]} but the aspect file has {num_questions}")
     path_of: dict[int, str] = {}
-    for number, line in enumerate(Path(images_path).read_text(encoding="utf-8").splitlines(), start=1):
+    # An image number listed twice is refused (naming both lines): the second path would silently replace the first.
+    listed = read_text_list(images_path, "--cub-images", entry="image number", same=lambda line: line.split()[0])
+    for number, line in zip(listed.lines, listed.entries):
         fields = line.split()
-        if not fields:
-            continue
         if len(fields) != 2 or not fields[0].isdigit():
             raise ArtifactError(f"--cub-images {images_path}:{number}: expected `<image_id> <relative path>`")
         path_of[int(fields[0])] = Path(fields[1]).with_suffix("").as_posix()  # the id rule, relative to images/

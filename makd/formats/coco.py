@@ -26,6 +26,7 @@ from makd.atomic_files import atomic_write_json
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.files import read_utf8_text
 from makd.formats.image_decode import ImageLoadError, read_rgb
+from makd.formats.strict_json import loads_json
 
 BOX_ID_SEPARATOR = "#"
 
@@ -278,7 +279,7 @@ def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[fl
 
 def _parse_json(text: str, source: str) -> dict:
     try:
-        data = json.loads(text)
+        data = loads_json(text, source)  # a key written twice ("annotations") is an error, not a silent last-wins
     except json.JSONDecodeError as err:
         raise DatasetFormatError(
             f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); is the file complete?"

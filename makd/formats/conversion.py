@@ -29,8 +29,10 @@ from typing import Any
 import makd
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
-from makd.formats.files import utc_now
+from makd.formats.files import BYTE_ORDER_MARK, read_text_sha256, utc_now
 from makd.formats.image_ids import IMAGE_EXTENSIONS
+from makd.formats.strict_json import loads_json
+from makd.formats.text_lists import parse_text_list
 from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 DUPLICATE_POLICIES = ("error", "first", "last")
@@ -149,23 +151,23 @@ def check_values(raw: RawAspectFile, merged: Mapping[str, Any]) -> tuple[int, ..
 def read_class_map(path: str | os.PathLike) -> dict[str, str]:
     """{folder class: name in the file} from JSON, or from lines `folder class<TAB>name in the file`.
 
-    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`).
+    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`), but a
+    folder class paired twice (a repeated JSON key, or two lines naming it by class_key) is an error naming both
+    lines: only one of the pairs would count. The lines are read as every text list is (makd.formats.text_lists).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"--class-map {path}: cannot read it ({err})") from None
-    if text.lstrip().startswith("{"):
+    text, _ = read_text_sha256(path, "class map", universal_newlines=False)
+    if text.removeprefix(BYTE_ORDER_MARK).lstrip().startswith("{"):
         try:
-            mapping = json.loads(text)
+            mapping = loads_json(text.removeprefix(BYTE_ORDER_MARK), str(path))
         except json.JSONDecodeError as err:
             raise ArtifactError(f"--class-map {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         return {str(k): str(v) for k, v in mapping.items()}
+    listed = parse_text_list(
+        text, str(path), entry="class pairing", same=lambda line: class_key(line.split("\t", 1)[0]), comments=True
+    )
     mapping = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for number, line in zip(listed.lines, listed.entries):
         if "\t" not in line:
             raise ArtifactError(f"--class-map {path}:{number}: expected `folder class<TAB>name in the file`")
         source, target = line.split("\t", 1)

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from makd.errors import ConfigError
-from makd.formats.files import read_text_sha256
-from makd.formats.questions import normalize_text, parse_questions_text
+from makd.formats.questions import normalize_text, read_questions
 from makd.formats.target_sources.base import ImageRows, TargetSource
 
 _WITH_QUESTIONS = re.compile(r"(?P<path>.+):(?P<numbers>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")
@@ -167,8 +166,7 @@ class MixedSource(TargetSource):
                 f"{key} is a yes/no questions file but {KEY} entry {multiple[0]!r} is multiple choice; "
                 f"leave {key} empty (each file's sidecar records its questions)"
             )
-        text, _ = read_text_sha256(questions_path, "questions file")
-        questions = parse_questions_text(text, str(questions_path))
+        questions = read_questions(questions_path)
         if len(questions) != self.num_questions:
             raise ConfigError(
                 f"{key} {questions_path} holds {len(questions)} questions but {KEY} takes {self.num_questions} "

@@ -19,10 +19,11 @@ import numpy as np
 from makd.atomic_files import atomic_write_json
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
-from makd.formats.class_questions import is_lavid_block_text, parse_class_questions, parse_lavid_questions
+from makd.formats.class_questions import parse_class_questions_text
 from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
 from makd.formats.errors import ArtifactError
-from makd.formats.files import read_text_sha256, sidecar_path
+from makd.formats.files import sidecar_path
+from makd.formats.questions import read_questions_text
 from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
@@ -123,9 +124,8 @@ class PerClassSource(TargetSource):
     def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:
         """A class-level questions file (yes/no lines, `question | options` lines or LaViD's blocks)."""
         path = Path(questions_path)
-        text, raw_sha256 = read_text_sha256(path, "questions file", encoding="utf-8-sig")
-        parse = parse_lavid_questions if is_lavid_block_text(text) else parse_class_questions
-        questions = parse(text, str(path))
+        text, raw_sha256 = read_questions_text(path)
+        questions = parse_class_questions_text(text, str(path))
         options = [len(q.options) or 1 for q in questions]  # a yes/no question: one value
         expected = list(self.shape[1:]) or [1] * self.shape[0]
         if len(questions) == self.num_questions and options != expected:
