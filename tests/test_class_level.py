@@ -198,7 +198,7 @@ def test_question_file_errors():
         parse_class_questions("Is it <object>? | A | B\nIs it red?\n")
     with pytest.raises(ArtifactError, match="one option only"):
         parse_class_questions("Is it <object>? | A\n")
-    assert [q.text for q in parse_class_questions("Is it?\n\nIs it red?\n")] == ["Is it?", "Is it red?"]  # blank: ignored
+    assert [q.text for q in parse_class_questions("Is it?\n\nIs it red?\n")] == ["Is it?", "Is it red?"]  # blank
     with pytest.raises(ArtifactError, match=r":3: question 'is it RED\?' repeats line 1"):
         parse_class_questions("Is it red?\n\nis it RED?\n")
     q = ClassQuestion("Size of the <object>?", ("Small", "Large"))
