@@ -9,7 +9,9 @@ questions not listed are skipped). CUB answers with certainty 1 ("not visible") 
 default, since is_present = 0 there means "could not see", not "absent".
 
 Per question: n, the truth's positive rate, the teacher's yes-rate, agreement (share of rows where
-p > 0.5 equals the truth) and AUC of p against the truth (NaN when the truth is constant).
+p > 0.5 equals the truth) and AUC of p against the truth, computed only when the truth holds at least
+`min_count` positives and `min_count` negatives (makd.engine.metrics.MIN_AUC_COUNT, 10; the counts are listed):
+questions below it have no AUC and are left out of the mean AUC.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from makd.engine.metrics import binary_auc
+from makd.engine.metrics import MIN_AUC_COUNT, counted_auc
 from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_json
@@ -127,8 +129,8 @@ def read_cub_truth(
     return Truth(values, names, str(labels_path))
 
 
-def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
-    """Per-question agreement and AUC of `table`'s P(yes) against `truth`, joined on image id."""
+def audit(table: AspectTable, truth: Truth, min_count: int = MIN_AUC_COUNT) -> dict[str, Any]:
+    """Per-question agreement and AUC of `table`'s P(yes) against `truth`, joined on image id (see the module)."""
     index = table.index()
     shared = [i for i in truth.values if i in index]
     if not shared:
@@ -150,15 +152,18 @@ def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
             questions.append({"index": q + 1, "truth": truth.questions[q], "n": 0})
             continue
         scores, positives = p[known, q], t[known, q] > 0.5
+        auc, n_pos, n_neg = counted_auc(scores, positives, min_count)
         questions.append(
             {
                 "index": q + 1,
                 "truth": truth.questions[q],
                 "n": n,
+                "truth_positives": n_pos,
+                "truth_negatives": n_neg,
                 "truth_rate": float(positives.mean()),
                 "teacher_yes_rate": float((scores > 0.5).mean()),
                 "agreement": float(((scores > 0.5) == positives).mean()),
-                "auc": float(binary_auc(scores, positives)),
+                "auc": auc,
             }
         )
     scored = [q for q in questions if q["n"]]
@@ -172,6 +177,8 @@ def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
         "questions_scored": len(scored),
         "mean_agreement": float(np.mean([q["agreement"] for q in scored])) if scored else float("nan"),
         "mean_auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "auc_min_count": int(min_count),
+        "questions_with_auc": len(aucs),
         "questions": questions,
     }
 
@@ -181,15 +188,17 @@ def audit_lines(result: dict[str, Any]) -> list[str]:
         f"{result['aspect_file']} vs {result['truth']}: {result['images_joined']} images joined "
         f"({result['images_in_truth']} in the truth, {result['images_in_aspect_file']} in the aspect file)",
         f"{result['questions_scored']} questions scored; mean agreement {result['mean_agreement']:.4f}, "
-        f"mean AUC {result['mean_auc']:.4f}",
-        "question  n  truth_rate  teacher_yes  agreement  auc  truth",
+        f"mean AUC {result['mean_auc']:.4f} over the {result['questions_with_auc']} questions with at least "
+        f"{result['auc_min_count']} true and {result['auc_min_count']} false answers",
+        "question  n  true/false  truth_rate  teacher_yes  agreement  auc  truth",
     ]
     for q in result["questions"]:
         if not q["n"]:
-            out.append(f"{q['index']:>8}  0  -  -  -  -  {q['truth']}")
+            out.append(f"{q['index']:>8}  0  -  -  -  -  -  {q['truth']}")
             continue
+        auc = f"{q['auc']:.3f}" if not np.isnan(q["auc"]) else f"- (< {result['auc_min_count']} a side)"
         out.append(
-            f"{q['index']:>8}  {q['n']}  {q['truth_rate']:.3f}  {q['teacher_yes_rate']:.3f}  "
-            f"{q['agreement']:.3f}  {q['auc']:.3f}  {q['truth']}"
+            f"{q['index']:>8}  {q['n']}  {q['truth_positives']}/{q['truth_negatives']}  {q['truth_rate']:.3f}  "
+            f"{q['teacher_yes_rate']:.3f}  {q['agreement']:.3f}  {auc}  {q['truth']}"
         )
     return out
