@@ -1,8 +1,8 @@
 """Targets assembled by question from several target files (DATASET.ASPECT_SOURCES), concatenated in order.
 
 Each entry is "PATH" (all of the file's questions) or "PATH:QUESTIONS", QUESTIONS being 1-based question
-numbers of that file (its questions file's line numbers) and ranges: "1-10", "3,5,7-9". A multiple-choice
-question brings all its option columns. So per-image MLLM targets for some questions and class-level LLM
+numbers of that file (its questions in order, blank lines not counted) and ranges: "1-10", "3,5,7-9". A
+multiple-choice question brings all its option columns. So per-image MLLM targets for some questions and class-level LLM
 targets for others are two entries: ["internvl.json:1-30", "qwen_class.json:31-50"], or two files made from
 two questions files: ["internvl.json", "qwen_class.json"].
 
