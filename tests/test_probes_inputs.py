@@ -209,6 +209,17 @@ def test_an_aspect_file_with_an_image_twice(release_dataset, capsys):
     assert_unchanged(before, root)
 
 
+def test_a_per_class_file_naming_a_class_twice(release_dataset, capsys):
+    root = release_dataset["root"]
+    rows = root / "class_rows.json"
+    rows.write_text('{"abyssinian": [0.9, 0.1, 0.5, 0.5, 0.5],\n "American Bulldog": [0.2, 0.7, 0.4, 0.5, 0.5],\n'
+                    ' "bengal": [0.6, 0.6, 0.1, 0.5, 0.5],\n "bengal": [0.1, 0.1, 0.9, 0.5, 0.5]}')  # fmt: skip
+    before = files_under(root)
+    code = our_train.main([str(release_dataset["config"]), *FAST, "DATASET.ASPECT_JSON", str(rows)])
+    assert_refused(capsys, code, f"DATASET.ASPECT_JSON {rows}: class 'bengal' has more than one row (lines 3 and 4)")
+    assert_unchanged(before, root)
+
+
 # ------------------------------------------------------------------------------------ item 4: text lists
 def test_a_class_list_whose_byte_order_mark_hid_a_repeated_class(tmp_path, capsys):
     classes = tmp_path / "classes.txt"

@@ -9,6 +9,7 @@ when its keys name the dataset's classes: every class has a key, or every key na
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,9 +29,10 @@ from makd.formats.conversion import (
     merge_duplicates,
     missing_classes_text,
 )
-from makd.formats.errors import ArtifactError
+from makd.formats.errors import ArtifactError, line_pair
 from makd.formats.files import sidecar_path
 from makd.formats.questions import read_questions_text
+from makd.formats.strict_json import locate_duplicate_key
 from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
@@ -39,6 +41,27 @@ def names_classes(keys: list[str], class_names: list[str], class_map: dict[str, 
     """Whether a file with these keys is about the dataset's classes (makd.formats.conversion.keys_name_classes, the
     rule `aspects convert --level auto` uses too)."""
     return keys_name_classes(keys, class_names, class_map)
+
+
+def _refuse_repeated_classes(raw: RawAspectFile, text: str, key: str) -> None:
+    """A class with two rows in a file a run trains on is one ArtifactError line naming both lines: JSON would keep
+    one of them without a word, and which one the author meant is not ours to guess (`aspects convert
+    --on-duplicate` chooses explicitly)."""
+    seen: set[str] = set()
+    for name, _ in raw.pairs:
+        if name in seen:
+            found = locate_duplicate_key(text) if raw.format == "json" else None
+            if found is not None and found[1] == name:
+                lines = line_pair(found[2])
+            else:  # JSON lines: one object a line
+                spellings = {json.dumps(name), json.dumps(name, ensure_ascii=False)}
+                numbers = [n for n, line in enumerate(text.splitlines(), 1) if any(s in line for s in spellings)]
+                lines = f"lines {', '.join(map(str, numbers))}" if numbers else "two rows"
+            raise ArtifactError(
+                f"{key} {raw.path}: class {name!r} has more than one row ({lines}); JSON would keep only one of them: "
+                "keep one row per class (or choose with `tools/aspects.py convert --on-duplicate first|last`)"
+            )
+        seen.add(name)
 
 
 def keys_and_shape(file: TargetFile) -> tuple[list[str], tuple[int, ...] | str] | None:
@@ -92,6 +115,7 @@ class PerClassSource(TargetSource):
             rows = dict(zip(table.ids, table.values.tolist()))
             return cls(file, key, rows, (table.num_aspects,), class_map, class_map_key)
         raw: RawAspectFile = file.raw()
+        _refuse_repeated_classes(raw, file.text, key)
         merged, _ = merge_duplicates(raw)
         if not merged:
             raise ArtifactError(f"{key} {file.path}: holds no rows")
