@@ -160,12 +160,12 @@ def plan_extraction(
         if limit < 1:
             raise ExtractionError(f"--limit {limit}: must be >= 1")
         items = items[:limit]
-    if not items:  # more shards than items: an empty shard has nothing to do (empty_shard_note), not an error
-        return ExtractionPlan(questions, Path(questions_path), source, [], Path(output), shard, limit, resume,
-                              overwrite, strict, tuple(views))  # fmt: skip
     output = Path(output)
     if output.suffix.lower() != ".json":
         raise ExtractionError(f"--output {output}: the aspect file must end in .json")
+    if not items:  # more shards than items: an empty shard has nothing to do (empty_shard_note), not an error
+        return ExtractionPlan(questions, Path(questions_path), source, [], output, shard, limit, resume, overwrite,
+                              strict, tuple(views))  # fmt: skip
     for view in views:
         target = view_output(output, view)
         partial = partial_path(target)
