@@ -16,6 +16,8 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from makd.errors import ConfigError
+from makd.formats.files import read_utf8_text
+from makd.formats.strict_yaml import load_yaml
 
 
 class MethodNotImplementedError(ConfigError):
@@ -230,11 +232,11 @@ def get_cfg() -> CN:
 def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    text = read_utf8_text(path, "config file")
+    try:
+        data = load_yaml(text, path) or {}  # strictly: a key written twice (two SOLVER blocks) is an error
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     base = data.pop("_BASE_", None)
@@ -306,7 +308,7 @@ def _parse_opts(opts: Sequence[str]) -> dict:
     tree: dict = {}
     for key, raw in zip(opts[0::2], opts[1::2]):
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw, f"command line: {key}") if raw != "" else ""
         except yaml.YAMLError:
             raise ConfigError(f"command line: {key} {raw!r} is not a valid value (YAML); quote it or fix it") from None
         node = tree

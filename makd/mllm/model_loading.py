@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from makd.errors import MakdError
+from makd.formats.strict_json import loads_json
 from makd.mllm import remote_code_compat
 from makd.mllm.chat_template import IMAGE_CONTEXT_TOKEN, ChatFormat, conversation_format, internvl2_5_format
 from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
@@ -102,7 +103,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"), str(path))  # a key written twice is an error
     except UnicodeDecodeError:
         raise ModelLoadError(f"{path}: not UTF-8 text; the model folder is damaged (copy it again)") from None
     except json.JSONDecodeError as err:
