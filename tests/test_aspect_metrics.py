@@ -15,6 +15,7 @@ from makd.analysis.aspect_metrics import (
     mutual_information_bits,
     write_aspect_metrics,
 )
+from makd.engine.metrics import MIN_AUC_COUNT
 
 # 4 images, 2 classes, 2 questions: q0 answers the class exactly, q1 is independent of it.
 TEACHER = np.array([[0.9, 0.2], [0.7, 0.6], [0.1, 0.6], [0.3, 0.4]])
@@ -23,7 +24,8 @@ LABELS = np.array([0, 0, 1, 1])
 
 
 def test_per_question_values_match_hand_computation():
-    result = aspect_metrics(TEACHER, STUDENT, LABELS, num_classes=2, questions=["Is it red?", "Is it big?"])
+    questions = ["Is it red?", "Is it big?"]
+    result = aspect_metrics(TEACHER, STUDENT, LABELS, num_classes=2, questions=questions, min_count=1)
     q0, q1 = result["questions"]
     assert (result["num_images"], result["num_aspects"], result["num_classes"]) == (4, 2, 2)
     assert q0["question"] == "Is it red?"
@@ -58,7 +60,7 @@ def test_mutual_information_partial_dependence():
 def test_one_answer_only_gives_nan_auc_and_rows_with_nan_are_left_out():
     teacher = np.array([[0.9, 0.2], [0.8, 0.7], [np.nan, np.nan], [0.6, 0.1]])
     student = np.array([[0.5, 0.1], [0.4, 0.9], [0.3, 0.3], [0.2, 0.2]])
-    result = aspect_metrics(teacher, student, np.array([0, 1, 1, 0]), num_classes=2)
+    result = aspect_metrics(teacher, student, np.array([0, 1, 1, 0]), num_classes=2, min_count=1)
     q0, q1 = result["questions"]
     assert result["num_images"] == 3
     assert math.isnan(q0["student_auc"])  # every teacher answer is yes
@@ -100,10 +102,39 @@ def test_writer_is_strict_json_with_null_for_nan(tmp_path):
 
 
 def test_tensorboard_scalars_skip_nan():
-    scalars = aspect_scalars(aspect_metrics(TEACHER, STUDENT, LABELS, 2), "test")
+    scalars = aspect_scalars(aspect_metrics(TEACHER, STUDENT, LABELS, 2, min_count=1), "test")
     assert scalars["test_aspect/student_auc/q01"] == pytest.approx(0.75)
     assert scalars["test_aspect/mutual_information_bits/mean"] == pytest.approx(0.5)
     nan_case = aspect_scalars(
         aspect_metrics(np.array([[0.9], [0.8]]), np.array([[0.1], [0.2]]), np.array([0, 1]), 2), "train"
     )
     assert "train_aspect/student_auc/q00" not in nan_case
+
+
+def test_an_auc_below_the_minimum_count_is_left_out_of_the_mean_with_its_counts():
+    rng = np.random.default_rng(1)
+    labels = np.arange(60) % 3
+    teacher = np.stack([(labels == 0) * 0.8 + 0.1, (np.arange(60) < 4) * 0.8 + 0.1], axis=1)  # q1: 4 yes, 56 no
+    student = np.clip(teacher + rng.normal(0, 0.05, teacher.shape), 0, 1)
+    result = aspect_metrics(teacher, student, labels, num_classes=3)
+    q0, q1 = result["questions"]
+    assert result["auc_min_count"] == MIN_AUC_COUNT == 10 and result["student_auc_questions"] == 1
+    assert (q0["teacher_yes_images"], q0["teacher_no_images"]) == (20, 40) and q0["student_auc"] == pytest.approx(1.0)
+    assert (q1["teacher_yes_images"], q1["teacher_no_images"]) == (4, 56) and math.isnan(q1["student_auc"])
+    assert result["mean"]["student_auc"] == pytest.approx(q0["student_auc"])  # q1 is in no mean
+    assert "teacher_yes_images" not in result["mean"]  # counts are not metrics: no mean, no scalar
+    scalars = aspect_scalars(result, "test")
+    assert "test_aspect/student_auc/q01" not in scalars and not any("images" in tag for tag in scalars)
+
+
+def test_plots_mark_a_question_without_an_auc_with_its_counts(tmp_path):
+    from makd.analysis.plots import _auc_scope, _missing_label, agreement_bars
+
+    labels = np.arange(60) % 3
+    teacher = np.stack([(labels == 0) * 0.8 + 0.1, (np.arange(60) < 4) * 0.8 + 0.1], axis=1)
+    metrics = aspect_metrics(teacher, teacher, labels, num_classes=3, questions=["Is it red?", "Is it rare?"])
+    assert _missing_label(metrics["questions"][1], "student_auc", metrics) == "left out: 4 yes / 56 no (< 10 a side)"
+    assert _auc_scope(metrics) == " (1 of 2 questions, >= 10 a side)"
+    agreement_bars(metrics, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0
+    assert json.loads((tmp_path / "bars.json").read_text())["questions"][1]["student_auc"] is None

@@ -256,13 +256,25 @@ def test_audit_scores_agreement_and_auc_per_question(tmp_path, capsys):
     truth = {"a": [1, 1], "b": [1, 0], "c": [0, 0], "d": [0, 1], "e": [1, 1]}
     (tmp_path / "teacher.json").write_text(json.dumps(teacher))
     (tmp_path / "truth.json").write_text(json.dumps(truth))
-    result = run_json(capsys, "audit", str(tmp_path / "teacher.json"), "--truth", str(tmp_path / "truth.json"))
+    common = ["audit", str(tmp_path / "teacher.json"), "--truth", str(tmp_path / "truth.json")]
+    result = run_json(capsys, *common, "--min-auc-count", "1")  # the formula on 2 + 2 answers
     assert result["images_joined"] == 4 and result["images_in_truth"] == 5
     q1, q2 = result["questions"]
     assert (q1["agreement"], q1["auc"]) == (1.0, 1.0)
     # q2: answers yes,no,yes,no vs truth 1,0,0,1 -> 2 of 4 agree; positives {0.6, 0.3} beat negatives {0.4, 0.7} 1 of 4.
     assert (q2["agreement"], q2["auc"], q2["truth_rate"], q2["teacher_yes_rate"]) == (0.5, 0.25, 0.5, 0.5)
     assert result["mean_agreement"] == 0.75 and result["mean_auc"] == 0.625
+    # By default an AUC needs 10 true and 10 false answers: none here, so no AUC (null) and counts instead.
+    strict = run_json(capsys, *common)
+    assert strict["auc_min_count"] == 10 and strict["questions_with_auc"] == 0 and strict["mean_auc"] is None
+    assert [(q["auc"], q["truth_positives"], q["truth_negatives"]) for q in strict["questions"]] == [
+        (None, 2, 2),
+        (None, 2, 2),
+    ]
+    assert aspects.main(common) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "mean AUC nan over the 0 questions with at least 10 true and 10 false answers" in lines[1]
+    assert lines[3].startswith("       1  4  2/2  0.500  0.500  1.000  - (< 10 a side)  truth column 1")
 
 
 def test_audit_of_the_demo_teacher_against_its_truth_files(tmp_path, capsys):
@@ -307,12 +319,12 @@ def test_audit_against_cub_attribute_labels(tmp_path, capsys):
     (tmp_path / "teacher.json").write_text(json.dumps(teacher))
     common = ["audit", str(tmp_path / "teacher.json"), "--cub-attributes", str(tmp_path / "labels.txt")]
     common += ["--cub-images", str(tmp_path / "images.txt"), "--question-map", str(tmp_path / "map.txt")]
-    result = run_json(capsys, *common)
+    result = run_json(capsys, *common, "--min-auc-count", "1")
     q1, q2 = result["questions"]
     assert q1["truth"] == "CUB attribute 7" and q1["n"] == 3 and q1["agreement"] == pytest.approx(2 / 3)
     assert q1["auc"] == 1.0  # both positives (0.9, 0.4) score above the negative (0.2), though 0.4 says "no"
     assert q2["n"] == 2 and q2["agreement"] == 1.0 and q2["auc"] == 1.0
-    kept = run_json(capsys, *common, "--keep-not-visible")["questions"][1]
+    kept = run_json(capsys, *common, "--keep-not-visible", "--min-auc-count", "1")["questions"][1]
     assert kept["n"] == 3 and kept["agreement"] == pytest.approx(
         2 / 3
     )  # image 1 now counts as absent; teacher said 0.9

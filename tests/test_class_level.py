@@ -198,8 +198,9 @@ def test_question_file_errors():
         parse_class_questions("Is it <object>? | A | B\nIs it red?\n")
     with pytest.raises(ArtifactError, match="one option only"):
         parse_class_questions("Is it <object>? | A\n")
-    with pytest.raises(ArtifactError, match="blank line"):
-        parse_class_questions("Is it?\n\nIs it red?\n")
+    assert [q.text for q in parse_class_questions("Is it?\n\nIs it red?\n")] == ["Is it?", "Is it red?"]  # blank
+    with pytest.raises(ArtifactError, match=r":3: question 'is it RED\?' repeats line 1"):
+        parse_class_questions("Is it red?\n\nis it RED?\n")
     q = ClassQuestion("Size of the <object>?", ("Small", "Large"))
     assert class_query(q, "pug", "{question}") == "Size of the pug?\nA. Small\nB. Large\n" + (
         "Answer with the letter of the correct option only."

@@ -174,7 +174,7 @@ def test_split_file_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"KEY .*s.txt: 2 ids are not images under ROOT \(first: a/2.png, b/9\)"):
         read_split_file(str(tmp_path / "s.txt"), "KEY", known, "ROOT")
     (tmp_path / "s.txt").write_text("a/1\nb/1\na/1\n")
-    with pytest.raises(ConfigError, match="id 'a/1' is listed twice"):
+    with pytest.raises(ConfigError, match=r"s.txt:3: id 'a/1' repeats line 1; list each id once"):
         read_split_file(str(tmp_path / "s.txt"), "KEY", known, "ROOT")
     with pytest.raises(ConfigError, match="does not exist"):
         read_split_file(str(tmp_path / "none.txt"), "KEY", known, "ROOT")

@@ -137,8 +137,26 @@ def test_zero_width_or_height_boxes_are_left_out_with_one_warning(tmp_path: Path
     for entry in data["annotations"]:
         entry["bbox"] = [1, 1, 0, 0]
     instances, images_dir = write_coco(tmp_path / "all", data)
-    with pytest.raises(MakdError, match="every one of its 5 boxes has zero width or height"):
+    with pytest.raises(MakdError, match=r"no usable box: of its 5 annotations 0 are crowd .* and 5 have zero width"):
         read_coco(instances, images_dir)
+
+
+@pytest.mark.parametrize("degenerate", [0, 2])
+def test_a_set_whose_boxes_are_all_crowd_regions_or_degenerate_is_refused(tmp_path: Path, degenerate: int):
+    """Crowd regions are never training targets: a set of only those (and degenerate boxes) has nothing to learn."""
+    data = tiny_coco_dict()
+    for number, entry in enumerate(data["annotations"]):
+        entry["iscrowd"] = 1
+        if number < degenerate:
+            entry["bbox"] = [3, 3, 0, 5]
+    instances, images_dir = write_coco(tmp_path, data)
+    with pytest.raises(MakdError) as caught:
+        read_coco(instances, images_dir)
+    assert str(caught.value) == (
+        f"{instances}: no usable box: of its 4 annotations {4 - degenerate} are crowd regions (iscrowd 1, never "
+        f"training targets) and {degenerate} have zero width or height; a detection set needs boxes with iscrowd 0 "
+        "and a positive size"
+    )
 
 
 def test_missing_image_files_are_counted_and_the_first_named(tmp_path: Path):
@@ -167,3 +185,47 @@ def test_malformed_or_missing_json_is_one_line(tmp_path: Path):
         read_coco(instances, images_dir)
     with pytest.raises(MakdError, match=r"COCO instances file .*absent.json does not exist"):
         read_coco(tmp_path / "absent.json", images_dir)
+
+
+def test_train_and_test_categories_are_compared_by_id_and_by_name(tmp_path: Path):
+    from makd.formats.coco import check_same_categories
+
+    train = read_coco(*write_coco(tmp_path / "train"))
+    data = tiny_coco_dict()
+    check_same_categories(train, read_coco(*write_coco(tmp_path / "same", data)), "TRAIN", "TEST")
+    data["categories"] = [{"id": 7, "name": "square"}, {"id": 3, "name": "circle"}, {"id": 12, "name": "triangle"}]
+    renamed = read_coco(*write_coco(tmp_path / "renamed", data))  # the same ids, two of them named the other way
+    with pytest.raises(MakdError) as caught:
+        check_same_categories(train, renamed, "TRAIN", "TEST")
+    assert str(caught.value) == (
+        f"TEST and TRAIN give 2 category id(s) different names (first: id 3 is 'square' in {train.source} but "
+        f"'circle' in {renamed.source}); the labels would mean other objects at test time: give both files the same "
+        "'categories' list"
+    )
+    data = tiny_coco_dict()
+    data["categories"][2]["id"] = 13
+    for entry in data["annotations"]:
+        entry["category_id"] = 13 if entry["category_id"] == 12 else entry["category_id"]
+    other = read_coco(*write_coco(tmp_path / "other", data))
+    with pytest.raises(MakdError, match=r"list different category ids \(ids only in TRAIN \(.*\): 12 'triangle'; ids "
+                                        r"only in TEST \(.*\): 13 'triangle'\)"):  # fmt: skip
+        check_same_categories(train, other, "TRAIN", "TEST")
+
+
+def test_box_rows_made_from_another_instances_file_are_refused_by_hash(tmp_path: Path):
+    from makd.formats.coco import box_rows_source_problem
+    from makd.formats.files import sha256_file
+
+    instances, _ = write_coco(tmp_path / "a")
+    other, _ = write_coco(tmp_path / "b", {**tiny_coco_dict(), "info": {"description": "another export"}})
+    meta = {"item": "box", "boxes": {"instances": str(instances), "instances_sha256": sha256_file(instances)}}
+    assert box_rows_source_problem("rows.json", meta, instances, "KEY", "DETECTION.TRAIN_JSON") is None
+    with pytest.raises(MakdError) as caught:
+        box_rows_source_problem("rows.json", meta, other, "KEY", "DETECTION.TRAIN_JSON")
+    message = str(caught.value)
+    assert message.startswith(f"KEY rows.json was made from another instances file ({instances}, sha256 ")
+    assert f"than DETECTION.TRAIN_JSON {other} (sha256 {sha256_file(other)[:12]})" in message
+    assert message.endswith(f"run stage 2 --boxes on {other}, or point DETECTION.TRAIN_JSON at the file the rows "
+                            "were made from")  # fmt: skip
+    assert "no sidecar" in box_rows_source_problem("rows.json", None, other, "KEY", "DETECTION.TRAIN_JSON")
+    assert box_rows_source_problem("rows.json", {"item": "image"}, other, "KEY", "DETECTION.TRAIN_JSON") is None

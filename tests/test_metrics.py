@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch.utils.data import Dataset
 
 from makd.engine.distributed import DistInfo
 from makd.engine.evaluate import ContiguousShardSampler, evaluate, make_eval_loader
-from makd.engine.metrics import aspect_agreement, binary_auc, topk_correct
+from makd.engine.metrics import MIN_AUC_COUNT, aspect_agreement, binary_auc, counted_auc, topk_correct
 
 
 def test_topk_correct_hand_values():
@@ -28,10 +30,30 @@ def test_binary_auc_hand_values():
 def test_aspect_agreement():
     teacher = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.6]])
     predicted = np.array([[0.8, 0.3], [0.2, 0.7], [0.6, 0.4]])
-    result = aspect_agreement(predicted, teacher)
+    result = aspect_agreement(predicted, teacher, min_count=1)
     assert result["aspect_mae"] == pytest.approx(np.abs(predicted - teacher).mean())
     # aspect 0: positives {0, 2} scores .8,.6 vs negative .2 -> 1.0; aspect 1: positives {1, 2} .7,.4 vs .3 -> 1.0
-    assert result["aspect_auc"] == pytest.approx(1.0)
+    assert result["aspect_auc"] == pytest.approx(1.0) and result["aspect_auc_questions"] == 2
+    # By default an AUC needs MIN_AUC_COUNT (10) yes and 10 no answers: none of these 3-image aspects has one.
+    default = aspect_agreement(predicted, teacher)
+    assert math.isnan(default["aspect_auc"]) and default["aspect_auc_questions"] == 0
+
+
+def test_an_auc_is_computed_only_from_enough_answers_on_each_side():
+    rng = np.random.default_rng(0)
+    scores = rng.random(40)
+    positives = np.zeros(40, dtype=bool)
+    positives[:9] = True  # 9 yes, 31 no: below MIN_AUC_COUNT on the yes side
+    auc, n_pos, n_neg = counted_auc(scores, positives)
+    assert MIN_AUC_COUNT == 10 and math.isnan(auc) and (n_pos, n_neg) == (9, 31)
+    positives[9] = True
+    auc, n_pos, n_neg = counted_auc(scores, positives)
+    assert auc == pytest.approx(binary_auc(scores, positives)) and (n_pos, n_neg) == (10, 30)
+    # The mean over aspects leaves out those below the minimum: aspect 1 (3 yes) would pull the mean to 0.5.
+    teacher = np.stack([positives.astype(float), (np.arange(40) < 3).astype(float)], axis=1)
+    predicted = np.stack([positives * 0.9 + 0.05, 1.0 - (np.arange(40) < 3) * 0.99], axis=1)
+    result = aspect_agreement(predicted, teacher)
+    assert result["aspect_auc"] == pytest.approx(1.0) and result["aspect_auc_questions"] == 1
 
 
 class FixedOutputs(Dataset):
@@ -59,11 +81,11 @@ class CheatingAspectStudent(torch.nn.Module):
 
 
 def test_evaluate_scores_class_logits_only_and_counts_every_sample():
-    dataset = FixedOutputs(11)  # not a multiple of the batch size: the last batch must count
+    dataset = FixedOutputs(41)  # not a multiple of the batch size: the last batch must count
     loader = make_eval_loader(dataset, batch_size=4, num_workers=0, info=DistInfo(), pin_memory=False)
     result = evaluate(CheatingAspectStudent(), loader, num_classes=3, device=torch.device("cpu"))
-    assert result["num_samples"] == 11
-    assert result["top1"] == pytest.approx(100 * 6 / 11)  # even indices 0..10
+    assert result["num_samples"] == 41
+    assert result["top1"] == pytest.approx(100 * 21 / 41)  # even indices 0..40
     assert result["top5"] == pytest.approx(100.0)  # k is capped at C = 3
     assert result["aspect_auc"] == pytest.approx(1.0)
 
@@ -89,7 +111,7 @@ def test_evaluate_runs_under_inference_mode_and_any_batch_size_gives_the_same_nu
         )
         results.append(evaluate(student, loader, num_classes=3, device=torch.device("cpu")))
     assert student.modes == [True] * 5  # 4 batches of 3, then 1 of 64
-    assert results[0] == pytest.approx(results[1])
+    assert results[0] == pytest.approx(results[1], nan_ok=True)  # (11 samples: too few for an aspect AUC, NaN)
     assert not torch.is_inference_mode_enabled()  # left as it was
 
 

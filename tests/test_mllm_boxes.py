@@ -184,7 +184,7 @@ def test_box_shards_merge_into_one_run(tiny_hf_model, questions_file, coco_set, 
     margin = ("--box-margin", 0.3)
     assert run_boxes(tiny_hf_model, questions_file, instances, images, other, "--shard", "1/2", *margin) == 0
     assert merge_main([str(parts[0]), str(other), "--output", str(tmp_path / "m3.json")]) == 2
-    assert "boxes differs from" in capsys.readouterr().err
+    assert f"made with boxes.margin 0.3 but {parts[0]} with 0.1" in capsys.readouterr().err
 
 
 def test_killed_box_runs_resume_to_the_same_bytes(tiny_hf_model, questions_file, tmp_path):

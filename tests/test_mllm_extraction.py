@@ -193,7 +193,7 @@ def test_shards_then_merge_equal_one_run(tiny_hf_model, questions_file, tmp_path
     meta_1 = read_sidecar(shards[1])
     Path(str(flipped) + ".meta.json").write_text(json.dumps({**meta_1, "view": "hflip"}))
     assert merge_main([str(shards[0]), str(flipped), str(shards[2]), "--output", str(tmp_path / "bad.json")]) == 2
-    assert "view differs from" in capsys.readouterr().err
+    assert f"{flipped}: made with view 'hflip' but {shards[0]} with 'identity'" in capsys.readouterr().err
     merged = tmp_path / "merged.json"
     assert merge_main([str(p) for p in shards] + ["--output", str(merged), "--images", str(root)]) == 0
     assert merged.read_text() == whole.read_text()
@@ -285,3 +285,21 @@ def test_ctrl_c_hint_says_what_is_kept(tmp_path):
         f"finished rows are kept in {partial_path(out)}; rerun the same command with --resume to continue from there"
     )
     assert interrupted_hint([*argv, "--resume"]).endswith("; rerun the same command to continue from there")
+
+
+def test_the_shards_holding_items_are_the_non_empty_slices():
+    from makd.mllm.extraction import Shard
+
+    for count in range(1, 9):
+        for items in range(0, 13):
+            non_empty = [i for i in range(count) if Shard(i, count).select(list(range(items)))]
+            assert Shard(0, count).holding(items) == non_empty
+    assert Shard(0, 5).holding(3) == [1, 3, 4]  # contiguous slices: with more shards than items, shard 0 is empty
+
+
+def test_a_dash_value_of_shard_reaches_its_own_check():
+    from makd.commands.stage2 import attach_dash_values
+
+    argv = ["--images", "x", "--shard", "-1/2", "--limit", "3", "--shard"]
+    assert attach_dash_values(argv, ("--shard",)) == ["--images", "x", "--shard=-1/2", "--limit", "3", "--shard"]
+    assert attach_dash_values(["--shard", "--limit"], ("--shard",)) == ["--shard", "--limit"]

@@ -11,6 +11,7 @@ from mllm_fixtures import QUESTIONS, random_image, tiny_hf_model  # noqa: F401
 from makd.mllm.inprocess_scorer import InternVLScorer
 from makd.mllm.model_loading import load_internvl
 from makd.mllm.prefix_attention import IMPLEMENTATION, PrefixSplit, prefix_split_attention
+from makd.mllm.prefix_scoring import cache_argument
 from makd.mllm.reference import score_per_question
 
 
@@ -103,8 +104,9 @@ class TakesNoExtraArguments(torch.nn.Module):
         self.decoder, self.config = decoder, decoder.config
 
     def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        # the inner decoder's own name for the cache (`cache` in transformers >= 5.2x, `past_key_values` before)
         return self.decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                            cache=past_key_values, use_cache=use_cache)  # fmt: skip
+                            use_cache=use_cache, **cache_argument(self.decoder, past_key_values))  # fmt: skip
 
 
 def test_a_model_that_refuses_the_split_argument_keeps_the_mask(tiny_hf_model):  # noqa: F811
@@ -124,3 +126,24 @@ def test_sliding_window_models_are_not_switched(tiny_hf_model):  # noqa: F811
     parts.decoder.config.use_sliding_window = True
     scorer = InternVLScorer(parts, max_tiles=1)
     assert scorer.packed_attention == "mask" and parts.decoder.config._attn_implementation == "sdpa"
+
+
+def test_log_sum_exp_kernels_per_device():
+    """CPU and CUDA have kernels the split calls (CUDA's are run by tests/test_cuda_stage2.py); other devices keep
+    the explicit mask. CUDA's flash kernel takes half precision with head sizes that are multiples of 8 up to 256;
+    everything else goes to the memory-efficient kernel."""
+    from makd.mllm.prefix_attention import cuda_flash_fits, kernel_available
+
+    assert kernel_available(torch.device("cpu"))
+    assert kernel_available(torch.device("cuda")) == all(
+        hasattr(torch.ops.aten, name)
+        for name in ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention")
+    )
+    assert not kernel_available(torch.device("meta")) and not kernel_available(torch.device("mps"))
+
+    def query(dtype, dim):
+        return torch.empty(1, 2, 3, dim, dtype=dtype, device="meta")
+
+    assert cuda_flash_fits(query(torch.bfloat16, 128)) and cuda_flash_fits(query(torch.float16, 64))
+    assert not cuda_flash_fits(query(torch.float32, 128))  # float32: the memory-efficient kernel
+    assert not cuda_flash_fits(query(torch.bfloat16, 12)) and not cuda_flash_fits(query(torch.bfloat16, 264))

@@ -300,8 +300,8 @@ def test_two_trainings_into_one_folder_and_a_plot_into_it_are_refused(data, tmp_
         assert wait_for(lambda: _lock_or_config(out), process=first), (tmp_path / "first.err").read_text()
         ran = train(data, out, "SOLVER.EPOCHS", "60")  # in this process: the lock is the other process's
         host = socket.gethostname()
-        judge("a second training into the folder of a running one", 2, ran, 2,
-              [f"run folder {out} is in use by pid {first.pid} on {host} since"], first.poll() is None)  # fmt: skip
+        words = [f"run folder {out} is in use by pid {first.pid} on {host} since"]
+        judge("a second training into the folder of a running one", 2, ran, 2, words, clean=first.poll() is None)
         assert wait_for(lambda: (out / "latest.pth").exists(), process=first)
         ran = run_in_process(plot_tool.main, [out, "--what", "curves", "--out", out / "figures"])
         judge("plot.py --out into the folder of a running training", 2, ran, 2,
@@ -381,7 +381,7 @@ def test_a_second_stage2_run_on_one_output_is_refused(images, tmp_path):
         # A requeued job of the same shard: --resume on the partial file the first run is still appending to.
         ran = run_in_process(stage2_main, stage2_argv(server, images, output, "--resume")[1:])
         judge("a second stage-2 run (--resume) on the output of a running one", 2, ran, 2,
-              [f"stage-2 output {output} is in use by pid {first.pid}"], first.poll() is None)  # fmt: skip
+              [f"stage-2 output {output} is in use by pid {first.pid}"], clean=first.poll() is None)  # fmt: skip
         assert finish(first, tmp_path / "first.err").code == 0
     rows = json.loads(output.read_text())
     assert sorted(rows) == [f"img_{i}" for i in range(IMAGES)]

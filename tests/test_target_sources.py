@@ -47,8 +47,23 @@ def test_kinds_are_recognised_from_keys_and_shape(tmp_path):
     assert rows[1].tolist() == pytest.approx([0.5, 0.5, 0.2, 0.3, 0.5])
     # A per-class file's class without a row is named, whatever the missing-rows policy.
     partial = _write(tmp_path / "partial.json", {"ant": [0.1], "bee": [0.2]})
-    with pytest.raises(ArtifactError, match=r"K .*partial.json: class 'cat' of the dataset has no row"):
+    with pytest.raises(ArtifactError, match=r"K .*partial.json: 1 class\(es\) of the dataset have no row: 'cat'"):
         open_source(partial, key="K", class_names=CLASSES, kinds=ANY_KIND).join(index_of(["a"], [0]), "drop")
+    # Names the rules do not pair ("kitten" for "cat"): still a per-class file (most of its keys name classes), so
+    # the message names the class, the closest unused row and the map option, not the images without a row.
+    misnamed = _write(tmp_path / "misnamed.json", {"ant": [0.1], "bee": [0.2], "cat family": [0.3]})
+    map_key = "DATASET.ASPECT_CLASS_MAP"
+    source = open_source(misnamed, key="K", class_names=CLASSES, kinds=ANY_KIND, class_map_key=map_key)
+    assert source.kind == "per_class"
+    with pytest.raises(ArtifactError) as caught:
+        source.join(index_of(["a", "b"], [0, 2]), "drop")
+    assert str(caught.value) == (
+        f"K {misnamed}: 1 class(es) of the dataset have no row: 'cat' (file has 'cat family'?) (names are compared "
+        "case-folded, '_' as space, a final 's' ignored); pair each with its row in DATASET.ASPECT_CLASS_MAP (a JSON "
+        "object {dataset class: file class} or lines `dataset class<TAB>file class`), or add the rows"
+    )
+    paired = open_source(misnamed, key="K", class_names=CLASSES, kinds=ANY_KIND, class_map={"cat": "cat family"})
+    assert paired.join(index_of(["a", "b"], [0, 2]))[1][:, 0].tolist() == pytest.approx([0.1, 0.3])
 
 
 def test_build_data_reads_the_aspect_file_once(tmp_path, monkeypatch):
@@ -208,7 +223,7 @@ def test_mixed_missing_rows_are_named_per_source(tmp_path):
     class_file = str(tmp_path / "per_class.json")
     with pytest.raises(ArtifactError, match=r"^1 training images have no row in .*partial.json \(first: bee/img_2\)"):
         build_data(mixed_cfg(tmp_path, [str(tmp_path / "partial.json"), class_file]))
-    with pytest.raises(ArtifactError, match=r"ASPECT_SOURCES .*two_classes.json: class 'cat' of the dataset has no"):
+    with pytest.raises(ArtifactError, match=r"ASPECT_SOURCES .*two_classes.json: 1 class\(es\) of the dataset have no"):
         build_data(mixed_cfg(tmp_path, [str(tmp_path / "per_image.json"), str(tmp_path / "two_classes.json")]))
     dropped = build_data(
         mixed_cfg(tmp_path, [str(tmp_path / "partial.json"), class_file], **{"DATASET.MISSING_ASPECTS": "drop"})

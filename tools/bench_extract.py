@@ -34,8 +34,7 @@ import torch  # noqa: E402
 from makd.demo.tiny_internvl import TinySpec, build_tiny_checkpoint, synthetic_questions  # noqa: E402
 from makd.mllm.inprocess_scorer import DEFAULT_BATCH_SIZE, InternVLScorer  # noqa: E402
 from makd.mllm.model_loading import InternVLParts, load_internvl  # noqa: E402
-from makd.mllm.prefix_scoring import last_hidden_state, merge_image_features, p_yes_from_hidden  # noqa: E402
-from makd.mllm.reference import score_per_question  # noqa: E402
+from makd.mllm.reference import bound_pass, score_per_question  # noqa: E402
 from makd.mllm.tiling import closest_grid  # noqa: E402
 
 # Image sizes that tile into the asked number of tiles with --max-tiles 12 (grid + thumbnail).
@@ -153,7 +152,7 @@ def main(argv=None) -> int:
                 if start == 0:
                     outputs[mode].append(fast)
             with Timer() as timer:
-                limit_pass(parts, split, p, scorer)
+                bound_pass(parts, split, p, scorer.tokens)
             samples["limit"].append((timer.wall, timer.cpu))
             block = prompts[start : start + max(1, args.official_block)]
             with Timer() as timer:
@@ -198,17 +197,6 @@ def median_time(run, repeats: int, n_images: int) -> tuple[Any, float, float]:
         times.append((timer.wall / n_images, timer.cpu / n_images))
     wall, cpu = np.median(np.asarray(times), axis=0)
     return result, float(wall), float(cpu)
-
-
-@torch.inference_mode()
-def limit_pass(parts: InternVLParts, split, pixels: torch.Tensor, scorer: InternVLScorer) -> torch.Tensor:
-    """The least work of an exact method: encode once, one causal forward over prefix + every suffix, Q heads."""
-    features = parts.encode_images(scorer.pixels(pixels))
-    ids = split.prefix + [t for s in split.suffixes for t in s]
-    ids = torch.tensor([ids], dtype=torch.long, device=parts.device)
-    hidden = last_hidden_state(parts.decoder(inputs_embeds=merge_image_features(parts, ids, features), use_cache=False))
-    ends = torch.tensor(np.cumsum([len(s) for s in split.suffixes]) + len(split.prefix) - 1, device=parts.device)
-    return p_yes_from_hidden(parts, hidden[0, ends], scorer.tokens)
 
 
 def across_images(parts: InternVLParts, questions: list[str], args) -> None:

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from makd.config import MethodNotImplementedError, load_cfg  # noqa: E402
 from makd.errors import MakdError, one_line  # noqa: E402
+from makd.formats.strict_yaml import load_yaml  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ class Outcome:
 
 
 def _yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
+    data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a key written twice is an error, as in load_cfg
     return data if isinstance(data, dict) else {}
 
 

@@ -9,12 +9,13 @@ questions not listed are skipped). CUB answers with certainty 1 ("not visible") 
 default, since is_present = 0 there means "could not see", not "absent".
 
 Per question: n, the truth's positive rate, the teacher's yes-rate, agreement (share of rows where
-p > 0.5 equals the truth) and AUC of p against the truth (NaN when the truth is constant).
+p > 0.5 equals the truth) and AUC of p against the truth, computed only when the truth holds at least
+`min_count` positives and `min_count` negatives (makd.engine.metrics.MIN_AUC_COUNT, 10; the counts are listed):
+questions below it have no AUC and are left out of the mean AUC.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from makd.engine.metrics import binary_auc
+from makd.engine.metrics import MIN_AUC_COUNT, counted_auc
 from makd.formats.aspect_files import AspectTable
 from makd.formats.errors import ArtifactError
+from makd.formats.files import read_json
+from makd.formats.text_lists import read_text_list
 
 NOT_VISIBLE = 1  # CUB certainty_id 1: "not visible"
 
@@ -41,12 +44,7 @@ class Truth:
 def read_truth_file(path: str | os.PathLike) -> Truth:
     """A `{image_id: [0/1 ...]}` file (every row the same length; values 0 or 1)."""
     path = Path(path)
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise ArtifactError(f"--truth {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"--truth {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    rows = read_json(path, "--truth")  # strictly: an image id written twice is an error naming both lines
     if not isinstance(rows, dict) or not rows:
         raise ArtifactError(f"--truth {path}: expected a non-empty JSON object {{image_id: [0/1 ...]}}")
     width = None
@@ -95,10 +93,10 @@ def read_cub_truth(
     if bad:
         raise ArtifactError(f"--question-map names question {bad[0]} but the aspect file has {num_questions}")
     path_of: dict[int, str] = {}
-    for number, line in enumerate(Path(images_path).read_text(encoding="utf-8").splitlines(), start=1):
+    # An image number listed twice is refused (naming both lines): the second path would silently replace the first.
+    listed = read_text_list(images_path, "--cub-images", entry="image number", same=lambda line: line.split()[0])
+    for number, line in zip(listed.lines, listed.entries):
         fields = line.split()
-        if not fields:
-            continue
         if len(fields) != 2 or not fields[0].isdigit():
             raise ArtifactError(f"--cub-images {images_path}:{number}: expected `<image_id> <relative path>`")
         path_of[int(fields[0])] = Path(fields[1]).with_suffix("").as_posix()  # the id rule, relative to images/
@@ -131,8 +129,8 @@ def read_cub_truth(
     return Truth(values, names, str(labels_path))
 
 
-def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
-    """Per-question agreement and AUC of `table`'s P(yes) against `truth`, joined on image id."""
+def audit(table: AspectTable, truth: Truth, min_count: int = MIN_AUC_COUNT) -> dict[str, Any]:
+    """Per-question agreement and AUC of `table`'s P(yes) against `truth`, joined on image id (see the module)."""
     index = table.index()
     shared = [i for i in truth.values if i in index]
     if not shared:
@@ -154,15 +152,18 @@ def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
             questions.append({"index": q + 1, "truth": truth.questions[q], "n": 0})
             continue
         scores, positives = p[known, q], t[known, q] > 0.5
+        auc, n_pos, n_neg = counted_auc(scores, positives, min_count)
         questions.append(
             {
                 "index": q + 1,
                 "truth": truth.questions[q],
                 "n": n,
+                "truth_positives": n_pos,
+                "truth_negatives": n_neg,
                 "truth_rate": float(positives.mean()),
                 "teacher_yes_rate": float((scores > 0.5).mean()),
                 "agreement": float(((scores > 0.5) == positives).mean()),
-                "auc": float(binary_auc(scores, positives)),
+                "auc": auc,
             }
         )
     scored = [q for q in questions if q["n"]]
@@ -176,6 +177,8 @@ def audit(table: AspectTable, truth: Truth) -> dict[str, Any]:
         "questions_scored": len(scored),
         "mean_agreement": float(np.mean([q["agreement"] for q in scored])) if scored else float("nan"),
         "mean_auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "auc_min_count": int(min_count),
+        "questions_with_auc": len(aucs),
         "questions": questions,
     }
 
@@ -185,15 +188,17 @@ def audit_lines(result: dict[str, Any]) -> list[str]:
         f"{result['aspect_file']} vs {result['truth']}: {result['images_joined']} images joined "
         f"({result['images_in_truth']} in the truth, {result['images_in_aspect_file']} in the aspect file)",
         f"{result['questions_scored']} questions scored; mean agreement {result['mean_agreement']:.4f}, "
-        f"mean AUC {result['mean_auc']:.4f}",
-        "question  n  truth_rate  teacher_yes  agreement  auc  truth",
+        f"mean AUC {result['mean_auc']:.4f} over the {result['questions_with_auc']} questions with at least "
+        f"{result['auc_min_count']} true and {result['auc_min_count']} false answers",
+        "question  n  true/false  truth_rate  teacher_yes  agreement  auc  truth",
     ]
     for q in result["questions"]:
         if not q["n"]:
-            out.append(f"{q['index']:>8}  0  -  -  -  -  {q['truth']}")
+            out.append(f"{q['index']:>8}  0  -  -  -  -  -  {q['truth']}")
             continue
+        auc = f"{q['auc']:.3f}" if not np.isnan(q["auc"]) else f"- (< {result['auc_min_count']} a side)"
         out.append(
-            f"{q['index']:>8}  {q['n']}  {q['truth_rate']:.3f}  {q['teacher_yes_rate']:.3f}  "
-            f"{q['agreement']:.3f}  {q['auc']:.3f}  {q['truth']}"
+            f"{q['index']:>8}  {q['n']}  {q['truth_positives']}/{q['truth_negatives']}  {q['truth_rate']:.3f}  "
+            f"{q['teacher_yes_rate']:.3f}  {q['agreement']:.3f}  {auc}  {q['truth']}"
         )
     return out

@@ -7,8 +7,10 @@ For each question q, over the images of one split whose teacher row is finite:
 - yes_rate: fraction of images with P(yes) >= 0.5 (the thresholded answer);
 - mutual_information_bits: I(answer; class) in bits of the thresholded answer with the class label, i.e. how much
   the question tells about the label (at most min(1, log2 C));
-- student_auc: ROC AUC of the student head's sigmoid output for the thresholded teacher answer (None when only one
-  answer occurs), student_mae: mean |student - teacher| (both only with the student's predictions).
+- student_auc: ROC AUC of the student head's sigmoid output for the thresholded teacher answer, computed only when
+  the teacher says yes for at least `min_count` images and no for at least `min_count` (makd.engine.metrics.
+  MIN_AUC_COUNT, 10): None otherwise, and left out of the mean; teacher_yes_images / teacher_no_images are those
+  counts; student_mae: mean |student - teacher| (all three only with the student's predictions).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json
-from makd.engine.metrics import binary_auc
+from makd.engine.metrics import MIN_AUC_COUNT, counted_auc
 from makd.errors import MakdError
 
 THRESHOLD = 0.5  # a teacher answer is "yes" when P(yes) >= THRESHOLD (as the trainer's aspect AUC)
+# Per-question entries that are counts or names, not metrics: no mean and no TensorBoard scalar.
+NOT_METRICS = ("index", "question", "teacher_yes_images", "teacher_no_images")
 
 
 class AspectMetricsError(MakdError):
@@ -50,13 +54,15 @@ def aspect_metrics(
     labels: np.ndarray,
     num_classes: int,
     questions: Sequence[str] | None = None,
+    min_count: int = MIN_AUC_COUNT,
 ) -> dict[str, Any]:
     """Per-question metrics (see the module docstring) and their means over questions.
 
     teacher [N, Q] teacher P(yes) in [0, 1] (rows with a NaN are left out: images without a teacher row);
     student_prob [N, Q] sigmoid of the student's aspect logits, or None; labels [N] class indices; questions: Q
-    texts stored beside the numbers. Returns {"num_images", "num_aspects", "num_classes", "questions": [...],
-    "mean": {...}}; values that do not exist (AUC with one answer only) are NaN here, None in the JSON file.
+    texts stored beside the numbers. Returns {"num_images", "num_aspects", "num_classes", "auc_min_count",
+    "student_auc_questions" (how many questions have an AUC), "questions": [...], "mean": {...}}; values that do
+    not exist (an AUC with fewer than `min_count` answers on a side) are NaN here, None in the JSON file.
     """
     teacher = np.asarray(teacher, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -88,15 +94,17 @@ def aspect_metrics(
             "mutual_information_bits": mutual_information_bits(answers, labels, num_classes),
         }
         if student is not None:
-            entry["student_auc"] = binary_auc(student[:, q], answers) if labels.size else math.nan
+            auc, yes, no = counted_auc(student[:, q], answers, min_count)
+            entry["student_auc"] = auc
+            entry["teacher_yes_images"], entry["teacher_no_images"] = yes, no
             entry["student_mae"] = float(np.abs(student[:, q] - teacher[:, q]).mean()) if labels.size else math.nan
         per_question.append(entry)
-    keys = [k for k in per_question[0] if k not in ("index", "question")] if per_question else []
+    keys = [k for k in per_question[0] if k not in NOT_METRICS] if per_question else []
     mean = {}
     for key in keys:
         values = [e[key] for e in per_question if not math.isnan(e[key])]
         mean[key] = float(np.mean(values)) if values else math.nan
-    return {
+    result = {
         "num_images": int(labels.size),
         "num_aspects": int(teacher.shape[1]),
         "num_classes": int(num_classes),
@@ -104,14 +112,18 @@ def aspect_metrics(
         "questions": per_question,
         "mean": mean,
     }
+    if student is not None:
+        result["auc_min_count"] = int(min_count)
+        result["student_auc_questions"] = sum(not math.isnan(e["student_auc"]) for e in per_question)
+    return result
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN / infinities -> None, numpy scalars -> Python numbers, recursively (strict JSON)."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -121,7 +133,7 @@ def _json_safe(value: Any) -> Any:
 
 def write_aspect_metrics(path: str | os.PathLike, splits: Mapping[str, dict[str, Any]], **extra: Any) -> None:
     """Write {"splits": {"train": aspect_metrics(...), ...}, **extra (e.g. epoch)} as strict JSON, atomically."""
-    atomic_write_json(path, _json_safe({**extra, "splits": dict(splits)}))
+    atomic_write_json(path, json_safe({**extra, "splits": dict(splits)}))
 
 
 def aspect_scalars(metrics: dict[str, Any], split: str) -> dict[str, float]:
@@ -129,7 +141,7 @@ def aspect_scalars(metrics: dict[str, Any], split: str) -> dict[str, float]:
     scalars: dict[str, float] = {}
     for entry in metrics["questions"]:
         for key, value in entry.items():
-            if key not in ("index", "question") and not math.isnan(value):
+            if key not in NOT_METRICS and value is not None and not math.isnan(value):
                 scalars[f"{split}_aspect/{key}/q{entry['index']:02d}"] = value
     for key, value in metrics["mean"].items():
         if not math.isnan(value):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from makd.analysis.aspect_metrics import _json_safe
+from makd.analysis.aspect_metrics import json_safe
 from makd.atomic_files import atomic_write, atomic_write_json, atomic_write_text
 
 LABEL_CHARS = 48  # question texts are cut to this many characters on an axis (the JSON keeps them whole)
@@ -124,7 +124,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
         if ax.lines:
             ax.legend(fontsize=7, ncol=1 + len(ax.lines) // 12)
     _save(fig, path)
-    atomic_write_json(path.with_suffix(".json"), _json_safe(numbers))
+    atomic_write_json(path.with_suffix(".json"), json_safe(numbers))
     return numbers
 
 
@@ -230,7 +230,7 @@ def question_heatmaps(
     _save(fig, paths["correlation"])
     atomic_write_json(
         paths["correlation"].with_suffix(".json"),
-        _json_safe({"questions": list(questions or []), "num_images": int(len(aspects)), "correlation": corr.tolist()}),
+        json_safe({"questions": list(questions or []), "num_images": int(len(aspects)), "correlation": corr.tolist()}),
     )
     means = class_mean_answers(aspects, labels, len(class_names))
     fig, ax = plt.subplots(figsize=(max(7.0, 0.32 * q + 4), max(4.0, 0.28 * len(class_names) + 2.5)))
@@ -246,7 +246,7 @@ def question_heatmaps(
     _save(fig, paths["class_mean"])
     atomic_write_json(
         paths["class_mean"].with_suffix(".json"),
-        _json_safe({"questions": list(questions or []), "classes": list(class_names), "class_mean": means.tolist()}),
+        json_safe({"questions": list(questions or []), "classes": list(class_names), "class_mean": means.tolist()}),
     )
     return paths
 
@@ -254,8 +254,25 @@ def question_heatmaps(
 # --------------------------------------------------------------------------------------------- agreement bars
 
 
+def _missing_label(entry: dict[str, Any], key: str, metrics: dict[str, Any]) -> str:
+    """Why a bar is missing: for the AUC, the teacher's yes / no counts when they are below the minimum."""
+    yes, no = entry.get("teacher_yes_images"), entry.get("teacher_no_images")
+    if key == "student_auc" and yes is not None and no is not None:
+        return f"left out: {yes} yes / {no} no (< {metrics.get('auc_min_count', '?')} a side)"
+    return "n/a"
+
+
+def _auc_scope(metrics: dict[str, Any]) -> str:
+    """ " (12 of 20 questions, >= 10 a side)": which questions the mean AUC is over."""
+    scored = metrics.get("student_auc_questions")
+    if scored is None:
+        return ""
+    return f" ({scored} of {len(metrics['questions'])} questions, >= {metrics.get('auc_min_count')} a side)"
+
+
 def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str = "") -> None:
-    """Per-question bars from one split of aspect_metrics.json: student AUC, student MAE, I(answer; class) bits."""
+    """Per-question bars from one split of aspect_metrics.json: student AUC, student MAE, I(answer; class) bits. A
+    question without an AUC (fewer teacher yes or no answers than the minimum) gets a red note with its counts."""
     plt = _pyplot()
     path = Path(path)
     entries = metrics["questions"]
@@ -275,7 +292,8 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
         values = np.array([np.nan if e.get(key) is None else e[key] for e in entries], dtype=float)
         ax.barh(y, np.nan_to_num(values), color="tab:blue" if key != "mutual_information_bits" else "tab:green")
         for i in np.flatnonzero(np.isnan(values)):
-            ax.text(0.01, i, "n/a (one answer only)", va="center", fontsize=6, transform=ax.get_yaxis_transform())
+            ax.text(0.01, i, _missing_label(entries[i], key, metrics), va="center", fontsize=6, color="tab:red",
+                    transform=ax.get_yaxis_transform())  # fmt: skip
         if limits:
             ax.set_xlim(*limits)
         if reference is not None:
@@ -286,7 +304,7 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
     axes[0][0].invert_yaxis()
     mean = metrics.get("mean", {})
     summary = ", ".join(
-        f"{k} {v:.3f}"
+        f"{k} {v:.3f}" + (_auc_scope(metrics) if k == "student_auc" else "")
         for k, v in mean.items()
         if isinstance(v, float) and math.isfinite(v) and k in ("student_auc", "student_mae", "mutual_information_bits")
     )
@@ -296,4 +314,4 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
         fontsize=10,
     )
     _save(fig, path)
-    atomic_write_json(path.with_suffix(".json"), _json_safe(metrics))
+    atomic_write_json(path.with_suffix(".json"), json_safe(metrics))

@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from makd.formats.strict_yaml import load_yaml
 
 PUBLISHED_FILE = Path(__file__).with_name("published_results.yaml")
 
@@ -41,7 +41,7 @@ def _normalise(text: str) -> str:
 
 @cache
 def published_results(path: str = str(PUBLISHED_FILE)) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return load_yaml(Path(path).read_text(encoding="utf-8"), str(path))
 
 
 def normalise_student(name: str) -> str:

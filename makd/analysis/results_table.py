@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 from makd.analysis.published import PublishedFigure, published_for
 from makd.analysis.run_folders import Metric, RunResult
-from makd.analysis.statistics import CONFIDENCE, MeanSd, PairedDifference, mean_sd, paired_difference
+from makd.analysis.statistics import (
+    CONFIDENCE,
+    MIN_SEEDS_FOR_INTERVAL,
+    MeanSd,
+    PairedDifference,
+    mean_sd,
+    paired_difference,
+)
 from makd.analysis.teacher_cost import NO_TEACHER, TeacherCost, condition_cost, cost_columns, format_cost, teacher_cost
 from makd.atomic_files import atomic_write_text
 from makd.errors import MakdError
@@ -95,8 +102,8 @@ def _diff(value: PairedDifference | None) -> str:
         return "(reference)"
     if value.n == 0:
         return "- (no shared seed)"
-    if math.isnan(value.low):
-        return f"{value.mean:+.2f} (n=1, no interval)"
+    if not value.has_interval:  # statistics.paired_difference says why; a collapsed or 12.7-t interval misleads
+        return f"{value.mean:+.2f} ({value.no_interval})"
     return f"{value.mean:+.2f} [{value.low:+.2f}, {value.high:+.2f}]"
 
 
@@ -151,6 +158,14 @@ def format_markdown(
         lines += _published_markdown(published)
     elif any(row.dataset is not None or row.student for row in rows):
         lines += ["", "No published figure matches these rows' dataset x student."]
+    if any(d is not None and d.n and not d.has_interval for row in rows for d in (row.diff_last, row.diff_best)):
+        lines += [
+            "",
+            f"Δ without an interval: an interval is given from {MIN_SEEDS_FOR_INTERVAL} or more paired seeds whose "
+            "differences vary; from fewer the t quantile (12.7 at 2 seeds) makes it meaningless, and differences of "
+            "zero spread (a metric in fixed steps, e.g. 0.5 points on 200 test images) would print a certainty the "
+            "seeds do not give. Run more seeds for a claim.",
+        ]
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -200,6 +215,7 @@ CSV_COLUMNS = (
     "teacher_tokens_processed",
     "teacher_seconds",
     "teacher_cost_note",
+    "diff_no_interval",  # why diff_*_ci_low/high are empty (statistics.paired_difference), "" when they are given
 )
 
 
@@ -235,6 +251,7 @@ def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
                 row.student,
                 "; ".join(f"{f.source}:{f.method}={f.top1}" for f in row.published),
                 *cost_columns(row.teacher),
+                "; ".join(dict.fromkeys(d.no_interval for d in (row.diff_last, row.diff_best) if d and d.no_interval)),
             ]
         )
     return out.getvalue()

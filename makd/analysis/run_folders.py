@@ -14,6 +14,8 @@ import yaml
 
 from makd.config.defaults import flatten_tree
 from makd.errors import MakdError
+from makd.formats.strict_json import loads_json
+from makd.formats.strict_yaml import load_yaml
 
 # Keys that name or place a run without changing what it trains: runs differing only here are seeds of one condition.
 SEED_ONLY_KEYS = ("SEED", "OUTPUT_DIR", "EXPERIMENT.NAME")
@@ -83,7 +85,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """A run's resolved config.yaml, flattened."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except (OSError, yaml.YAMLError) as err:
         raise RunFolderError(f"cannot read {path}: {' '.join(str(err).split())}") from None
     if not isinstance(tree, dict):
@@ -102,7 +104,7 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
     if not config_path.exists():
         raise RunFolderError(f"{run_dir} holds no config.yaml; it is not a run folder of tools/our_train.py")
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        summary = loads_json(summary_path.read_text(encoding="utf-8"), str(summary_path))
     except (OSError, json.JSONDecodeError) as err:
         raise RunFolderError(f"cannot read {summary_path}: {' '.join(str(err).split())}") from None
     if not isinstance(summary, dict):

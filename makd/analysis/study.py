@@ -45,6 +45,7 @@ from makd.analysis.run_folders import RunResult, read_config, read_run
 from makd.config.defaults import flatten_tree
 from makd.errors import MakdError, Terminated
 from makd.file_lock import exclusive_lock
+from makd.formats.strict_yaml import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPO / "tools" / "our_train.py"
@@ -137,7 +138,8 @@ def load_study(path: str | os.PathLike) -> Study:
     """Parse and check a study file (no run started); StudyError with one line on any mistake."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # strictly: a condition written twice would silently keep only the second under the first's place
+        spec = load_yaml(path.read_text(encoding="utf-8"), f"study file {path}")
     except OSError as err:
         raise StudyError(f"cannot read study file {path}: {err.strerror}") from None
     except yaml.YAMLError as err:

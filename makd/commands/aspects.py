@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="count CUB answers with certainty 1 (not visible) as absent instead of skipping them",
     )
+    p.add_argument(
+        "--min-auc-count",
+        type=int,
+        default=None,
+        help="a question's AUC needs at least this many true and this many false answers (default 10); "
+        "questions below it are listed with their counts and left out of the mean AUC",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("compare", help="how far apart two aspect files of the same images and questions are")
@@ -122,6 +129,12 @@ def _convert(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _audit(args: argparse.Namespace) -> int:
     # Imported here: the AUC lives with the training metrics, which import torch (4 s) that inspect/convert skip.
     from makd.analysis.aspect_audit import audit, audit_lines, read_cub_truth, read_question_map, read_truth_file
+    from makd.analysis.aspect_metrics import json_safe
+    from makd.engine.metrics import MIN_AUC_COUNT
+
+    min_count = MIN_AUC_COUNT if args.min_auc_count is None else args.min_auc_count
+    if min_count < 1:
+        raise ArtifactError(f"--min-auc-count {min_count}: must be >= 1")
 
     table = read_aspect_file(args.file)
     cub = (args.cub_attributes, args.cub_images, args.question_map)
@@ -139,8 +152,8 @@ def _audit(args: argparse.Namespace) -> int:
             table.num_aspects,
             args.keep_not_visible,
         )
-    result = audit(table, truth)
-    print(json.dumps(result, indent=2) if args.json else "\n".join(audit_lines(result)))
+    result = audit(table, truth, min_count)
+    print(json.dumps(json_safe(result), indent=2) if args.json else "\n".join(audit_lines(result)))
     return 0
 
 

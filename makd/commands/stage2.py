@@ -13,7 +13,14 @@ from makd.mllm.backends import add_backend_arguments, backend_names
 from makd.mllm.backends import build_scorer as build_backend_scorer
 from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
 from makd.mllm.errors import ExtractionError
-from makd.mllm.extraction import Shard, parse_views, plan_extraction, run_extraction, view_output
+from makd.mllm.extraction import (
+    Shard,
+    empty_shard_note,
+    parse_views,
+    plan_extraction,
+    run_extraction,
+    view_output,
+)
 from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import output_lock, partial_path
 
@@ -172,7 +179,7 @@ def _shard_and_output(args: argparse.Namespace) -> tuple[Shard | None, Path]:
         return Shard.parse(args.shard), output
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise ExtractionError("--shard auto needs RANK and WORLD_SIZE (start with torchrun) or use --shard I/N")
-    shard = Shard.parse(f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}")
+    shard = Shard.parse(f"{os.environ['RANK']}/{os.environ['WORLD_SIZE']}", "--shard auto: RANK/WORLD_SIZE")
     if args.device == "auto" and "LOCAL_RANK" in os.environ:
         import torch
 
@@ -233,8 +240,23 @@ def interrupted_hint(argv: Sequence[str] | None) -> str:
     return f"finished rows are kept in {partial_path(output)}; {again} to continue from there"
 
 
+def attach_dash_values(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """`--shard -1/2` as `--shard=-1/2`: argparse takes a value starting with "-" that is not a plain negative number
+    for an option and stops with its usage text; attached, the value reaches the option's own one-line check."""
+    out: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        following = next(values, None) if arg in options else None
+        if following is not None and following.startswith("-") and following[1:2].isdigit():
+            out.append(f"{arg}={following}")
+        else:
+            out += [arg] if following is None else [arg, following]
+    return out
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Extract aspect targets; raises MakdError on bad input or a failed run (see `main`)."""
+    argv = attach_dash_values(sys.argv[1:] if argv is None else argv, ("--shard",))
     args = build_parser().parse_args(argv)
     if args.level == "class":
         return _run_class_level(args)
@@ -259,6 +281,9 @@ def _run_image_level(args: argparse.Namespace, shard: Shard | None, output: Path
         source = build_item_source(args)
         plan = plan_extraction(args.questions, source, output, shard, args.limit, args.resume, args.overwrite,
                                args.strict, views)  # fmt: skip
+        if not plan.items:  # more shards than items: this one has nothing to do, and a job array must finish
+            print(f"note: {empty_shard_note(plan)}", file=sys.stderr)
+            return 0
         if getattr(source, "small", None):
             print(f"skipping {len(source.small)} of {len(source.small) + len(source.items)} boxes under "
                   f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",

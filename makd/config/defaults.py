@@ -16,6 +16,8 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from makd.errors import ConfigError
+from makd.formats.files import read_utf8_text
+from makd.formats.strict_yaml import load_yaml
 
 
 class MethodNotImplementedError(ConfigError):
@@ -143,6 +145,10 @@ _C.SOLVER.LR_DECAY_RATE = 0.1
 _C.SOLVER.WARMUP_EPOCHS = 0  # (new) linear warmup from lr/100 over this many epochs (per-step)
 _C.SOLVER.MIN_LR = 0.0  # (new) cosine floor
 _C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
+# (new) SOLVER.AMP's dtype: "auto" = bfloat16 where the GPU computes it natively (Ampere and later), else float16;
+# "bfloat16" or "float16" to choose. float16 always runs with a loss scaler (its state is in the checkpoints).
+_C.SOLVER.AMP_DTYPE = "auto"
+AMP_DTYPES = ("auto", "bfloat16", "float16")
 # (new) torch.compile the student in place (nn.Module.compile: checkpoints keep their keys). Off by default:
 # unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
 _C.SOLVER.COMPILE = False
@@ -226,11 +232,11 @@ def get_cfg() -> CN:
 def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    text = read_utf8_text(path, "config file")
+    try:
+        data = load_yaml(text, path) or {}  # strictly: a key written twice (two SOLVER blocks) is an error
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     base = data.pop("_BASE_", None)
@@ -302,7 +308,7 @@ def _parse_opts(opts: Sequence[str]) -> dict:
     tree: dict = {}
     for key, raw in zip(opts[0::2], opts[1::2]):
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw, f"command line: {key}") if raw != "" else ""
         except yaml.YAMLError:
             raise ConfigError(f"command line: {key} {raw!r} is not a valid value (YAML); quote it or fix it") from None
         node = tree
@@ -453,6 +459,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
     if cfg.SOLVER.SCHEDULER.lower() not in ("multistep", "cosine"):
         raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
+    if cfg.SOLVER.AMP_DTYPE not in AMP_DTYPES:
+        raise ConfigError(f"SOLVER.AMP_DTYPE {cfg.SOLVER.AMP_DTYPE!r} is unknown; use {', '.join(AMP_DTYPES)}")
     if cfg.MaKD.TEMPERATURE <= 0:
         raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:

@@ -14,6 +14,7 @@ from pathlib import Path
 from makd.errors import ConfigError
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
 from makd.formats.image_ids import image_id, list_image_files
+from makd.formats.text_lists import read_text_list
 
 
 def stratified_split(
@@ -67,9 +68,11 @@ def _rows(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise DatasetMissingError(f"{path} does not exist (expected the CUB_200_2011 folder with images.txt)")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    # Read as every text list is (makd.formats.text_lists); an image number listed twice is refused, naming both
+    # lines, since the second line would silently decide the image's path or split.
+    listed = read_text_list(path, "CUB file", entry="image number", same=lambda line: line.split()[0],
+                            error=DatasetFormatError)  # fmt: skip
+    for number, line in zip(listed.lines, listed.entries):
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
             raise DatasetFormatError(f"{path}:{number}: expected '<image number> <value>', got {line!r}")

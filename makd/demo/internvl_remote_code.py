@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from makd.errors import MakdError
+from makd.mllm.remote_code_compat import load_remote_config
 
 CODE_ROOT = "internvl_chat/internvl"
 # Flat file name in a hub folder -> its path in the repository.
@@ -372,7 +373,7 @@ def assemble_checkpoint(code_dir: str | Path, out: str | Path, spec: RemoteCheck
     """
     import shutil
 
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     spec = spec or RemoteCheckpointSpec()
     code_dir, out = Path(code_dir), Path(out)
@@ -385,7 +386,7 @@ def assemble_checkpoint(code_dir: str | Path, out: str | Path, spec: RemoteCheck
     # Weights are made with eager attention whatever config.json will say (flash-attn is absent here).
     build = {**config, "llm_config": {**config["llm_config"], "attn_implementation": "eager"}}
     (out / "config.json").write_text(json.dumps(build, indent=2, ensure_ascii=False), encoding="utf-8")
-    loaded = AutoConfig.from_pretrained(out, trust_remote_code=True)
+    loaded, _ = load_remote_config(str(out))  # as the stage-2 loader loads it (remote_code_compat)
     torch.manual_seed(spec.geometry.seed)
     model = AutoModel.from_config(loaded, trust_remote_code=True, dtype=torch.float32)
     if not hasattr(model, "all_tied_weights_keys"):  # code released before mid-2025 never calls post_init()
@@ -409,11 +410,11 @@ def reference_model(folder: str | Path, dtype: torch.dtype = torch.float32):
     it: the real class constructed on the CPU under default dtype `dtype` (every buffer from its own __init__) and
     the checkpoint's tensors loaded into it with torch; the tokenizer as the official scripts load it."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    config, _ = load_remote_config(str(folder))
     model_class = get_class_from_dynamic_module(config.auto_map["AutoModel"], str(folder))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

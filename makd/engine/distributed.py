@@ -20,6 +20,8 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # A process group was joined: always with several processes, and with one under torchrun (below).
+    group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -27,19 +29,28 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.group
 
 
 def init_distributed(device_kind: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR).
+
+    `torchrun --nproc_per_node 1` joins a group of one too (as torchvision's reference scripts do), so one device
+    runs the code path of many: the NCCL group, DDP, the reductions of evaluation; a plain `python` run (no
+    MASTER_ADDR) does not.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size <= 1 and not ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+        dist.init_process_group(backend=backend_for(device_kind))
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, group=True)
+
+
+def backend_for(device_kind: str) -> str:
+    """The torch.distributed backend of a device kind: NCCL between CUDA devices, gloo on the CPU."""
+    return "nccl" if device_kind == "cuda" else "gloo"
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:

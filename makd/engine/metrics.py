@@ -27,13 +27,35 @@ def binary_auc(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def aspect_agreement(predicted: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
+# A per-question AUC (student vs teacher, teacher vs truth) is computed only where each side (yes and no answers, or
+# truth 1 and 0) holds at least this many images: with n on the smaller side, one image moves the AUC by up to 1/n,
+# so from 3 "yes" images among 200 an AUC of 1.0 or 0.33 says nothing, yet it weighed as much as any question in
+# the mean. Questions below it are left out of every mean and shown with their counts.
+MIN_AUC_COUNT = 10
+
+
+def counted_auc(scores: np.ndarray, positives: np.ndarray, min_count: int = MIN_AUC_COUNT) -> tuple[float, int, int]:
+    """(binary_auc, number of positives, number of negatives) of `scores` [N] for boolean `positives` [N]; the AUC
+    is NaN unless each side holds at least `min_count` (MIN_AUC_COUNT)."""
+    positives = np.asarray(positives).astype(bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if min(n_pos, n_neg) < max(1, min_count):
+        return float("nan"), n_pos, n_neg
+    return binary_auc(np.asarray(scores), positives), n_pos, n_neg
+
+
+def aspect_agreement(predicted: np.ndarray, teacher: np.ndarray, min_count: int = MIN_AUC_COUNT) -> dict[str, float]:
     """Agreement of the student's aspect head sigmoid outputs [N, Q] with teacher P(yes) [N, Q].
 
-    mae: mean |predicted - teacher|; auc: mean over aspects (with both answers present) of the AUC of the
-    student's score for the teacher's hard answer (P(yes) >= 0.5).
+    mae: mean |predicted - teacher|; auc: mean over the aspects whose teacher gives at least `min_count` yes and
+    `min_count` no answers (P(yes) >= 0.5 is yes; counted_auc) of the AUC of the student's score for the teacher's
+    answer, NaN when none does; auc_questions: how many aspects that mean is over.
     """
     mae = float(np.abs(predicted - teacher).mean())
-    aucs = [binary_auc(predicted[:, q], teacher[:, q] >= 0.5) for q in range(teacher.shape[1])]
+    aucs = [counted_auc(predicted[:, q], teacher[:, q] >= 0.5, min_count)[0] for q in range(teacher.shape[1])]
     valid = [a for a in aucs if not np.isnan(a)]
-    return {"aspect_mae": mae, "aspect_auc": float(np.mean(valid)) if valid else float("nan")}
+    return {
+        "aspect_mae": mae,
+        "aspect_auc": float(np.mean(valid)) if valid else float("nan"),
+        "aspect_auc_questions": len(valid),
+    }

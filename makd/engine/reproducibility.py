@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -12,6 +13,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """DETERMINISTIC: deterministic kernels only (an op that has none stops the run with torch's error naming it).
+
+    On CUDA two more settings are needed for exact reruns and an exact `--resume`: cuBLAS is deterministic only
+    with a fixed workspace configuration, read from CUBLAS_WORKSPACE_CONFIG before its first use (set here to
+    ":4096:8" unless the user set it; torch refuses deterministic cuBLAS calls without it), and cuDNN must not pick
+    its algorithms by timing them (`cudnn.benchmark`, off by default, turned off here).
+    """
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

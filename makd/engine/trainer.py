@@ -31,7 +31,7 @@ from makd.engine.checkpoint import (
 from makd.engine.distributed import DistInfo, agree, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
 from makd.engine.optim import build_optimizer, build_scheduler
-from makd.engine.reproducibility import epoch_seed, seed_everything
+from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_inputs import check_resume_inputs, fingerprint_inputs, read_inputs
 from makd.engine.run_logger import RunLogger
@@ -106,7 +106,7 @@ def make_train_loader(dataset, cfg, info: DistInfo, pin_memory: bool) -> tuple[D
 
 
 class MixedPrecision:
-    """SOLVER.AMP on CUDA: bfloat16 autocast where supported, else float16 with a loss scaler; off on CPU.
+    """SOLVER.AMP on CUDA: autocast in SOLVER.AMP_DTYPE (`amp_dtype`), float16 with a loss scaler; off on CPU.
 
     Built once per run so the float16 loss scale carries across epochs (and into checkpoints).
     """
@@ -114,11 +114,20 @@ class MixedPrecision:
     def __init__(self, cfg, device: torch.device) -> None:
         self.dtype = None
         if cfg.SOLVER.AMP and device.type == "cuda":
-            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.dtype = amp_dtype(cfg.SOLVER.AMP_DTYPE)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else nullcontext()
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    """SOLVER.AMP_DTYPE on the current CUDA device. "auto" takes bfloat16 only where the GPU computes it natively
+    (compute capability 8.0 and later): torch also reports bfloat16 as supported where it is emulated (V100, T4),
+    many times slower than float16 there."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 @dataclass
@@ -282,7 +291,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         torch.set_num_threads(cfg.NUM_THREADS)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
-        torch.use_deterministic_algorithms(True)
+        use_deterministic_algorithms(device)
     run_dir = run_dir_of(cfg)
     # One writer at a time: the main process locks the folder (creating it if needed) before looking at it, and a
     # run refused before its commit leaves the folder as it was (a folder created for the lock is removed again).
@@ -379,7 +388,8 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
         )
     ctx = EpochContext(model, device, cfg, logger, info, amp, task)
     if info.is_main:
-        print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}", flush=True)
+        group = f" ({torch.distributed.get_backend()})" if info.enabled else ""
+        print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
         if resume:
             print(f"[makd] resumed from epoch {state.epoch} of {cfg.SOLVER.EPOCHS} ({run_folder.LATEST})", flush=True)
 

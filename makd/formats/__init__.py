@@ -8,5 +8,8 @@ of those files is here, and nothing here imports the stages (docs/architecture.m
   `conversion` (another project's file to this project's ids), `target_sources/` (one kind of target file per
   module, joined to a split's images);
 - `image_ids` (the image-id rule), `image_decode` (the one decoder), `split_files`, `coco` (instances, box ids);
-- `files` (a file's text and sha256 read once, sidecars), `errors`.
+- `files` (a file's text and sha256 read once, sidecars, JSON files), `errors`;
+- `strict_json`, `strict_yaml` (a key written twice is an error naming both lines) and `text_lists` (one entry a
+  line: BOM and CRLF removed with a warning, blank lines ignored, a repeat refused): every file the project reads
+  goes through one of them.
 """

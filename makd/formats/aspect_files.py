@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from makd.atomic_files import atomic_write_json, atomic_write_text
-from makd.formats.errors import ArtifactError
-from makd.formats.files import read_text_sha256, sidecar_path, utc_now
+from makd.formats.errors import ArtifactError, DuplicateKeyError
+from makd.formats.files import read_json, read_text_sha256, sidecar_path, utc_now
+from makd.formats.strict_json import loads_json
 
 
 @dataclass(frozen=True)
@@ -71,24 +72,6 @@ def validate_aspect_rows(rows: Mapping[str, Any], source: str, expected_aspects:
     return np.asarray(out, dtype=np.float32)
 
 
-class _DuplicateKey(Exception):
-    """A JSON object names the same key twice (json.load would silently keep the last value)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """object_pairs_hook for json.loads: the object as a dict, or _DuplicateKey on a repeated key."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
 def _key_lines(text: str, key: str) -> list[int]:
     """1-based lines of `text` where `key` appears as a JSON object key (either escaping of non-ASCII)."""
     spellings = {json.dumps(key, ensure_ascii=False), json.dumps(key)}
@@ -111,11 +94,13 @@ def parse_aspect_text(
 ) -> AspectTable:
     """The AspectTable of an aspect file's text; Q is derived from its rows and checked against `expected_aspects`."""
     try:
-        rows = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
-    except _DuplicateKey as dup:
-        lines = _key_lines(text, dup.key)
+        rows = loads_json(text, str(path))
+    except DuplicateKeyError as dup:
+        if dup.where:  # inside a value, which is then no row of numbers anyway
+            raise
+        lines = _key_lines(text, dup.key) or list(dup.lines)
         raise ArtifactError(
-            f"{path}: image id {dup.key!r} has {max(len(lines), 2)} rows (lines {', '.join(map(str, lines)) or '?'}); "
+            f"{path}: image id {dup.key!r} has {max(len(lines), 2)} rows (lines {', '.join(map(str, lines))}); "
             "JSON keeps only the last one, so keep one row per image id (re-run stage 2 or fix the file)"
         ) from None
     except json.JSONDecodeError as err:
@@ -146,5 +131,4 @@ def write_aspect_file(
 def read_exact_rows(path: str | os.PathLike) -> dict[str, list[float]]:
     """The rows of an aspect file as its JSON floats themselves (an AspectTable holds float32 copies), in file
     order, unvalidated: for writing rows back unchanged after read_aspect_file has checked the file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json(path, "aspect file")

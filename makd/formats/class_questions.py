@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from makd.formats.errors import ArtifactError
-from makd.formats.files import read_utf8_text
-from makd.formats.questions import write_questions
+from makd.formats.files import BYTE_ORDER_MARK
+from makd.formats.questions import normalize_text, read_questions_text, write_questions
+from makd.formats.text_lists import parse_text_list
 
 PLACEHOLDER = "<object>"
 OPTION_SEPARATOR = " | "
@@ -42,12 +43,13 @@ class ClassQuestion:
 
 
 def parse_class_questions(text: str, source: str = "<questions>") -> list[ClassQuestion]:
-    """The questions of a class-level questions file; all yes/no or all multiple-choice (M may differ)."""
+    """The questions of a class-level questions file; all yes/no or all multiple-choice (M may differ).
+
+    Read as every text list is (makd.formats.text_lists: BOM and CRLF removed with a warning, blank lines ignored,
+    a repeated line an error naming both)."""
     questions: list[ClassQuestion] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            raise ArtifactError(f"{source}:{number}: blank line; write one question per line, no blank lines")
+    listed = parse_text_list(text, source, entry="question", same=normalize_text)
+    for number, line in zip(listed.lines, listed.entries):
         parts = [p.strip() for p in line.split("|")]
         question, options = parts[0], tuple(parts[1:])
         if not question or any(not o for o in options):
@@ -118,12 +120,16 @@ def parse_lavid_questions(text: str, source: str = "<questions>") -> list[ClassQ
     return questions
 
 
+def parse_class_questions_text(text: str, source: str) -> list[ClassQuestion]:
+    """A class-level questions file's text in either form: LaViD's blocks or one question per line."""
+    if is_lavid_block_text(text):
+        return parse_lavid_questions(text.removeprefix(BYTE_ORDER_MARK), source)
+    return parse_class_questions(text, source)
+
+
 def read_class_questions(path: str | os.PathLike) -> list[ClassQuestion]:
     path = Path(path)
-    text = read_utf8_text(path, "--questions", encoding="utf-8-sig")
-    if is_lavid_block_text(text):
-        return parse_lavid_questions(text, str(path))
-    return parse_class_questions(text, str(path))
+    return parse_class_questions_text(read_questions_text(path, "--questions")[0], str(path))
 
 
 def write_class_questions(path: str | os.PathLike, lines: Sequence[str], meta: Mapping[str, Any] | None = None) -> None:

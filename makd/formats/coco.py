@@ -24,8 +24,9 @@ from PIL import Image
 
 from makd.atomic_files import atomic_write_json
 from makd.formats.errors import DatasetFormatError, DatasetMissingError
-from makd.formats.files import read_utf8_text
+from makd.formats.files import read_utf8_text, sha256_file
 from makd.formats.image_decode import ImageLoadError, read_rgb
+from makd.formats.strict_json import loads_json
 
 BOX_ID_SEPARATOR = "#"
 
@@ -278,7 +279,7 @@ def _xyxy(bbox: Any, image: CocoImage, where: str, tolerance: float) -> tuple[fl
 
 def _parse_json(text: str, source: str) -> dict:
     try:
-        data = json.loads(text)
+        data = loads_json(text, source)  # a key written twice ("annotations") is an error, not a silent last-wins
     except json.JSONDecodeError as err:
         raise DatasetFormatError(
             f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); is the file complete?"
@@ -361,8 +362,16 @@ def read_coco(
         logger.warning(
             "%s: left out %d boxes of zero width or height (first: %s)", source, len(skipped), ", ".join(skipped[:3])
         )
-    if len(skipped) == len(annotations):
-        raise DatasetFormatError(f"{source}: every one of its {len(annotations)} boxes has zero width or height")
+    usable = sum(len(rows) for rows in boxes.values())
+    if not usable:
+        # Crowd regions are ignored by training and evaluation, degenerate boxes are left out: a set of only those
+        # would train a detector on nothing (and score it on nothing) while every step looks normal.
+        num_crowd = sum(len(rows) for rows in crowd.values())
+        raise DatasetFormatError(
+            f"{source}: no usable box: of its {len(annotations)} annotations {num_crowd} are crowd regions "
+            f"(iscrowd 1, never training targets) and {len(skipped)} have zero width or height; a detection set "
+            "needs boxes with iscrowd 0 and a positive size"
+        )
     for table in (boxes, crowd):
         for rows in table.values():
             rows.sort(key=lambda b: b.annotation_id)
@@ -378,6 +387,67 @@ def read_coco(
                 f"(first: {missing[0]}); copy them there or point to the right images folder"
             )
     return CocoSet(images, categories, str(images_dir), source, _boxes=boxes, _crowd=crowd, skipped_boxes=skipped)
+
+
+def check_same_categories(train: CocoSet, test: CocoSet, train_key: str, test_key: str) -> None:
+    """One DatasetFormatError line unless both sets list the same categories, by id and by name: the contiguous labels
+    1..K follow the ids, so another id set shifts every label, and the same ids under other names (two exports that
+    numbered their categories alike) would score a detector of one category set on another's boxes."""
+    train_categories = {c.id: c.name for c in train.categories}
+    test_categories = {c.id: c.name for c in test.categories}
+    only_train = sorted(set(train_categories) - set(test_categories))
+    only_test = sorted(set(test_categories) - set(train_categories))
+    if only_train or only_test:
+        listed = "; ".join(
+            f"ids only in {key} ({path}): {', '.join(f'{i} {names[i]!r}' for i in ids[:5])}"
+            + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            for key, path, names, ids in (
+                (train_key, train.source, train_categories, only_train),
+                (test_key, test.source, test_categories, only_test),
+            )
+            if ids
+        )
+        raise DatasetFormatError(
+            f"{test_key} and {train_key} list different category ids ({listed}); give both the same 'categories' list"
+        )
+    renamed = [i for i in sorted(train_categories) if train_categories[i] != test_categories[i]]
+    if renamed:
+        first = renamed[0]
+        raise DatasetFormatError(
+            f"{test_key} and {train_key} give {len(renamed)} category id(s) different names (first: id {first} is "
+            f"{train_categories[first]!r} in {train.source} but {test_categories[first]!r} in {test.source}); the "
+            "labels would mean other objects at test time: give both files the same 'categories' list"
+        )
+
+
+def box_rows_source_problem(
+    aspect_path: str | os.PathLike, sidecar: Mapping[str, Any] | None, instances_json: str | os.PathLike, key: str,
+    instances_key: str,
+) -> str | None:  # fmt: skip
+    """Whether a per-box aspect file was made from `instances_json`, by the sha256 its sidecar records (stage 2
+    --boxes writes it): a DatasetFormatError line when it was made from another file, since COCO ids restart in
+    every export and colliding box ids would silently join rows to other boxes; a warning line when the file has no
+    such record (nothing can be checked); None when it matches or the file is not per box."""
+    if sidecar is None:
+        return (
+            f"{key} {aspect_path} has no sidecar ({Path(str(aspect_path) + '.meta.json').name}), so nothing records "
+            f"which instances file its box ids come from; make sure it is the stage-2 output for {instances_json}"
+        )
+    if sidecar.get("item") != "box":
+        return None
+    boxes = sidecar.get("boxes") if isinstance(sidecar.get("boxes"), Mapping) else {}
+    recorded = boxes.get("instances_sha256")
+    if not recorded:
+        return f"{key} {aspect_path}: its sidecar records no instances_sha256; its box ids cannot be checked"
+    actual = sha256_file(instances_json)
+    if recorded != actual:
+        raise DatasetFormatError(
+            f"{key} {aspect_path} was made from another instances file ({boxes.get('instances', '?')}, sha256 "
+            f"{str(recorded)[:12]}) than {instances_key} {instances_json} (sha256 {actual[:12]}); its box ids "
+            f"('<image id>#<annotation id>') would join rows to other boxes: run stage 2 --boxes on {instances_json}, "
+            f"or point {instances_key} at the file the rows were made from"
+        )
+    return None
 
 
 def write_instances(path: str | os.PathLike, instances: Mapping[str, Any]) -> None:

@@ -29,8 +29,10 @@ from typing import Any
 import makd
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
-from makd.formats.files import utc_now
+from makd.formats.files import BYTE_ORDER_MARK, read_text_sha256, utc_now
 from makd.formats.image_ids import IMAGE_EXTENSIONS
+from makd.formats.strict_json import loads_json
+from makd.formats.text_lists import parse_text_list
 from makd.formats.tolerant_reader import MAX_LISTED, RawAspectFile, flatten_values, value_problems, value_shape
 
 DUPLICATE_POLICIES = ("error", "first", "last")
@@ -149,23 +151,23 @@ def check_values(raw: RawAspectFile, merged: Mapping[str, Any]) -> tuple[int, ..
 def read_class_map(path: str | os.PathLike) -> dict[str, str]:
     """{folder class: name in the file} from JSON, or from lines `folder class<TAB>name in the file`.
 
-    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`).
+    Several folder classes may take one file row (LaViD's Caltech-101 `face` for `Faces` and `Faces_easy`), but a
+    folder class paired twice (a repeated JSON key, or two lines naming it by class_key) is an error naming both
+    lines: only one of the pairs would count. The lines are read as every text list is (makd.formats.text_lists).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"--class-map {path}: cannot read it ({err})") from None
-    if text.lstrip().startswith("{"):
+    text, _ = read_text_sha256(path, "class map", universal_newlines=False)
+    if text.removeprefix(BYTE_ORDER_MARK).lstrip().startswith("{"):
         try:
-            mapping = json.loads(text)
+            mapping = loads_json(text.removeprefix(BYTE_ORDER_MARK), str(path))
         except json.JSONDecodeError as err:
             raise ArtifactError(f"--class-map {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         return {str(k): str(v) for k, v in mapping.items()}
+    listed = parse_text_list(
+        text, str(path), entry="class pairing", same=lambda line: class_key(line.split("\t", 1)[0]), comments=True
+    )
     mapping = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for number, line in zip(listed.lines, listed.entries):
         if "\t" not in line:
             raise ArtifactError(f"--class-map {path}:{number}: expected `folder class<TAB>name in the file`")
         source, target = line.split("\t", 1)
@@ -230,12 +232,16 @@ def singular(key: str) -> str:
 
 
 def match_classes(
-    folder_classes: Sequence[str], file_keys: Sequence[str], class_map: Mapping[str, str] | None = None
+    folder_classes: Sequence[str],
+    file_keys: Sequence[str],
+    class_map: Mapping[str, str] | None = None,
+    class_map_name: str = "--class-map",
 ) -> tuple[dict[str, str], list[str]]:
     """({folder class: file key}, folder classes without a key).
 
-    Order of rules: --class-map (folder class -> file name), then equal `class_key`, then equal after a
-    final "s" is dropped on both sides ("airplanes" / "airplane") when that pairs the two names uniquely.
+    Order of rules: the class map (folder class -> file name; `class_map_name` names it in errors), then equal
+    `class_key`, then equal after a final "s" is dropped on both sides ("airplanes" / "airplane") when that pairs
+    the two names uniquely.
     """
     class_map = dict(class_map or {})
     by_key: dict[str, list[str]] = {}
@@ -248,7 +254,9 @@ def match_classes(
         if name in class_map:
             target = class_map[name]
             if target not in file_keys:
-                raise ArtifactError(f"--class-map pairs {name!r} with {target!r}, which is not a key of the file")
+                raise ArtifactError(
+                    f"{class_map_name} pairs {name!r} with {target!r}, which is not a key of the file"
+                )
             pairs[name] = target
             continue
         found = by_key.get(class_key(name)) or by_singular.get(singular(class_key(name))) or []
@@ -261,6 +269,28 @@ def match_classes(
     return pairs, missing
 
 
+def missing_classes_text(missing: Sequence[str], file_keys: Sequence[str], pairs: Mapping[str, str]) -> str:
+    """The dataset classes without a row, each with the file class that most likely is its row ("'Bengal' (file has
+    'Bengal cat'?)"), at most MAX_LISTED of them: what a class map has to pair. Rows no class took are looked at
+    first; one name holding the other beats a similar spelling."""
+    taken = set(pairs.values())
+    untaken = {class_key(k): k for k in file_keys if k not in taken}
+    every = {class_key(k): k for k in file_keys}
+    hints = []
+    for name in missing[:MAX_LISTED]:
+        wanted = class_key(name)
+        close = None
+        for original in (untaken, every):
+            held = [k for k in original if k and (k in wanted or wanted in k)]
+            close = held or difflib.get_close_matches(wanted, list(original), n=1, cutoff=0.5)
+            if close:
+                close = original[close[0]]
+                break
+        hints.append(f"{name!r}" + (f" (file has {close!r}?)" if close else ""))
+    more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+    return ", ".join(hints) + more
+
+
 def convert_class_level(
     merged: Mapping[str, Any], images: FolderImages, class_map: Mapping[str, str] | None = None
 ) -> Conversion:
@@ -269,16 +299,10 @@ def convert_class_level(
     file_keys = list(merged)
     pairs, missing = match_classes(folder_classes, file_keys, class_map)
     if missing:
-        hints = []
-        original = {class_key(k): k for k in file_keys}
-        for name in missing[:MAX_LISTED]:
-            close = difflib.get_close_matches(class_key(name), list(original), n=1, cutoff=0.5)
-            hints.append(f"{name!r}" + (f" (file has {original[close[0]]!r}?)" if close else ""))
-        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
         raise ArtifactError(
-            f"{len(missing)} classes of {images.root} have no row in the file: {', '.join(hints)}{more}; names are "
-            "compared case-folded with '_' as space, a leading 'NNN.' and a final 's' dropped; "
-            "pair others with --class-map (folder class<TAB>file name)"
+            f"{len(missing)} classes of {images.root} have no row in the file: "
+            f"{missing_classes_text(missing, file_keys, pairs)}; names are compared case-folded with '_' as space, a "
+            "leading 'NNN.' and a final 's' dropped; pair others with --class-map (folder class<TAB>file name)"
         )
     rows = {image: flatten_values(merged[pairs[cls]]) for image, cls in zip(images.ids, images.classes)}
     used = set(pairs.values())
@@ -299,17 +323,50 @@ def convert_class_level(
     return Conversion(rows, "class", mapping, notes)
 
 
+# Keys looked at before a file none of whose keys names a class is called per-image (an image id never does).
+_SAMPLE_KEYS = 1000
+
+
+def keys_name_classes(
+    keys: Sequence[str], class_names: Sequence[str], class_map: Mapping[str, str] | None = None
+) -> bool:
+    """Whether a file with these keys is about the classes, not the images: at least half of its keys name a
+    class, or at least half of the classes have a key (by match_classes' rules).
+
+    Half, not all: a per-class file with a few names the rules do not pair ("Bengal cat" for "Bengal") is still a
+    per-class file, and reading it as per image would blame every image of those classes for a missing row instead
+    of naming the classes and the class map that pairs them. An image id never names a class (it holds a file name
+    or an index), so a per-image file is told apart at its first key that names none; when none of the first 1,000
+    keys names a class the rest are not normalised (about 6 us a key), so a million ids take milliseconds.
+    """
+    if not keys or not class_names:
+        return False
+    known = {class_key(n) for n in class_names} | {singular(class_key(n)) for n in class_names}
+    known |= {class_key(v) for v in (class_map or {}).values()}
+
+    def names_one(key: str) -> bool:
+        return class_key(key) in known or singular(class_key(key)) in known
+
+    if all(names_one(k) for k in keys):
+        return True  # stops at the first key that names no class: an image id, for a per-image file
+    if not any(names_one(k) for k in keys[:_SAMPLE_KEYS]):
+        return False
+    if 2 * sum(names_one(k) for k in keys) >= len(keys):
+        return True
+    try:
+        _, missing = match_classes(class_names, keys, class_map)
+    except ArtifactError:
+        return True  # two keys match one class: the per-class reading explains it
+    return 2 * len(missing) <= len(class_names)
+
+
 def choose_level(
     merged: Mapping[str, Any], images: FolderImages | None, class_map: Mapping[str, str] | None = None
 ) -> str:
-    """Level "class" when every folder class has a key of that name (see match_classes), else "image"."""
+    """Level "class" when the keys name the folder classes (keys_name_classes), else "image"."""
     if images is None:
         return "image"
-    try:
-        _, missing = match_classes(sorted(set(images.classes)), list(merged), class_map)
-    except ArtifactError:
-        return "class"  # ambiguous class names: the class-level conversion explains it
-    return "image" if missing else "class"
+    return "class" if keys_name_classes(list(merged), sorted(set(images.classes)), class_map) else "image"
 
 
 def convert(

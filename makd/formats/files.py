@@ -9,13 +9,17 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from makd.formats.errors import ArtifactError
 from makd.formats.read_log import note_read
+from makd.formats.strict_json import loads_json
 
 BYTE_ORDER_MARK = "\ufeff"
+log = logging.getLogger("makd.formats.files")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -40,22 +44,38 @@ def utc_now() -> str:
 
 
 def read_sidecar(path: str | os.PathLike) -> dict | None:
-    """The sidecar of `path` as a dict, or None when there is none."""
+    """The sidecar of `path` as a dict (read strictly: a repeated key is an error), or None when there is none."""
     meta = sidecar_path(path)
     if not meta.exists():
         return None
+    return read_json(meta, "sidecar")
+
+
+def read_json(path: str | os.PathLike, what: str, missing_fix: str = "") -> Any:
+    """The JSON value of file `path` (named `what` in messages), read strictly (makd.formats.strict_json): missing,
+    unreadable, not UTF-8 or malformed is one ArtifactError line, a repeated key a DuplicateKeyError line."""
+    text, _ = read_text_sha256(path, what, missing_fix=missing_fix)
+    if text.startswith(BYTE_ORDER_MARK):  # RFC 8259 lets a reader ignore it; some Windows tools write one
+        log.warning("%s: removed the UTF-8 byte-order mark at the start of the file", path)
+        text = text[len(BYTE_ORDER_MARK) :]
     try:
-        return json.loads(meta.read_text(encoding="utf-8"))
+        return loads_json(text, str(path))
     except json.JSONDecodeError as err:
-        raise ArtifactError(f"{meta}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise ArtifactError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
 
 
 def read_text_sha256(
-    path: str | os.PathLike, what: str, encoding: str = "utf-8", missing_fix: str = "", not_utf8_hint: str = ""
+    path: str | os.PathLike,
+    what: str,
+    encoding: str = "utf-8",
+    missing_fix: str = "",
+    not_utf8_hint: str = "",
+    universal_newlines: bool = True,
 ) -> tuple[str, str]:
     """(text, sha256 of the bytes) of `path`, read once; missing, unreadable or not UTF-8 is one ArtifactError line.
 
-    Line ends are read as Path.read_text reads them (universal newlines: "\\r\\n" and "\\r" become "\\n").
+    Line ends are read as Path.read_text reads them (universal newlines: "\\r\\n" and "\\r" become "\\n") unless
+    `universal_newlines` is False (the text-list reader warns about them: makd.formats.text_lists).
     """
     path = Path(path)
     if path.is_dir():
@@ -71,7 +91,9 @@ def read_text_sha256(
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}){not_utf8_hint}") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n"), digest
+    if universal_newlines:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, digest
 
 
 def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:

@@ -18,7 +18,8 @@ from typing import Any
 from makd.atomic_files import atomic_write_json, atomic_write_text
 from makd.formats.class_mentions import class_name_leak
 from makd.formats.errors import ArtifactError
-from makd.formats.files import BYTE_ORDER_MARK, read_utf8_text, sha256_text, sidecar_path, utc_now
+from makd.formats.files import read_text_sha256, sha256_text, sidecar_path, utc_now
+from makd.formats.text_lists import parse_text_list
 
 # Words a closed (yes/no) English question starts with.
 YES_NO_STARTERS = frozenset(
@@ -81,41 +82,27 @@ def normalize_text(text: str) -> str:
 def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
     """Questions of a questions file's text; raises ArtifactError on the first malformed line.
 
-    A UTF-8 byte-order mark (Windows editors add one) is removed with a warning: left in, it would become
-    part of the first question and change the teacher's answers (seen: P(yes) 0.92 -> 0.82).
-    Leading, trailing and repeated spaces or tabs (as LLM output often has) are normalised to single
+    Read as every text list is (makd.formats.text_lists): a UTF-8 byte-order mark (Windows editors add one) is
+    removed with a warning (left in, it would become part of the first question and change the teacher's answers,
+    seen: P(yes) 0.92 -> 0.82), CRLF line ends too, blank lines are ignored and a repeated question (compared as
+    `normalize_text`) is an error naming both lines. Question numbers (DATASET.ASPECT_SOURCES) count questions, not
+    lines. Leading, trailing and repeated spaces or tabs (as LLM output often has) are normalised to single
     spaces, with one warning naming the first such line; the normalised questions are returned.
     """
-    if text.startswith(BYTE_ORDER_MARK):
-        log.warning("%s: removed the UTF-8 byte-order mark at the start of the file (it is not part of a question)",
-                    source)  # fmt: skip
-        text = text[len(BYTE_ORDER_MARK) :]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline
-    if not lines:
+    listed = parse_text_list(text, source, entry="question", same=normalize_text)
+    if not listed.entries:
         raise ArtifactError(f"{source}: the questions file is empty (expected one question per line)")
     questions: list[str] = []
-    seen: dict[str, int] = {}
-    respaced: list[int] = []
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            raise ArtifactError(f"{source}:{number}: blank line (one question per line, no blank lines)")
-        if BYTE_ORDER_MARK in line:
-            raise ArtifactError(f"{source}:{number}: holds a byte-order mark (U+FEFF) inside the text; remove it")
+    respaced: set[int] = set(listed.trimmed)
+    for number, line in zip(listed.lines, listed.entries):
         normalised = " ".join(line.split())
         if normalised != line:
-            respaced.append(number)
+            respaced.add(number)
             line = normalised
         if _NUMBERING.match(line):
             raise ArtifactError(f"{source}:{number}: numbering or bullet in {line!r} (write the bare question)")
         if not line.endswith("?"):
             raise ArtifactError(f"{source}:{number}: {line!r} is not a question (must end with '?')")
-        key = normalize_text(line)
-        if key in seen:
-            raise ArtifactError(f"{source}:{number}: repeats the question of line {seen[key]}: {line!r}")
-        seen[key] = number
         questions.append(line)
     if respaced:
         log.warning(
@@ -123,15 +110,20 @@ def parse_questions_text(text: str, source: str = "<questions>") -> list[str]:
             "the questions are used without it",
             source,
             len(respaced),
-            respaced[0],
+            min(respaced),
         )
     return questions
+
+
+def read_questions_text(path: str | os.PathLike, what: str = "questions file") -> tuple[str, str]:
+    """(text, sha256 of the bytes) of a questions file, line ends as written (the list reader warns about CRLF)."""
+    return read_text_sha256(path, what, universal_newlines=False)
 
 
 def read_questions(path: str | os.PathLike, expected_count: int | None = None) -> list[str]:
     """Questions of a questions file, validated; `expected_count` (Q) is checked when given."""
     path = Path(path)
-    questions = parse_questions_text(read_utf8_text(path, "questions file"), str(path))
+    questions = parse_questions_text(read_questions_text(path)[0], str(path))
     if expected_count is not None and len(questions) != expected_count:
         raise ArtifactError(f"{path}: holds {len(questions)} questions but {expected_count} were expected")
     return questions

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from makd.errors import MakdError
+from makd.formats.conversion import class_key
+from makd.formats.text_lists import read_text_list
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 _NUMBER_PREFIX = re.compile(r"^\d+\.(?=[A-Za-z])")  # "001.Black_footed_Albatross" (CUB-style folder names)
@@ -38,23 +40,13 @@ def display_name(folder_name: str) -> str:
 
 
 def read_class_file(path: str | os.PathLike) -> ClassList:
-    """One class per line, used as written; blank lines and lines starting with '#' are skipped."""
+    """One class per line, used as written, read as every text list is (makd.formats.text_lists: a BOM and CRLF
+    removed with a warning, blank lines and lines starting with '#' skipped); two lines naming one class by the
+    rule per-class files are matched with (makd.formats.conversion.class_key: case, '_' and spacing aside) are an
+    error naming both lines."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ClassSourceError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        key = name.lower()
-        if key in seen:
-            raise ClassSourceError(f"{path}:{number}: class {name!r} repeats line {seen[key]}; list each class once")
-        seen[key] = number
-        names.append(name)
+    listed = read_text_list(path, "class list", entry="class", same=class_key, comments=True, error=ClassSourceError)
+    names = listed.entries
     if len(names) < 2:
         raise ClassSourceError(f"{path}: holds {len(names)} class names; write one class per line (at least 2)")
     return ClassList(names, None, str(path))

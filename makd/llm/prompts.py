@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from makd.errors import MakdError
+from makd.formats.strict_yaml import load_yaml
 
 PAPER_GENERATE = (
     "The dataset consists of {C} classes and {M} images. The class list is as follows: {CLASS_LIST}, "
@@ -121,7 +122,7 @@ def load_prompts(path: str | os.PathLike) -> PromptSet:
     if not path.is_file():
         raise PromptError(f"prompts file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))  # a key written twice is an error
     except yaml.YAMLError as err:
         raise PromptError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):

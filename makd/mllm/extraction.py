@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -83,13 +84,22 @@ class Shard:
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(x) for x in text.split("/"))
-        except ValueError:
-            raise ExtractionError(f"--shard {text!r} is not I/N (e.g. 0/4 for the first of four shards)") from None
-        if count < 1 or not 0 <= index < count:
-            raise ExtractionError(f"--shard {text}: index must be in 0..{count - 1} (shards are numbered from 0)")
+    def parse(cls, text: str, option: str = "--shard") -> Shard:
+        """`I/N` (shard I of N, I in 0..N-1) as a Shard; anything else is one ExtractionError line saying what to
+        write instead (`option` names where the text came from: "--shard", or "RANK/WORLD_SIZE")."""
+        parts = text.strip().split("/")
+        if len(parts) != 2 or not all(re.fullmatch(r"[+-]?\d+", part.strip()) for part in parts):
+            raise ExtractionError(
+                f"{option} {text!r} is not I/N, two whole numbers (e.g. 0/4 for the first of four shards)"
+            )
+        index, count = (int(part) for part in parts)
+        if count < 1:
+            raise ExtractionError(f"{option} {text!r}: the number of shards N must be at least 1 (e.g. 0/4)")
+        if not 0 <= index < count:
+            raise ExtractionError(
+                f"{option} {text!r}: the shard index must be in 0..{count - 1}, shards are numbered from 0 (the last "
+                f"of {count} is {count - 1}/{count})"
+            )
         return cls(index, count)
 
     def select(self, items: Sequence[Any]) -> list[Any]:
@@ -99,6 +109,11 @@ class Shard:
 
     def describe(self) -> dict:
         return {"index": self.index, "count": self.count}
+
+    def holding(self, num_items: int) -> list[int]:
+        """The indexes of the shards of `count` that hold at least one of `num_items` items (all when there are as
+        many items as shards; with more shards than items, some are empty)."""
+        return [i for i in range(self.count) if (i + 1) * num_items // self.count > i * num_items // self.count]
 
 
 @dataclass
@@ -145,13 +160,12 @@ def plan_extraction(
         if limit < 1:
             raise ExtractionError(f"--limit {limit}: must be >= 1")
         items = items[:limit]
-    if not items:
-        raise ExtractionError(
-            f"--shard {shard.index}/{shard.count}: this shard holds no {source.nouns} ({len(source.items)} in total)"
-        )
     output = Path(output)
     if output.suffix.lower() != ".json":
         raise ExtractionError(f"--output {output}: the aspect file must end in .json")
+    if not items:  # more shards than items: an empty shard has nothing to do (empty_shard_note), not an error
+        return ExtractionPlan(questions, Path(questions_path), source, [], output, shard, limit, resume, overwrite,
+                              strict, tuple(views))  # fmt: skip
     for view in views:
         target = view_output(output, view)
         partial = partial_path(target)
@@ -176,6 +190,19 @@ def plan_extraction(
         overwrite=overwrite,
         strict=strict,
         views=tuple(views),
+    )
+
+
+def empty_shard_note(plan: ExtractionPlan) -> str:
+    """What an empty shard's run says (it writes nothing and succeeds, so a job array of more shards than items
+    finishes; merge_shards reads from the other shards' sidecars that this one holds nothing)."""
+    shard, total = plan.shard or Shard(), len(plan.source.items)
+    holding = shard.holding(total)
+    shown = ", ".join(map(str, holding[:8])) + (", ..." if len(holding) > 8 else "")
+    return (
+        f"--shard {shard.index}/{shard.count} holds none of the {total} {plan.source.nouns} ({shard.count} shards for "
+        f"{total} {plan.source.nouns}); nothing to score or write: merge_shards needs only the shards that hold some "
+        f"({shown}); fewer shards (--shard I/{total} at most) leave none idle"
     )
 
 
@@ -389,7 +416,8 @@ def _finish(
             "num_images_planned": len(plan.items),
             "shard": None
             if plan.shard is None
-            else {**plan.shard.describe(), "first_id": shard_ids[0], "last_id": shard_ids[-1]},
+            else {**plan.shard.describe(), "first_id": shard_ids[0], "last_id": shard_ids[-1],
+                  "num_items_all_shards": len(plan.source.items)},  # fmt: skip
             "limit": plan.limit,
             "skipped_images": [{"id": k, "path": p, "reason": why} for k, (p, why) in sorted(skipped.items())],
             "teacher": scorer.describe(),

@@ -1,6 +1,7 @@
 """Join the aspect files of `--shard I/N` runs into one, after checking that together they are complete.
 
-Checks: every shard 0..N-1 is there exactly once, all were made with the same questions, teacher settings
+Checks: every shard 0..N-1 that holds items is there exactly once (with more shards than items some hold none,
+write nothing and are not needed), all were made with the same questions, teacher settings
 and image root, no image id appears twice, each shard accounts for all of its images (rows + listed
 skipped images), and, when the image folder is given, the union covers every image in it. Box-level shards
 (`--boxes`) must also share the instances file and box settings, and together hold every box it has.
@@ -11,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from makd.formats.aspect_files import read_aspect_file, read_exact_rows, write_aspect_file
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_sidecar, sha256_file
 from makd.formats.image_ids import image_id, list_image_files
 from makd.mllm.cost import COST_FIELDS, add_costs
-from makd.mllm.extraction import VOLATILE_KEYS
+from makd.mllm.extraction import VOLATILE_KEYS, Shard
 
 # "item" and "boxes" (the instances file's hash, view, margin, ...) are only in box-level sidecars.
 SAME_KEYS = (
@@ -29,6 +31,22 @@ SAME_KEYS = (
 def _settings(meta: dict) -> dict:
     teacher = {k: v for k, v in (meta.get("teacher") or {}).items() if k not in VOLATILE_KEYS}
     return {**{k: meta.get(k) for k in SAME_KEYS}, "teacher": teacher}
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted path, value in a, value in b) of the first leaf where two nested settings differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *(k for k in b if k not in a)]:
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (path, a, b)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def merge_shards(
@@ -64,8 +82,11 @@ def merge_shards(
                 f"{path}: made as one of {count} shards but {reference[0]} as one of {reference[1]['shard']['count']}"
             )
         elif _settings(meta) != _settings(reference[1]):
-            key = next(k for k in _settings(meta) if _settings(meta)[k] != _settings(reference[1])[k])
-            raise ArtifactError(f"{path}: {key} differs from {reference[0]}; shards of one run must share settings")
+            key, here, there = first_difference(_settings(meta), _settings(reference[1]))
+            raise ArtifactError(
+                f"{path}: made with {key} {_shown(here)} but {reference[0]} with {_shown(there)}; shards of one run "
+                f"must share every setting: rerun the shards made with the other {key} (same command, one setting)"
+            )
         listed = len(table.ids) + len(meta.get("skipped_images", []))
         if listed != int(meta.get("num_images_planned", -1)):
             raise ArtifactError(
@@ -80,9 +101,14 @@ def merge_shards(
         skipped.extend(meta.get("skipped_images", []))
         shards[index] = (path, meta)
     count = int(reference[1]["shard"]["count"])
-    missing = sorted(set(range(count)) - set(shards))
+    total = reference[1]["shard"].get("num_items_all_shards")  # older sidecars lack it: then every shard is needed
+    holding = Shard(0, count).holding(int(total)) if total is not None else list(range(count))
+    missing = sorted(set(holding) - set(shards))
     if missing:
-        raise ArtifactError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge")
+        raise ArtifactError(
+            f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge; run them (or pass their "
+            "files) and merge again"
+        )
     first = reference[1]
     if first.get("item") == "box":
         if image_root is not None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from makd.errors import MakdError
+from makd.formats.strict_json import loads_json
 from makd.mllm import remote_code_compat
 from makd.mllm.chat_template import IMAGE_CONTEXT_TOKEN, ChatFormat, conversation_format, internvl2_5_format
 from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
@@ -102,7 +103,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return loads_json(path.read_text(encoding="utf-8"), str(path))  # a key written twice is an error
     except UnicodeDecodeError:
         raise ModelLoadError(f"{path}: not UTF-8 text; the model folder is damaged (copy it again)") from None
     except json.JSONDecodeError as err:
@@ -334,17 +335,37 @@ def _load_native(model_id: str, revision: str | None, device: torch.device, dtyp
     model = model.to(device).eval()
     if getattr(model.config, "model_type", "") != "internvl":
         raise ModelLoadError(f"--model {model_id}: loaded {type(model).__name__}, not a native InternVL model")
-    tokenizer = processor.tokenizer
+    image_processor = processor.image_processor
+    parts = native_parts(
+        model,
+        processor.tokenizer,
+        mean=tuple(getattr(image_processor, "image_mean", None) or IMAGENET_MEAN),
+        std=tuple(getattr(image_processor, "image_std", None) or IMAGENET_STD),
+        model_id=model_id,
+    )
+    if int(processor.image_seq_length) != parts.tokens_per_tile:
+        raise ModelLoadError(
+            f"--model {model_id}: processor image_seq_length {processor.image_seq_length} != {parts.tokens_per_tile} "
+            "tokens the vision tower makes per tile"
+        )
+    return parts
+
+
+def native_parts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    model_id: str = "model",
+) -> InternVLParts:
+    """`InternVLParts` of a transformers-native InternVLForConditionalGeneration already in memory (in eval mode,
+    on its device and in its dtype): what loading a "-hf" checkpoint ends with, and what a model built in place
+    (e.g. random weights of a real geometry, straight on a GPU) is scored through."""
+    parameter = next(model.parameters())
     image_id = _check_image_token(tokenizer, model.config.image_token_id, model_id)
     vision = model.config.vision_config
     grid = (vision.image_size[0] // vision.patch_size[0]) * (vision.image_size[1] // vision.patch_size[1])
     tokens_per_tile = int(round(grid * model.config.downsample_ratio**2))
-    if int(processor.image_seq_length) != tokens_per_tile:
-        raise ModelLoadError(
-            f"--model {model_id}: processor image_seq_length {processor.image_seq_length} != {tokens_per_tile} "
-            "tokens the vision tower makes per tile"
-        )
-    image_processor = processor.image_processor
     inner = model.model
 
     def encode_images(pixels: torch.Tensor) -> torch.Tensor:
@@ -364,21 +385,20 @@ def _load_native(model_id: str, revision: str | None, device: torch.device, dtyp
         image_context_id=image_id,
         tokens_per_tile=tokens_per_tile,
         tile_size=int(vision.image_size[0]),
-        mean=tuple(getattr(image_processor, "image_mean", None) or IMAGENET_MEAN),
-        std=tuple(getattr(image_processor, "image_std", None) or IMAGENET_STD),
+        mean=tuple(mean),
+        std=tuple(std),
         chat_format=internvl2_5_format(),
-        device=device,
-        dtype=dtype,
+        device=parameter.device,
+        dtype=parameter.dtype,
     )
 
 
 def _load_remote(
     model_id: str, revision: str | None, device: torch.device, dtype: torch.dtype, attention: str
 ) -> InternVLParts:
-    from transformers import AutoConfig
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True)
+    config, config_defaults = remote_code_compat.load_remote_config(model_id, revision)
     llm_config = getattr(config, "llm_config", None)
     auto_model = (getattr(config, "auto_map", None) or {}).get("AutoModel")
     if llm_config is None or auto_model is None:
@@ -423,6 +443,7 @@ def _load_remote(
     language_model = model.language_model
     compat = [remote_code_compat.POST_INIT] if remote_code_compat.applied_post_init(model) else []
     compat += [remote_code_compat.BUFFERS] if rebuilt else []
+    compat += [remote_code_compat.CONFIG_DEFAULTS] if config_defaults else []
     return InternVLParts(
         backend="remote",
         model=model,

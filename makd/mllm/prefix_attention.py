@@ -11,11 +11,14 @@ so the prefix part is one unmasked attention of every suffix query at once (grou
 query axis, so the prefix KV is never repeated per head), and the own part is a small causal attention over the
 suffixes padded side by side.
 
-It needs a kernel that returns the log-sum-exp, which torch exposes as an aten op per device; only the CPU one is
-used (`torch.ops.aten._scaled_dot_product_flash_attention_for_cpu`), because no other has been tested here. Models
-on other devices, and language models that do not dispatch attention through transformers' AttentionInterface
-(remote code with its own attention classes), keep the explicit mask. The attention implementation registered
-here behaves exactly as "sdpa" unless a call carries a `PrefixSplit`.
+It needs a kernel that returns the log-sum-exp, which torch exposes as an aten op per device (`_attention_with_lse`):
+on the CPU `_scaled_dot_product_flash_attention_for_cpu`; on CUDA the flash kernel for float16 / bfloat16 (head
+dimension a multiple of 8, at most 256) and the memory-efficient kernel otherwise. Whether a kernel gives the right
+numbers for a model is not assumed: the scorer compares the split with expanded mode on a test prompt at start-up
+(prefix_scoring.choose_packed_attention) and keeps the explicit mask when it fails or disagrees, as it does for
+language models that do not dispatch attention through transformers' AttentionInterface (remote code with its own
+attention classes). The attention implementation registered here behaves exactly as "sdpa" unless a call carries
+a `PrefixSplit`.
 """
 
 from __future__ import annotations
@@ -57,8 +60,23 @@ def _attention_with_lse(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, causal: bool, scale: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out [B, H, L, D], log-sum-exp of the scaled scores, float32 [B, H, L]); query and key heads equal."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
-    return out, lse.float()
+    aten = torch.ops.aten
+    length = query.shape[2]
+    if query.device.type == "cpu":
+        out, lse = aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, causal, scale=scale)
+    elif cuda_flash_fits(query):
+        out, lse = aten._scaled_dot_product_flash_attention(query, key, value, 0.0, causal, False, scale=scale)[:2]
+    else:  # float32, or a head size the flash kernel does not take
+        efficient = aten._scaled_dot_product_efficient_attention
+        out, lse = efficient(query, key, value, None, True, 0.0, causal, scale=scale)[:2]
+    # The memory-efficient kernel pads the log-sum-exp's last axis to a multiple of 32 rows.
+    return out, lse[..., :length].float()
+
+
+def cuda_flash_fits(query: torch.Tensor) -> bool:
+    """Whether CUDA's flash kernel takes queries like `query` [B, H, L, D] (its dtypes and head sizes)."""
+    head_dim = query.shape[-1]
+    return query.dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0 and head_dim <= 256
 
 
 def prefix_split_attention(
@@ -121,9 +139,16 @@ def _register() -> None:
     AttentionMaskInterface.register(IMPLEMENTATION, sdpa_mask)  # masks exactly as for "sdpa"
 
 
+LSE_KERNELS = {
+    "cpu": ("_scaled_dot_product_flash_attention_for_cpu",),
+    "cuda": ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention"),
+}
+
+
 def kernel_available(device: torch.device) -> bool:
-    """Whether this torch has the log-sum-exp attention kernel for `device` (CPU only, see the module doc)."""
-    return device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    """Whether this torch has the log-sum-exp attention kernels `_attention_with_lse` calls on `device`."""
+    names = LSE_KERNELS.get(device.type)
+    return names is not None and all(hasattr(torch.ops.aten, name) for name in names)
 
 
 def switch_to_prefix_split(decoder: torch.nn.Module) -> str | None:

@@ -21,6 +21,12 @@ applied only where the loaded code needs it, and is recorded (`InternVLParts.inf
   the packed question layout. The decoder instance gets a hook that passes a 4D mask through unchanged (as
   transformers' own mask helpers do since 4.36) and hands anything else to the original. It is installed only
   when packed scoring is chosen, after packed and expanded scoring agree on a test prompt.
+- "config_defaults": some transformers 5 releases (5.17 among them; not 5.25) build a default instance of a config
+  class while loading one (`from_dict` logs the config, and its repr diffs it against `cls()`). InternVLChatConfig()
+  without arguments raises `ValueError: Unsupported architecture: ` (its default llm_config names no
+  architecture), so the checkpoint could not even be configured. The class is given the flag transformers itself
+  sets on config classes that need arguments (`has_no_defaults_at_init`); only the config's repr and saved diff
+  change (they list every key).
 - attention implementation: the command chooses it (`language_model_attention`) and writes it into the loaded
   config, instead of trusting the checkpoint's `llm_config.attn_implementation` (InternVL's training code writes
   flash_attention_2 there, which cannot load where flash-attn is absent).
@@ -38,6 +44,7 @@ import torch
 POST_INIT = "post_init"
 BUFFERS = "buffers"
 FOUR_D_MASK = "4d_mask"
+CONFIG_DEFAULTS = "config_defaults"
 ATTENTION_CHOICES = ("auto", "eager", "sdpa", "flash_attention_2")
 
 
@@ -59,6 +66,38 @@ def with_post_init(model_class: type) -> type:
 
 def applied_post_init(model: torch.nn.Module) -> bool:
     return getattr(model, "_makd_compat", None) == POST_INIT
+
+
+def allow_config_without_defaults(config_class: type) -> bool:
+    """Mark a remote config class that cannot be built without arguments as such (`has_no_defaults_at_init`),
+    so that transformers does not build `config_class()` while loading it; returns whether it was needed."""
+    if getattr(config_class, "has_no_defaults_at_init", False):
+        return False
+    try:
+        config_class()
+    except Exception:  # noqa: BLE001 - whatever the class raises, transformers would raise it too
+        config_class.has_no_defaults_at_init = True
+        return True
+    return False
+
+
+def load_remote_config(model_id: str, revision: str | None = None) -> tuple[Any, bool]:
+    """(the checkpoint's config loaded with its own class, whether "config_defaults" was needed): loaded as it is
+    first; only when that fails and the class cannot be built without arguments is it marked so and loaded again
+    (a failure of another kind fails again, unchanged)."""
+    from transformers import AutoConfig, PretrainedConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True), False
+    except ValueError:
+        raw, _ = PretrainedConfig.get_config_dict(model_id, revision=revision)
+        reference = (raw.get("auto_map") or {}).get("AutoConfig")
+        if not reference or not allow_config_without_defaults(
+            get_class_from_dynamic_module(reference, model_id, revision=revision)
+        ):
+            raise
+    return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=True), True
 
 
 class UnrestorableBufferError(RuntimeError):

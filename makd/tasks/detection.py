@@ -32,8 +32,8 @@ from makd.engine.train_state import finite_number
 from makd.engine.trainer import best_epochs
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, read_aspect_file
-from makd.formats.coco import CocoSet, read_coco, read_instances
-from makd.formats.errors import DatasetFormatError
+from makd.formats.coco import CocoSet, box_rows_source_problem, check_same_categories, read_coco, read_instances
+from makd.formats.files import read_sidecar
 from makd.formats.image_decode import ImageLoadError
 
 
@@ -111,12 +111,8 @@ class DetectionTask(Task):
         level = cfg.DETECTION.ASPECT_LEVEL
         self.train_coco = read_coco(cfg.DETECTION.TRAIN_JSON, cfg.DATASET.TRAIN_IMAGE_PATH)
         self.test_coco = read_coco(cfg.DETECTION.TEST_JSON, cfg.DATASET.TEST_IMAGE_PATH)
-        if [c.id for c in self.test_coco.categories] != [c.id for c in self.train_coco.categories]:
-            # the labels 1..K would mean different categories in training and evaluation
-            raise DatasetFormatError(
-                f"{cfg.DETECTION.TEST_JSON} and {cfg.DETECTION.TRAIN_JSON} list different category ids; give both "
-                "the same 'categories' list"
-            )
+        # the labels 1..K would mean different categories in training and evaluation
+        check_same_categories(self.train_coco, self.test_coco, "DETECTION.TRAIN_JSON", "DETECTION.TEST_JSON")
         if cfg.DATASET.CHECK_IMAGES:
             _check_decodable(self.train_coco)
             _check_decodable(self.test_coco)
@@ -127,6 +123,9 @@ class DetectionTask(Task):
             )
         self.uses_aspects = cfg.DISTILLER.TYPE == "MaKD"
         table = _training_table(cfg) if self.uses_aspects else None
+        if table is not None:
+            train_json = cfg.DETECTION.TRAIN_JSON
+            self._check_box_rows_source(table.path, train_json, "DATASET.ASPECT_JSON", "DETECTION.TRAIN_JSON")
         self.num_aspects = table.num_aspects if table is not None else 0
         self.table = table
         rows = join_rows(self.train_coco, table, level, self.num_aspects, "training")
@@ -142,6 +141,9 @@ class DetectionTask(Task):
         test_table = None
         if self.uses_aspects and cfg.DATASET.TEST_ASPECT_JSON:
             test_table = read_aspect_file(cfg.DATASET.TEST_ASPECT_JSON, expected_aspects=self.num_aspects)
+            self._check_box_rows_source(
+                test_table.path, cfg.DETECTION.TEST_JSON, "DATASET.TEST_ASPECT_JSON", "DETECTION.TEST_JSON"
+            )
         self.test_rows = join_rows(self.test_coco, test_table, level, self.num_aspects, "test")
         policy = view_policy_from_cfg(cfg, self.num_aspects) if self.num_aspects else None
         self.view_policy = policy
@@ -302,6 +304,15 @@ class DetectionTask(Task):
             if key in last:
                 summary[f"{key}_last"] = last[key] if finite_number(last[key]) else None
         return summary
+
+    def _check_box_rows_source(self, aspect_path: str, instances_json: str, key: str, instances_key: str) -> None:
+        """A per-box aspect file made from another instances file is refused (makd.formats.coco); one that cannot be
+        checked is a warning."""
+        if self.cfg.DETECTION.ASPECT_LEVEL != "box":
+            return
+        warning = box_rows_source_problem(aspect_path, read_sidecar(aspect_path), instances_json, key, instances_key)
+        if warning and self.info.is_main:
+            print(f"[makd] warning: {warning}", file=sys.stderr, flush=True)
 
     def export(self, path: Path) -> None:
         save_checkpoint(path, {"model": self.model.student.state_dict(), **self.metadata, "config": self.cfg.dump()})

@@ -26,7 +26,7 @@ from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, parse_aspect_text, read_aspect_text
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_sidecar, read_text_sha256, sha256_text, sidecar_path
-from makd.formats.questions import parse_questions_text, questions_text
+from makd.formats.questions import parse_questions_text, questions_text, read_questions_text
 from makd.formats.tolerant_reader import RawAspectFile, parse_raw, refuse_pickle
 from makd.registry import Registry
 
@@ -169,7 +169,7 @@ class TargetSource:
     def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:
         """(normalised question lines, sha256 of the file's bytes) of the questions file this kind answers."""
         path = Path(questions_path)
-        text, raw_sha256 = read_text_sha256(path, "questions file")
+        text, raw_sha256 = read_questions_text(path)
         return parse_questions_text(text, str(path)), raw_sha256
 
     def check_questions(self, questions_path: str, key: str = "DATASET.QUESTIONS") -> list[str]:

@@ -1,8 +1,8 @@
 """Targets assembled by question from several target files (DATASET.ASPECT_SOURCES), concatenated in order.
 
 Each entry is "PATH" (all of the file's questions) or "PATH:QUESTIONS", QUESTIONS being 1-based question
-numbers of that file (its questions file's line numbers) and ranges: "1-10", "3,5,7-9". A multiple-choice
-question brings all its option columns. So per-image MLLM targets for some questions and class-level LLM
+numbers of that file (its questions in order, blank lines not counted) and ranges: "1-10", "3,5,7-9". A
+multiple-choice question brings all its option columns. So per-image MLLM targets for some questions and class-level LLM
 targets for others are two entries: ["internvl.json:1-30", "qwen_class.json:31-50"], or two files made from
 two questions files: ["internvl.json", "qwen_class.json"].
 
@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from makd.errors import ConfigError
-from makd.formats.files import read_text_sha256
-from makd.formats.questions import normalize_text, parse_questions_text
+from makd.formats.questions import normalize_text, read_questions
 from makd.formats.target_sources.base import ImageRows, TargetSource
 
 _WITH_QUESTIONS = re.compile(r"(?P<path>.+):(?P<numbers>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)")
@@ -167,8 +166,7 @@ class MixedSource(TargetSource):
                 f"{key} is a yes/no questions file but {KEY} entry {multiple[0]!r} is multiple choice; "
                 f"leave {key} empty (each file's sidecar records its questions)"
             )
-        text, _ = read_text_sha256(questions_path, "questions file")
-        questions = parse_questions_text(text, str(questions_path))
+        questions = read_questions(questions_path)
         if len(questions) != self.num_questions:
             raise ConfigError(
                 f"{key} {questions_path} holds {len(questions)} questions but {KEY} takes {self.num_questions} "

@@ -9,6 +9,7 @@ when its keys name the dataset's classes: every class has a key, or every key na
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,41 +20,48 @@ import numpy as np
 from makd.atomic_files import atomic_write_json
 from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable
-from makd.formats.class_questions import is_lavid_block_text, parse_class_questions, parse_lavid_questions
-from makd.formats.conversion import check_values, class_key, match_classes, merge_duplicates, singular
-from makd.formats.errors import ArtifactError
-from makd.formats.files import read_text_sha256, sidecar_path
+from makd.formats.class_questions import parse_class_questions_text
+from makd.formats.conversion import (
+    check_values,
+    class_key,
+    keys_name_classes,
+    match_classes,
+    merge_duplicates,
+    missing_classes_text,
+)
+from makd.formats.errors import ArtifactError, line_pair
+from makd.formats.files import sidecar_path
+from makd.formats.questions import read_questions_text
+from makd.formats.strict_json import locate_duplicate_key
 from makd.formats.target_sources.base import SOURCE_KINDS, ImageRows, TargetFile, TargetSource
 from makd.formats.tolerant_reader import RawAspectFile, flatten_values, value_shape
 
-# Keys looked at before a file none of whose keys names a class is called per-image (an image id never does).
-_SAMPLE_KEYS = 1000
-
 
 def names_classes(keys: list[str], class_names: list[str], class_map: dict[str, str] | None) -> bool:
-    """Whether a file with these keys is about the classes: every key names a class, or every class has a key
-    (the `aspects convert --level auto` rule, makd.formats.conversion.choose_level).
+    """Whether a file with these keys is about the dataset's classes (makd.formats.conversion.keys_name_classes, the
+    rule `aspects convert --level auto` uses too)."""
+    return keys_name_classes(keys, class_names, class_map)
 
-    The second test normalises every key, about 6 us each; it is skipped when none of the first 1,000 keys names a
-    class, so a per-image file of a million ids is told apart in milliseconds.
-    """
-    if not keys or not class_names:
-        return False
-    known = {class_key(n) for n in class_names} | {singular(class_key(n)) for n in class_names}
-    known |= {class_key(v) for v in (class_map or {}).values()}
 
-    def names_one(key: str) -> bool:
-        return class_key(key) in known or singular(class_key(key)) in known
-
-    if all(names_one(k) for k in keys):
-        return True  # stops at the first key that names no class: an image id, for a per-image file
-    if not any(names_one(k) for k in keys[:_SAMPLE_KEYS]):
-        return False
-    try:
-        _, missing = match_classes(class_names, keys, class_map)
-    except ArtifactError:
-        return True  # two keys match one class: the per-class reading explains it
-    return not missing
+def _refuse_repeated_classes(raw: RawAspectFile, text: str, key: str) -> None:
+    """A class with two rows in a file a run trains on is one ArtifactError line naming both lines: JSON would keep
+    one of them without a word, and which one the author meant is not ours to guess (`aspects convert
+    --on-duplicate` chooses explicitly)."""
+    seen: set[str] = set()
+    for name, _ in raw.pairs:
+        if name in seen:
+            found = locate_duplicate_key(text) if raw.format == "json" else None
+            if found is not None and found[1] == name:
+                lines = line_pair(found[2])
+            else:  # JSON lines: one object a line
+                spellings = {json.dumps(name), json.dumps(name, ensure_ascii=False)}
+                numbers = [n for n, line in enumerate(text.splitlines(), 1) if any(s in line for s in spellings)]
+                lines = f"lines {', '.join(map(str, numbers))}" if numbers else "two rows"
+            raise ArtifactError(
+                f"{key} {raw.path}: class {name!r} has more than one row ({lines}); JSON would keep only one of them: "
+                "keep one row per class (or choose with `tools/aspects.py convert --on-duplicate first|last`)"
+            )
+        seen.add(name)
 
 
 def keys_and_shape(file: TargetFile) -> tuple[list[str], tuple[int, ...] | str] | None:
@@ -107,6 +115,7 @@ class PerClassSource(TargetSource):
             rows = dict(zip(table.ids, table.values.tolist()))
             return cls(file, key, rows, (table.num_aspects,), class_map, class_map_key)
         raw: RawAspectFile = file.raw()
+        _refuse_repeated_classes(raw, file.text, key)
         merged, _ = merge_duplicates(raw)
         if not merged:
             raise ArtifactError(f"{key} {file.path}: holds no rows")
@@ -123,9 +132,8 @@ class PerClassSource(TargetSource):
     def read_questions_file(self, questions_path: str) -> tuple[list[str], str]:
         """A class-level questions file (yes/no lines, `question | options` lines or LaViD's blocks)."""
         path = Path(questions_path)
-        text, raw_sha256 = read_text_sha256(path, "questions file", encoding="utf-8-sig")
-        parse = parse_lavid_questions if is_lavid_block_text(text) else parse_class_questions
-        questions = parse(text, str(path))
+        text, raw_sha256 = read_questions_text(path)
+        questions = parse_class_questions_text(text, str(path))
         options = [len(q.options) or 1 for q in questions]  # a yes/no question: one value
         expected = list(self.shape[1:]) or [1] * self.shape[0]
         if len(questions) == self.num_questions and options != expected:
@@ -143,13 +151,16 @@ class PerClassSource(TargetSource):
 
         A dataset class without a row is a one-line ArtifactError naming it; file rows no class uses are in `info`.
         """
-        pairs, missing = match_classes(class_names, list(self.rows), self.class_map)
+        pair_key = self.class_map_key or "a class map"
+        pairs, missing = match_classes(class_names, list(self.rows), self.class_map, pair_key)
         if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            pair_key = self.class_map_key or "a class map"
+            # Never the MISSING_ASPECTS advice: a class without a row is a naming mismatch or a file of another
+            # dataset, and dropping its images would silently train without that class's targets.
             raise ArtifactError(
-                f"{self.key} {self.path}: class {missing[0]!r}{more} of the dataset has no row (names compared "
-                f"case-folded, '_' as space); add the row or pair the names in {pair_key}"
+                f"{self.key} {self.path}: {len(missing)} class(es) of the dataset have no row: "
+                f"{missing_classes_text(missing, list(self.rows), pairs)} (names are compared case-folded, '_' as "
+                f"space, a final 's' ignored); pair each with its row in {pair_key} (a JSON object {{dataset class: "
+                "file class} or lines `dataset class<TAB>file class`), or add the rows"
             )
         table = np.asarray([flatten_values(self.rows[pairs[name]]) for name in class_names], dtype=np.float32)
         self.info = {

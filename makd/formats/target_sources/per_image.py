@@ -37,13 +37,14 @@ class MissingRowsError(ArtifactError):
 
 
 def join_aspects(
-    index: ImageRows, table: AspectTable, missing: str = "error", role: str = "training"
+    index: ImageRows, table: AspectTable, missing: str = "error", role: str = "training", class_map_key: str = ""
 ) -> tuple[ImageRows, np.ndarray]:
     """Rows of `table` in the order of `index`, matched by image id: (index, targets [N, Q] float32).
 
     `missing` says what happens to images without a row: "error" (MissingRowsError naming how many and
     the first ids), "drop" (they leave the returned index) or "nan" (they keep a NaN row, for splits
-    whose aspect targets only feed metrics). `role` names the images in the error ("training").
+    whose aspect targets only feed metrics). `role` names the images in the error ("training"); `class_map_key`
+    names the option that pairs class names, for a file that looks like one row per class.
     """
     if missing not in MISSING_POLICIES:
         raise ConfigError(
@@ -60,6 +61,15 @@ def join_aspects(
                 f"images' like {', '.join(repr(i) for i in index.ids[:2])} "
                 f"(run stage 2 on {index.root or index.source})"
             )
+            classes = list(index.class_names)
+            if class_map_key and classes and len(table.ids) <= 2 * len(classes):
+                # Far fewer rows than images, about one per class: a per-class file none of whose keys names a class
+                # of this dataset (another naming, or another dataset's file) reads as per image.
+                hint += (
+                    f"; with {len(table.ids)} rows for {len(classes)} classes it looks like one row per class, but "
+                    f"its keys name none of this dataset's classes (e.g. {table.ids[0]!r} vs {classes[0]!r}): pair "
+                    f"them in {class_map_key}"
+                )
         raise MissingRowsError(
             f"{len(absent)} {role} images have no row in {table.path} (first: {', '.join(absent[:3])}); "
             f"{_MISSING_ROW_FIX.get(role, _MISSING_ROW_FIX['training'])}{hint}",
@@ -82,9 +92,10 @@ class PerImageSource(TargetSource):
     kind = "per_image"
     recognition_order = 30  # the fallback: a file no other kind recognises is read as this project's own format
 
-    def __init__(self, file: TargetFile, key: str, table: AspectTable) -> None:
+    def __init__(self, file: TargetFile, key: str, table: AspectTable, class_map_key: str = "") -> None:
         super().__init__(file, key)
         self.table = table
+        self.class_map_key = class_map_key
 
     @classmethod
     def recognises(cls, file, class_names, class_map) -> bool:
@@ -92,7 +103,7 @@ class PerImageSource(TargetSource):
 
     @classmethod
     def open(cls, file, key, class_map=None, class_map_key=""):
-        return cls(file, key, file.table())
+        return cls(file, key, file.table(), class_map_key)
 
     @property
     def num_aspects(self) -> int:
@@ -100,4 +111,4 @@ class PerImageSource(TargetSource):
 
     def join(self, index: ImageRows, missing: str = "error", role: str = "training") -> tuple[ImageRows, np.ndarray]:
         """join_aspects (a MissingRowsError when rows are missing)."""
-        return join_aspects(index, self.table, missing, role)
+        return join_aspects(index, self.table, missing, role, self.class_map_key)
