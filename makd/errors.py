@@ -121,28 +121,74 @@ def _rank() -> int:
         return 0
 
 
-def _raise_terminated(_signum, _frame):
-    raise Terminated()
+# The stop signals this process received (SIGTERM, SIGINT), in order: from the first on, the command is stopping.
+_stop_received: list[int] = []
+
+
+def _ignore_signal(_signum, _frame) -> None:
+    pass
+
+
+def _note_stop_signal(signum: int) -> None:
+    _stop_received.append(signum)
+    if signum == signal.SIGTERM and hasattr(signal, "SIGCHLD"):
+        # SLURM signals every process of a job: the DataLoader workers die of this SIGTERM too, and torch's SIGCHLD
+        # handler would raise about each of them at any later moment of the stop (in a save, in the hint, at exit).
+        # A handler that does nothing, not SIG_DFL: a SIGCHLD already pending would then be reported as "ignored
+        # due to race condition", with a traceback.
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _raise_stop(signum, _frame):
+    _note_stop_signal(signum)
+    raise _stop_exception(signum)
+
+
+def raise_if_stopped() -> None:
+    """At a safe point of a long loop (a training step, a stage-2 step): raise the stop a signal asked for.
+
+    The signal handler raises at once, wherever the main thread is; where Python cannot raise (a fork hook, a
+    finaliser) it drops the exception (see `_quiet_dropped_stop`), and this raises it at the next safe point.
+    """
+    if _stop_received:
+        raise _stop_exception(signal.SIGTERM if signal.SIGTERM in _stop_received else _stop_received[0])
+
+
+def _quiet_dropped_stop(default_hook):
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stop_received:
+            return  # raised again at the next safe point (raise_if_stopped); no stray traceback meanwhile
+        default_hook(unraisable)
+
+    return hook
 
 
 @contextlib.contextmanager
 def stop_signals_as_exceptions() -> Iterator[None]:
-    """SIGTERM raises Terminated (Ctrl-C already raises KeyboardInterrupt); SIGXFSZ is ignored, so a file-size
-    limit makes the write fail with EFBIG (one line) instead of killing the process without a word.
+    """SIGTERM raises Terminated and Ctrl-C KeyboardInterrupt, both remembered (`raise_if_stopped`); SIGXFSZ is
+    ignored, so a file-size limit makes the write fail with EFBIG (one line) instead of killing the process without a
+    word.
 
     Main thread only (Python delivers signals there); elsewhere nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
+    _stop_received.clear()  # a command run in the same process after a stopped one starts afresh
+    previous = {number: signal.signal(number, _raise_stop) for number in (signal.SIGTERM, signal.SIGINT)}
     if hasattr(signal, "SIGXFSZ"):
         previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _quiet_dropped_stop(sys.unraisablehook)
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager
@@ -156,6 +202,7 @@ def deferred_stop_signals() -> Iterator[None]:
 
     def remember(signum, _frame):
         caught.append(signum)
+        _note_stop_signal(signum)
 
     previous = {number: signal.signal(number, remember) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -164,9 +211,7 @@ def deferred_stop_signals() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if caught:
-        if signal.SIGTERM in caught:
-            raise Terminated()
-        raise KeyboardInterrupt()
+        raise _stop_exception(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
 
 
 def _hint(resume_hint: str | Callable[[Sequence[str] | None], str], argv: Sequence[str] | None) -> str:
@@ -195,23 +240,33 @@ def run_command(
     with stop_signals_as_exceptions():
         try:
             return body(argv)
-        except MakdError as err:
-            line = one_line(err.args[0] if err.args else type(err).__name__)
-            if isinstance(err, EnvironmentFailure):
-                hint = _hint(resume_hint, argv)
-                line += f"; {hint}" if hint else ""
-            if err.rank_specific and rank != 0:
-                print(f"error (rank {rank}): {line}", file=sys.stderr, flush=True)
-            else:
-                say(f"error: {line}")
-            return USER_ERROR_EXIT_CODE
         except KeyboardInterrupt as err:
-            hint = _hint(resume_hint, argv)
-            say(f"{getattr(err, 'word', 'interrupted')}{'; ' + hint if hint else ''}")
-            return getattr(err, "exit_code", INTERRUPTED_EXIT_CODE)
-        except OSError as err:
-            if not is_environment_error(err):
-                raise
-            hint = _hint(resume_hint, argv)
-            say(f"error: {one_line(describe_os_error(err, doing='use'))}{'; ' + hint if hint else ''}")
-            return USER_ERROR_EXIT_CODE
+            return _stopped(err, _hint(resume_hint, argv), say)
+        except Exception as err:
+            if signal.SIGTERM in _stop_received:
+                # An error while stopping for SIGTERM (a DataLoader worker killed by the same signal before torch's
+                # SIGCHLD handler was quieted) is the termination, not a failure of its own.
+                return _stopped(Terminated(), _hint(resume_hint, argv), say)
+            if isinstance(err, MakdError):
+                line = one_line(err.args[0] if err.args else type(err).__name__)
+                if isinstance(err, EnvironmentFailure):
+                    line += _then(_hint(resume_hint, argv))
+                if err.rank_specific and rank != 0:
+                    print(f"error (rank {rank}): {line}", file=sys.stderr, flush=True)
+                else:
+                    say(f"error: {line}")
+                return USER_ERROR_EXIT_CODE
+            if is_environment_error(err):
+                say(f"error: {one_line(describe_os_error(err, doing='use'))}{_then(_hint(resume_hint, argv))}")
+                return USER_ERROR_EXIT_CODE
+            raise
+
+
+def _then(hint: str) -> str:
+    return f"; {hint}" if hint else ""
+
+
+def _stopped(err: KeyboardInterrupt, hint: str, say: Callable[[str], None]) -> int:
+    """Ctrl-C or SIGTERM: one line saying how to continue, and the shell's exit code for the signal."""
+    say(f"{getattr(err, 'word', 'interrupted')}{_then(hint)}")
+    return getattr(err, "exit_code", INTERRUPTED_EXIT_CODE)

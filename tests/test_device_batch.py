@@ -162,8 +162,7 @@ def test_worker_count_from_the_machine(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert loader_settings.worker_count(-1) == 0
     settings = loader_settings.loader_settings(2, False, persistent=True)
-    assert settings == {"num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4,
-                        "worker_init_fn": loader_settings.leave_stop_signals_to_the_main_process}  # fmt: skip
+    assert settings == {"num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
     assert "prefetch_factor" not in loader_settings.loader_settings(0, True, persistent=True)
 
 

@@ -10,7 +10,6 @@ since one worker of the uint8 path already loads over a thousand cached images p
 from __future__ import annotations
 
 import os
-import signal
 
 MAX_AUTO_WORKERS = 8
 # Batches each worker keeps ready. uint8 batches are a quarter of the former float ones, so 4 costs the
@@ -33,12 +32,6 @@ def worker_count(requested: int) -> int:
     return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
 
 
-def leave_stop_signals_to_the_main_process(_worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM: SLURM signals every process of a job, and a worker dying of it first would
-    end the run with a worker traceback instead of the main process's clean stop (it ends its workers itself)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def loader_settings(requested_workers: int, pin_memory: bool, *, persistent: bool) -> dict:
     """DataLoader keyword arguments: workers, pinned memory (CUDA), prefetch depth and, when `persistent`,
     workers kept across epochs (the training loader: AspectDataset takes the epoch from its sampler's keys)."""
@@ -50,5 +43,4 @@ def loader_settings(requested_workers: int, pin_memory: bool, *, persistent: boo
     }
     if workers > 0:
         settings["prefetch_factor"] = PREFETCH_FACTOR
-        settings["worker_init_fn"] = leave_stop_signals_to_the_main_process
     return settings

@@ -38,7 +38,7 @@ from makd.engine.run_logger import RunLogger
 from makd.engine.run_manifest import TRAINER
 from makd.engine.tasks import Task, task_of
 from makd.engine.train_state import CheckpointError, TrainState, finite_number
-from makd.errors import ConfigError, MakdError, deferred_stop_signals, one_line
+from makd.errors import ConfigError, MakdError, deferred_stop_signals, one_line, raise_if_stopped
 from makd.formats.read_log import recording_reads
 from makd.models import build_student, input_family_of
 
@@ -160,6 +160,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         dynamic_ncols=True,
     )
     for batch in bar:
+        raise_if_stopped()  # a stop whose exception Python had to drop (makd.errors) is raised here, between steps
         batch = ctx.task.batch_to_device(batch, loader.dataset)
         with ctx.amp.autocast():
             outputs, losses = model(batch)
