@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--loader-threads", type=int, default=2, help="threads decoding and tiling upcoming images")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads of an in-process model; 0 = auto: the usable cores (affinity, cgroup quota), and on "
+        "the CPU the count a short measured check finds fastest now (docs/threads.md)",
+    )
+    p.add_argument(
         "--views",
         default="identity",
         help="image views to score: 'identity' (default) or 'flip' = also the horizontally flipped image, "
@@ -220,6 +227,22 @@ def _quiet_transformers() -> None:
         pass
 
 
+def set_threads(args: argparse.Namespace) -> None:
+    """torch's CPU threads for a model run in this process (makd.data.cpu_threads); a server backend runs none."""
+    if args.base_url or args.backend == "openai":
+        return
+    if args.threads < 0:
+        raise ExtractionError(f"--threads {args.threads}: must be >= 0 (0 = auto)")
+    from makd.data import cpu_threads
+    from makd.mllm.model_loading import resolve_device
+
+    choice = cpu_threads.choose_threads(args.threads, resolve_device(args.device).type)
+    cpu_threads.apply(choice)
+    print(f"threads: {choice.line('--threads')}", file=sys.stderr)
+    if choice.warning:
+        print(f"warning: {choice.warning}", file=sys.stderr)
+
+
 def interrupted_hint(argv: Sequence[str] | None) -> str:
     """What Ctrl-C leaves behind and how to continue."""
     try:
@@ -259,6 +282,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                   f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",
                   file=sys.stderr)  # fmt: skip
         _quiet_transformers()
+        set_threads(args)
         scorer = build_scorer(args)
         per_step = args.images_per_step
         if per_step is None:  # a server needs several images' requests queued to stay busy
@@ -286,6 +310,7 @@ def _run_class_level(args: argparse.Namespace) -> int:
             "--shard, --views and --boxes are image-level options; class level scores C x Q prompts only"
         )
     _quiet_transformers()
+    set_threads(args)
     run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
     return 0
 
