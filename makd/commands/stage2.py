@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from makd.errors import run_command
+from makd.formats.screening_record import screening_warning
 from makd.mllm.backends import add_backend_arguments, backend_names
 from makd.mllm.backends import build_scorer as build_backend_scorer
 from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
@@ -28,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ground-truth box); write P(yes) rows {id: [p_1..p_Q]} to an aspect file (+ .meta.json) that stage 3 "
         "trains on.",
     )
-    p.add_argument("--model", required=True, help="model folder or hub id (in-process), or served model name (openai)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder or hub id (in-process), or served model name (openai)",
+    )
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
     p.add_argument("--images", default=None, help="image root; ids = relative paths without extension (image level)")
     p.add_argument("--output", required=True, help="aspect file to write (.json)")
@@ -277,6 +282,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         source = build_item_source(args)
         plan = plan_extraction(args.questions, source, output, shard, args.limit, args.resume, args.overwrite,
                                args.strict, views)  # fmt: skip
+        unscreened = screening_warning(plan.questions_path)
+        if unscreened:
+            print(f"warning: {unscreened}", file=sys.stderr)
         if getattr(source, "small", None):
             print(f"skipping {len(source.small)} of {len(source.small) + len(source.items)} boxes under "
                   f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",
