@@ -17,6 +17,7 @@ from makd.mllm.errors import ExtractionError
 from makd.mllm.extraction import Shard, parse_views, plan_extraction, run_extraction, view_output
 from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import partial_path
+from makd.mllm.tiny_teacher import NOTICE, TINY_MODEL, tiny_teacher_path
 
 PROG = "make_makd_logits_json.py"
 PAPER_ANSWER_SUFFIX = "The answer must always be either Yes or No (do not provide any other response)."
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="model folder or hub id (in-process), or served model name (openai)",
+        help="model folder or hub id (in-process), served model name (openai), or 'tiny': a tiny random teacher built "
+        "once on this machine to try the plumbing offline (its numbers mean nothing)",
     )
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
     p.add_argument("--images", default=None, help="image root; ids = relative paths without extension (image level)")
@@ -232,6 +234,23 @@ def _quiet_transformers() -> None:
         pass
 
 
+def resolve_tiny_model(args: argparse.Namespace) -> bool:
+    """--model tiny: the cached tiny teacher of the level (built on first use) in place of the name; True if so."""
+    if args.model != TINY_MODEL:
+        return False
+    if Path(TINY_MODEL).exists():
+        raise ExtractionError(
+            f"--model {TINY_MODEL} names the built-in tiny teacher, but ./{TINY_MODEL} exists here too; "
+            f"pass ./{TINY_MODEL} for that folder, or run from another folder"
+        )
+    if args.base_url or args.backend not in ("auto", "hf"):
+        raise ExtractionError("--model tiny runs in this process with transformers' own classes; "
+                              "drop --base-url and --backend")  # fmt: skip
+    print(f"warning: {NOTICE}", file=sys.stderr)
+    args.model = str(tiny_teacher_path(args.level))
+    return True
+
+
 def set_threads(args: argparse.Namespace) -> None:
     """torch's CPU threads for a model run in this process (makd.data.cpu_threads); a server backend runs none."""
     if args.base_url or args.backend == "openai":
@@ -290,6 +309,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                   f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",
                   file=sys.stderr)  # fmt: skip
         _quiet_transformers()
+        tiny = resolve_tiny_model(args)
         set_threads(args)
         scorer = build_scorer(args)
         per_step = args.images_per_step
@@ -305,6 +325,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     scored, nouns = meta["num_images_planned"] - len(meta["skipped_images"]), source.nouns
     print(f"wrote {written} ({scored} {nouns} x {meta['num_questions']} questions"
           f"{f', {rate} {nouns}/s' if rate else ''})", file=sys.stderr)  # fmt: skip
+    if tiny:
+        print(f"warning: {NOTICE}", file=sys.stderr)
     return 0
 
 
@@ -318,8 +340,11 @@ def _run_class_level(args: argparse.Namespace) -> int:
             "--shard, --views and --boxes are image-level options; class level scores C x Q prompts only"
         )
     _quiet_transformers()
+    tiny = resolve_tiny_model(args)
     set_threads(args)
     run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
+    if tiny:
+        print(f"warning: {NOTICE}", file=sys.stderr)
     return 0
 
 
