@@ -262,7 +262,8 @@ def set_threads(args: argparse.Namespace) -> None:
 
     choice = cpu_threads.choose_threads(args.threads, resolve_device(args.device).type)
     cpu_threads.apply(choice)
-    print(f"threads: {choice.line('--threads')}", file=sys.stderr)
+    if choice.source == "measured":  # a choice the user did not make: say what it was and how to fix it
+        print(f"threads: {choice.line('--threads')}", file=sys.stderr)
     if choice.warning:
         print(f"warning: {choice.warning}", file=sys.stderr)
 
