@@ -78,6 +78,9 @@ def test_cuda_takes_the_cores_left_by_the_workers_without_measuring(monkeypatch)
     monkeypatch.setattr(cpu_threads, "measure_thread_rates", lambda counts: pytest.fail("no probe on a GPU run"))
     choice = cpu_threads.choose_threads(0, "cuda", reserved=8)
     assert (choice.threads, choice.cores, choice.source) == (8, 16, "cuda")
+    monkeypatch.setattr(cpu_threads, "usable_cpus", lambda: 2)
+    cpu = cpu_threads.choose_threads(0, "cpu", reserved=1)  # 2 cores, 1 worker: nothing to measure
+    assert cpu.line("NUM_THREADS") == "1 torch thread on 2 usable cores (the other core for the DataLoader worker)"
 
 
 def test_the_cpu_choice_is_measured_over_the_cores_the_workers_leave(monkeypatch):

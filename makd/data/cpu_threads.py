@@ -149,6 +149,7 @@ class ThreadChoice:
     source: str  # "config", "environment", "measured", "one core", "cuda"
     rates: dict[int, float] = field(default_factory=dict)
     warning: str = ""
+    reserved: int = 0  # cores left to other processes of the run (DataLoader workers)
 
     def line(self, setting: str) -> str:
         """One line for the log; `setting` names the key or option that fixes the count (e.g. "NUM_THREADS")."""
@@ -159,8 +160,12 @@ class ThreadChoice:
             measured = ", ".join(f"{n}: {rate:.0f}" for n, rate in sorted(self.rates.items()))
             return (f"{what} (measured at start, probe steps/s by threads: {measured}; "
                     f"{setting} N fixes the count)")  # fmt: skip
+        left = ""
+        if self.reserved:
+            left = ("the other core for the DataLoader worker" if self.reserved == 1
+                    else f"the other {self.reserved} for the {self.reserved} DataLoader workers")  # fmt: skip
         reason = {"config": f"{setting} {self.threads}", "environment": "OMP_NUM_THREADS",
-                  "one core": "one usable core", "cuda": "the model runs on the GPU"}[self.source]  # fmt: skip
+                  "one core": left or "one usable core", "cuda": "the model runs on the GPU"}[self.source]  # fmt: skip
         return f"{what} ({reason})"
 
 
@@ -181,13 +186,14 @@ def choose_threads(requested: int = 0, device_type: str = "cpu", reserved: int =
     from_environment = _environment_threads()
     if from_environment:
         return ThreadChoice(from_environment, cores, "environment")
-    available = max(1, cores - max(0, reserved))
+    reserved = min(max(0, reserved), cores - 1)
+    available = cores - reserved
     if device_type == "cuda":
-        return ThreadChoice(available, cores, "cuda")
+        return ThreadChoice(available, cores, "cuda", reserved=reserved)
     if available == 1:
-        return ThreadChoice(1, cores, "one core")
+        return ThreadChoice(1, cores, "one core", reserved=reserved)
     rates = measure_thread_rates(candidate_counts(available))
-    return ThreadChoice(fewest_good_threads(rates), cores, "measured", rates)
+    return ThreadChoice(fewest_good_threads(rates), cores, "measured", rates, reserved=reserved)
 
 
 def _environment_threads() -> int:
