@@ -13,7 +13,7 @@ For each `*.yaml` under CONFIG_DIR (sorted), three outcomes, one line each:
 then a table and the totals. Exit code 0 when every file trained or refused, 1 otherwise.
 On a CPU machine, mdistiller's ImageNet files (1000 classes, batch 512 at 224 px: ~20 GB for MobileNetV1)
 want `--max-classes 10 --max-batch 64`; both are reported as overrides, not as the file's shape.
-The official MaKD repository's files: git -C <mirror> archive HEAD configs | tar -x -C /tmp/official
+The official MaKD repository's files: mkdir -p official && git -C <mirror> archive HEAD configs | tar -x -C official
 """
 
 from __future__ import annotations

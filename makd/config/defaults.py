@@ -29,7 +29,7 @@ _C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summ
 _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 _C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
 _C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
-_C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = torch's default
+_C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = auto (makd/data/cpu_threads.py)
 # (new) what the student learns: "classification" (image classes) or "detection" (COCO-format boxes, a Faster
 # R-CNN student; the DETECTION group below and docs/detection.md)
 _C.TASK = "classification"
@@ -470,7 +470,7 @@ def check_cfg(cfg: CN) -> None:
     if cfg.MaKD.ASPECT_NUM < 0:
         raise ConfigError(f"MaKD.ASPECT_NUM must be >= 0 (0 = from the aspect file), got {cfg.MaKD.ASPECT_NUM}")
     if cfg.NUM_THREADS < 0:
-        raise ConfigError(f"NUM_THREADS must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
+        raise ConfigError(f"NUM_THREADS must be >= 0 (0 = auto), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)
     if cfg.TASK == "detection":
         check_detection_cfg(cfg)

@@ -18,8 +18,9 @@ from tqdm import tqdm
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import load_cfg
 from makd.config.defaults import flatten_tree
+from makd.data import cpu_threads
 from makd.data.build import build_data, evaluation_view
-from makd.data.loader_settings import loader_settings
+from makd.data.loader_settings import loader_settings, worker_count
 from makd.engine import run_folder
 from makd.engine.checkpoint import (
     check_resume_files,
@@ -40,7 +41,9 @@ from makd.errors import ConfigError, MakdError, one_line
 from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.
-RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
+# NUM_THREADS changes float summation order only, as DEVICE does (so a run slowed by a busy machine can continue
+# with fewer threads: makd.data.cpu_threads.RateWatch says so).
+RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR", "NUM_THREADS")
 
 
 class NonFiniteLossError(MakdError, RuntimeError):
@@ -282,8 +285,10 @@ def _read_resume_checkpoint(cfg, run_dir: Path) -> dict[str, Any]:
 
 def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict | None:
     device = resolve_device(cfg.DEVICE, info)
-    if cfg.NUM_THREADS > 0:
-        torch.set_num_threads(cfg.NUM_THREADS)
+    # Before anything else runs: the measured check needs idle cores of its own (the workers start later).
+    threads = cpu_threads.choose_threads(cfg.NUM_THREADS, device.type, worker_count(cfg.DATASET.NUM_WORKERS))
+    cpu_threads.apply(threads)
+    rate_watch = cpu_threads.RateWatch(threads)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
         use_deterministic_algorithms(device)
@@ -346,6 +351,9 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     if info.is_main:
         group = f" ({torch.distributed.get_backend()})" if info.enabled else ""
         print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
+        print(f"[makd] threads: {threads.line('NUM_THREADS')}", flush=True)
+        if threads.warning:
+            print(f"[makd] warning: {threads.warning}", file=sys.stderr, flush=True)
 
     if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
         if info.is_main:
@@ -362,6 +370,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             train_loader.dataset.set_epoch(epoch)  # per-sample augmentation seeds from (SEED, epoch, index)
             stats = train_one_epoch(state, train_loader, ctx)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+            row["num_threads"] = torch.get_num_threads()
             _check_finite_state(state, row["epoch"])
             is_last = epoch + 1 == cfg.SOLVER.EPOCHS
             if (epoch + 1) % max(1, cfg.LOG.EVAL_FREQ) == 0 or is_last:
@@ -377,6 +386,9 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             logger.epoch(row, state.step)
             if info.is_main:
                 print(_epoch_line(cfg, row, state.history, task), flush=True)
+            slowdown = rate_watch.observe(row["epoch"], row["train_images_per_s"])
+            if slowdown and info.is_main:
+                print(f"[makd] warning: {slowdown}", file=sys.stderr, flush=True)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not is_last:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
