@@ -75,6 +75,11 @@ class DemoError(MakdError):
     """The demo cannot go on (bad data folder, an output folder of other data, a failed training run)."""
 
 
+def _print_now(line: str) -> None:
+    """print, flushed: progress lines must show at once when stdout is a file or a pipe (make demo | tee log)."""
+    print(line, flush=True)
+
+
 def _data_keys(data_dir: Path, train_rows: Path, test_rows: Path) -> dict[str, str]:
     """The data paths every demo run sets explicitly (so any working folder works)."""
     return {
@@ -267,7 +272,7 @@ def run_demo(
     regenerate: bool = False,
     generate_kwargs: dict | None = None,
     command: str = "python tools/demo.py",
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _print_now,
 ) -> dict[str, Any]:
     """Generate the data (when needed), train every run x seed as a study, and write its tables.
 
