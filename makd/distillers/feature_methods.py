@@ -12,6 +12,7 @@ precomputed, so DISTILLER.TEACHER_PRECOMPUTE is refused for these methods.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
@@ -59,6 +60,26 @@ def check_input_size(cfg: CN, key: str) -> None:
             f"{key} {size} differs from DATASET.IMAGE_SIZE {cfg.DATASET.IMAGE_SIZE}: the adaptors are built for the "
             f"training images' feature shapes; remove {key} (or set it to [] or the image size)"
         )
+
+
+def paired_stages(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(student map, teacher map) pairs of the deepest min(S_s, S_t) stages, deepest last.
+
+    Networks with as many stages pair stage by stage (every shipped pair); otherwise the deepest stages, which
+    carry the same semantics, are paired (mdistiller's OFD aligns the same way; its AT, NST, VID and KDSVD zip
+    from the shallowest stage, which pairs the same stages when the counts agree).
+    """
+    count = min(len(student), len(teacher))
+    return list(zip(student[len(student) - count :], teacher[len(teacher) - count :]))
+
+
+def pool_to_common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The larger of two maps [B, C, H, W] average-pooled (adaptively) to the smaller one's H x W."""
+    if a.shape[-2:] == b.shape[-2:]:
+        return a, b
+    if a.shape[-1] > b.shape[-1]:
+        return F.adaptive_avg_pool2d(a, b.shape[-2:]), b
+    return a, F.adaptive_avg_pool2d(b, a.shape[-2:])
 
 
 class FeatureDistiller(Distiller):
