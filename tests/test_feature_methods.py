@@ -18,9 +18,10 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "PKT": [],
     "SP": [],
 }
-WITHOUT_ADAPTORS = {"AT", "SP"}  # methods whose loss has no learnable part
+WITHOUT_ADAPTORS = {"AT", "PKT", "SP"}  # methods whose loss has no learnable part
 
 
 def test_every_feature_method_is_in_this_test():
