@@ -18,10 +18,11 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "RKD": [],
     "PKT": [],
     "SP": [],
 }
-WITHOUT_ADAPTORS = {"AT", "PKT", "SP"}  # methods whose loss has no learnable part
+WITHOUT_ADAPTORS = {"AT", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
 
 
 def test_every_feature_method_is_in_this_test():
