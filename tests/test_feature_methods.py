@@ -18,11 +18,12 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "NST": [],
     "RKD": [],
     "PKT": [],
     "SP": [],
 }
-WITHOUT_ADAPTORS = {"AT", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
+WITHOUT_ADAPTORS = {"AT", "NST", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
 
 
 def test_every_feature_method_is_in_this_test():
