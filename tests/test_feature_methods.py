@@ -18,6 +18,7 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "VID": [],
     "NST": [],
     "RKD": [],
     "PKT": [],
