@@ -18,13 +18,14 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "KDSVD": [],
     "VID": [],
     "NST": [],
     "RKD": [],
     "PKT": [],
     "SP": [],
 }
-WITHOUT_ADAPTORS = {"AT", "NST", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
+WITHOUT_ADAPTORS = {"AT", "KDSVD", "NST", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
 
 
 def test_every_feature_method_is_in_this_test():
