@@ -18,6 +18,7 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "OFD": [],
     "KDSVD": [],
     "VID": [],
     "NST": [],
