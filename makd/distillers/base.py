@@ -32,6 +32,7 @@ class Distiller(nn.Module):
     needs_aspects: bool = False  # trains on the stage-2 aspect rows; the head has C + Q outputs
     needs_class_targets: bool = False  # trains on per-class target rows (LaViD: a [C, K] table from its own file)
     needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
+    needs_train_labels: bool = False  # keeps state per training image (CRD's memory): gets the split's labels
 
     def __init__(
         self, student: nn.Module, num_classes: int, num_aspects: int = 0, teacher: nn.Module | None = None
