@@ -15,7 +15,7 @@ def _mmd_by_hand(fs: torch.Tensor, ft: torch.Tensor) -> float:
     total = 0.0
     for b in range(fs.shape[0]):
 
-        def channels(f):
+        def channels(f, b=b):
             rows = f[b].reshape(f.shape[1], -1).tolist()
             return [[v / max(math.sqrt(sum(w * w for w in r)), 1e-12) for v in r] for r in rows]  # a dead channel: 0
 

@@ -6,8 +6,9 @@ vectors V [B, C, k] (k = KDSVD.K for the teacher, k + 3 for the student), the fi
 each L2-normalised (V and U over their rows, S over the k values), non-finite entries set to 0. The student's
 vectors are matched to the teacher's: for each teacher vector the student vector of largest |cosine| is taken, with
 that cosine's sign; a teacher vector's sign is fixed so that its largest-magnitude entry is positive (a singular
-vector's sign is arbitrary, and the loss depends on it across stages). Both are weighted by the teacher's singular values. For consecutive stages (l - 1, l) the RBF
-kernel exp(-(v_l[c] - v_{l-1}[c'])^2 / 8) over every pair of channel entries (c, c') and vector is compared:
+vector's sign is arbitrary, and the loss depends on it across stages). Both are weighted by the teacher's singular
+values. For consecutive stages (l - 1, l) the RBF kernel exp(-(v_l[c] - v_{l-1}[c'])^2 / 8) over every pair of
+channel entries (c, c') and vector is compared:
 loss_kdsvd = KDSVD.LOSS.FEAT_WEIGHT x sum over l of sum((K_s - K_t)^2) / B (non-finite entries 0), loss_ce =
 KDSVD.LOSS.CE_WEIGHT x CE. Keys and defaults are mdistiller's. Student and teacher stages must have as many channels
 (the matched vectors live in channel space), as in the paper's pairs and the shipped resnet32x4 -> resnet8x4.
