@@ -130,7 +130,7 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # "base" or "makd" (the same trainer; kept for official configs); see TRAINERS
+_C.SOLVER.TRAINER = "base"  # "base", "makd" or "crd" (the same trainer; kept for official configs); see TRAINERS
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -388,9 +388,10 @@ def distiller_of(cfg: CN):
 
 
 # SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
-# repository's fine-grained config; "base": mdistiller's default). mdistiller's "dot" (DOT's optimizer) and
-# "crd" (CRD's sampled loader) are methods of their own.
-TRAINERS = ("base", "makd")
+# repository's fine-grained config; "base": mdistiller's default; "crd": mdistiller's loader that draws CRD's
+# contrastive indices, which makd's CRD distiller draws itself). mdistiller's "dot" (DOT's optimizer) is a
+# method of its own.
+TRAINERS = ("base", "makd", "crd")
 
 
 def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
