@@ -18,6 +18,7 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "REVIEWKD": [],
     "CRD": ["CRD.NCE.K", "16", "CRD.FEAT.DIM", "16"],
     "OFD": [],
     "KDSVD": [],
