@@ -1,4 +1,5 @@
-"""Optimizers and per-step learning-rate schedules (multistep as the official code, or cosine; optional warmup)."""
+"""Optimizers and per-step learning-rate schedules (multistep as the official code, or cosine; optional warmup), and
+the backward pass each optimizer steps on."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     if kind == "adamw":
         return torch.optim.AdamW(params, lr=cfg.SOLVER.LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
+
+
+def backward(optimizer: torch.optim.Optimizer, losses: dict, total: torch.Tensor, scaler) -> None:
+    """The gradients `optimizer` steps on: of the summed loss `total` (scaled, then unscaled, with a float16 loss
+    scaler). `losses` are the terms of `total`, for optimizers that treat them apart."""
+    if scaler.is_enabled():
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
 
 
 def lr_factor(cfg, step: int, steps_per_epoch: int) -> float:
