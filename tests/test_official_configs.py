@@ -59,12 +59,13 @@ def test_the_command_line_method_wins_over_the_file(tmp_path):
 
 
 def test_a_trainer_makd_lacks_stops_by_name_and_the_official_makd_trainer_loads(tmp_path):
-    dot = {"DISTILLER": {"TYPE": "NONE"}, "SOLVER": {"TRAINER": "dot", "DOT": {"DELTA": 0.075}}}
+    # MLKD's repository trains its two-view method with SOLVER.TRAINER "ours"; makd's MLKD is DISTILLER.TYPE MLKD
+    ours = {"DISTILLER": {"TYPE": "KD"}, "SOLVER": {"TRAINER": "ours"}}
     with pytest.raises(
         MethodNotImplementedError,
-        match=r"SOLVER.TRAINER 'dot' is unknown \(a method makd does not implement: DOT\); implemented trainers: base",
+        match=r"SOLVER.TRAINER 'ours' is unknown \(a method makd does not implement: OURS\); implemented trainers: b",
     ):
-        load_cfg(write_yaml(tmp_path / "dot.yaml", dot))
+        load_cfg(write_yaml(tmp_path / "ours.yaml", ours))
     assert load_cfg(write_yaml(tmp_path / "m.yaml", {"SOLVER": {"TRAINER": "makd"}})).SOLVER.TRAINER == "makd"
 
 

@@ -130,7 +130,8 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # "base", "makd" or "crd" (the same trainer; kept for official configs); see TRAINERS
+# "base", "makd" or "crd" (the same trainer; kept for official configs), or "dot" (DOT's optimizer); see TRAINERS
+_C.SOLVER.TRAINER = "base"
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -147,6 +148,9 @@ _C.SOLVER.AMP = False  # (new) bfloat16/float16 autocast on CUDA; ignored on CPU
 # unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
 _C.SOLVER.COMPILE = False
 _C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
+# SOLVER.TRAINER dot (Zhao et al., ICCV 2023; mdistiller's keys)
+_C.SOLVER.DOT = CN()
+_C.SOLVER.DOT.DELTA = 0.075  # momentum MOMENTUM - DELTA for the task (CE) gradient, MOMENTUM + DELTA for distillation
 
 _C.MaKD = CN()
 _C.MaKD.ASPECT_NUM = 0  # Q: aspect outputs added to the head; 0 = from the aspect file, else must match it
@@ -389,9 +393,9 @@ def distiller_of(cfg: CN):
 
 # SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
 # repository's fine-grained config; "base": mdistiller's default; "crd": mdistiller's loader that draws CRD's
-# contrastive indices, which makd's CRD distiller draws itself). mdistiller's "dot" (DOT's optimizer) is a
-# method of its own.
-TRAINERS = ("base", "makd", "crd")
+# contrastive indices, which makd's CRD distiller draws itself); "dot": DOT's optimizer, two momenta for the task and
+# the distillation gradients (makd.engine.dot_optimizer, SOLVER.DOT.DELTA).
+TRAINERS = ("base", "makd", "crd", "dot")
 
 
 def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
@@ -454,6 +458,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.TYPE {cfg.SOLVER.TYPE!r} is unknown; use SGD or AdamW")
     if cfg.SOLVER.SCHEDULER.lower() not in ("multistep", "cosine"):
         raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
+    if cfg.SOLVER.TRAINER.lower() == "dot":
+        check_dot_cfg(cfg)
     if cfg.MaKD.TEMPERATURE <= 0:
         raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
@@ -476,6 +482,21 @@ def check_cfg(cfg: CN) -> None:
             "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
         )
     check_value_ranges(cfg)
+
+
+def check_dot_cfg(cfg: CN) -> None:
+    """SOLVER.TRAINER dot: a method with a distillation term, SGD, and momenta MOMENTUM -/+ DOT.DELTA in [0, 1)."""
+    if cfg.DISTILLER.TYPE.upper() in ("NONE", "CE"):
+        raise ConfigError(
+            "SOLVER.TRAINER dot splits the task and the distillation gradients, but DISTILLER.TYPE "
+            f"{cfg.DISTILLER.TYPE} has no distillation term; use SOLVER.TRAINER base"
+        )
+    m, delta = cfg.SOLVER.MOMENTUM, cfg.SOLVER.DOT.DELTA
+    if not 0.0 <= delta <= m or m + delta >= 1.0:
+        raise ConfigError(
+            f"SOLVER.DOT.DELTA {delta} with SOLVER.MOMENTUM {m}: the momenta {m} - {delta} and {m} + {delta} must lie "
+            "in [0, 1)"
+        )
 
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
