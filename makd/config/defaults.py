@@ -112,6 +112,13 @@ _C.DATASET.AUGMENT.LABEL_SMOOTHING = 0.0  # class targets (1 - e) * one_hot + e 
 _C.DATASET.AUGMENT.MIXUP_ALPHA = 0.0  # Beta(alpha, alpha) of mixup's lambda (0.2-1.0 are usual)
 _C.DATASET.AUGMENT.CUTMIX_ALPHA = 0.0  # Beta(alpha, alpha) of cutmix's lambda (1.0 is usual)
 _C.DATASET.AUGMENT.MIX_PROB = 1.0  # probability that a batch is mixed at all (when an alpha is > 0)
+# (new) The strong view, for methods that train on two views of each image (MLKD: DISTILLER.TYPE declares it): a
+# second draw of the crop and flip above with this policy added, from the same per-sample seed after the first view
+# (which stays what it is without the strong view). Random erasing applies to both views; mixup/CutMix are refused.
+_C.DATASET.AUGMENT.STRONG = CN()
+_C.DATASET.AUGMENT.STRONG.POLICY = "randaugment"  # "randaugment", "trivial" or "none"
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_N = 2  # randaugment: operations per image (MLKD: 2)
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_M = 10  # randaugment: magnitude 0-30 (MLKD: 10)
 
 _C.DISTILLER = CN()
 # The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
@@ -572,6 +579,18 @@ def check_augment_cfg(cfg: CN) -> None:
         raise ConfigError("DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA must be >= 0 (0 = off)")
     if a.PAD < 0 or a.RANDAUGMENT_N < 0 or not 0 <= a.RANDAUGMENT_M <= 30:
         raise ConfigError("DATASET.AUGMENT.PAD and RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    strong = a.STRONG
+    if strong.POLICY not in AUGMENT_POLICIES:
+        raise ConfigError(
+            f"DATASET.AUGMENT.STRONG.POLICY {strong.POLICY!r} is unknown; use one of {', '.join(AUGMENT_POLICIES)}"
+        )
+    if strong.RANDAUGMENT_N < 0 or not 0 <= strong.RANDAUGMENT_M <= 30:
+        raise ConfigError("DATASET.AUGMENT.STRONG.RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    if distiller_of(cfg).needs_strong_view and (a.MIXUP_ALPHA > 0 or a.CUTMIX_ALPHA > 0):
+        raise ConfigError(
+            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} trains on a weak and a strong view of each image; mixup and CutMix "
+            "are not defined for the pair: set DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA to 0"
+        )
 
 
 DETECTION_METHODS = ("NONE", "MaKD")  # the detector alone, or with MaKD's aspect term
