@@ -1,6 +1,6 @@
-"""Every feature-based method through the real trainer: its adaptors are optimised, checkpointed under
-distiller_extra, left out of student.pth, and a run stopped after epoch 1 and resumed ends exactly where an
-unbroken run ends (student and adaptors, bit for bit)."""
+"""Every feature-based method (and MLKD, with its two views) through the real trainer: its adaptors are optimised,
+checkpointed under distiller_extra, left out of student.pth, and a run stopped after epoch 1 and resumed ends
+exactly where an unbroken run ends (student and adaptors, bit for bit)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ our_train = load_tool("our_train")
 METHODS = {
     "FITNET": [],
     "AT": [],
+    "MLKD": [],
     "REVIEWKD": [],
     "CRD": ["CRD.NCE.K", "16", "CRD.FEAT.DIM", "16"],
     "OFD": [],
@@ -28,11 +29,11 @@ METHODS = {
     "PKT": [],
     "SP": [],
 }
-WITHOUT_ADAPTORS = {"AT", "KDSVD", "NST", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
+WITHOUT_ADAPTORS = {"MLKD", "AT", "KDSVD", "NST", "RKD", "PKT", "SP"}  # methods whose loss has no learnable part
 
 
 def test_every_feature_method_is_in_this_test():
-    registered = {cls.name for cls in distiller_classes() if issubclass(cls, FeatureDistiller)}
+    registered = {cls.name for cls in distiller_classes() if issubclass(cls, FeatureDistiller) or cls.name == "MLKD"}
     assert {name for name in registered if not name.startswith("MaKD_")} == set(METHODS)
 
 
