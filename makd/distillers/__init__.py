@@ -1,6 +1,7 @@
 """Distillers by name. Every module of this package is imported here, so each registers itself in DISTILLERS.
 
-Adding a method is one new module (a registered Distiller subclass) plus its tests; nothing else lists methods.
+Adding a method is one new module (a registered Distiller subclass) plus its tests; nothing else lists methods. A
+method that declares `combines_with_aspects` also gets "MaKD_<name>" (makd.distillers.aspect_combination).
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from makd.distillers.aspect_combination import register_aspect_combinations
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.registry import UnknownNameError
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+register_aspect_combinations()  # MaKD_<X> for every method X that combines with MaKD's aspect term
 
 
 def distiller_classes() -> list[type[Distiller]]:

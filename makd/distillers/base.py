@@ -35,6 +35,7 @@ class Distiller(nn.Module):
     needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
     needs_train_labels: bool = False  # keeps state per training image (CRD's memory): gets the split's labels
     needs_strong_view: bool = False  # trains on a second, strongly augmented view too: batch["image_strong"]
+    combines_with_aspects: bool = False  # "MaKD_<name>" adds MaKD's aspect term to it (aspect_combination.py)
 
     def __init__(
         self, student: nn.Module, num_classes: int, num_aspects: int = 0, teacher: nn.Module | None = None
