@@ -8,7 +8,7 @@ not timed: a method's own augmentation (MLKD's strong view, RandAugment on the C
 Examples:
   python tools/bench_distillers.py --student resnet8x4 --teacher resnet32x4 --batch 64 --size 32
   python tools/bench_distillers.py --student resnet20 --teacher resnet56 --classes 16 --threads 1 \\
-      --methods NONE,KD,KD+DOT,DKD,MLKD,FITNET,AT,SP,VID,RKD,PKT,NST,KDSVD,OFD,CRD,REVIEWKD,MaKD
+      --methods NONE,KD,KD+DOT,DKD,MLKD,FITNET,AT,SP,VID,RKD,PKT,NST,KDSVD,OFD,CRD,REVIEWKD,MaKD CRD.NCE.K 256
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ DEFAULT_METHODS = "NONE,KD"
 METHOD_OVERRIDES = {"CRD": ["CRD.NCE.K", "4096"]}  # mdistiller's 16384 negatives exceed a benchmark's images
 
 
-def method_settings(spec: str, size: int) -> list[str]:
-    """KEY VALUE overrides of one method spec: "KD", "KD+DOT" (SOLVER.TRAINER dot), "MaKD_AT", ..."""
+def method_settings(spec: str, size: int, opts: list[str] = ()) -> list[str]:
+    """KEY VALUE overrides of one method spec: "KD", "KD+DOT" (SOLVER.TRAINER dot), "MaKD_AT", ...; `opts` last."""
     name, _, trainer = spec.partition("+")
-    opts = ["DISTILLER.TYPE", name, "DATASET.IMAGE_SIZE", str(size), *METHOD_OVERRIDES.get(name.upper(), [])]
-    return opts + (["SOLVER.TRAINER", trainer.lower()] if trainer else [])
+    settings = ["DISTILLER.TYPE", name, "DATASET.IMAGE_SIZE", str(size), *METHOD_OVERRIDES.get(name.upper(), [])]
+    return settings + (["SOLVER.TRAINER", trainer.lower()] if trainer else []) + list(opts)
 
 
 def time_steps(distiller, optimizer, batches: list[dict], device: torch.device) -> tuple[float, float]:
@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all methods (median reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides for every method (CRD.NCE.K 256)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     teacher = teacher.to(device).eval().requires_grad_(False)
     runs = {}
     for spec in methods:
-        cfg = load_cfg(None, method_settings(spec, args.size))
+        cfg = load_cfg(None, method_settings(spec, args.size, args.opts))
         method = distiller_class(cfg.DISTILLER.TYPE)
         q = args.aspects if method.needs_aspects else 0
         torch.manual_seed(1)
