@@ -122,11 +122,12 @@ _C.DATASET.AUGMENT.STRONG.RANDAUGMENT_M = 10  # randaugment: magnitude 0-30 (MLK
 
 _C.DISTILLER = CN()
 # The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
-# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD". Each method adds its own
-# key group (KD.*, DKD.*) to this tree through its module's add_config.
+# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD", "LaViD", mdistiller's "FITNET", "AT",
+# "SP", "VID", "RKD", "PKT", "NST", "KDSVD", "OFD", "CRD", "REVIEWKD", "MLKD", and "MaKD_<X>" for each of the last
+# twelve (docs/methods.md). Each method adds its own key group (KD.*, AT.*, ...) through its module's add_config.
 _C.DISTILLER.TYPE = "MaKD"
-# The teacher. For methods with a CNN teacher (KD, DKD, MaKD_KD, MaKD_DKD): its architecture, any student
-# name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
+# The teacher. For methods with a CNN teacher (KD, DKD, the mdistiller family, MLKD, MaKD_<X>): its architecture,
+# any student name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
 _C.DISTILLER.TEACHER = "InternVL2-8B"
 # (new) the CNN teacher's local weights: a makd student.pth, a training checkpoint or a plain state_dict
 _C.DISTILLER.TEACHER_CHECKPOINT = ""
