@@ -34,7 +34,7 @@ from torch import nn
 from makd.models.cifar_mobilenet_v2 import STAGES as MOBILENETV2_STAGES
 from makd.models.cifar_mobilenet_v2 import CifarMobileNetV2
 from makd.models.cifar_resnet import BasicBlock, CifarResNet
-from makd.models.cifar_resnet_four_stage import Bottleneck, FourStageCifarResNet
+from makd.models.cifar_resnet_four_stage import FourStageCifarResNet
 from makd.models.cifar_shufflenet_v1 import STAGE_BLOCKS as SHUFFLEV1_BLOCKS
 from makd.models.cifar_shufflenet_v1 import CifarShuffleNetV1
 from makd.models.cifar_shufflenet_v2 import STAGE_BASIC_UNITS as SHUFFLEV2_UNITS
@@ -113,7 +113,6 @@ def _four_stage_resnet(model: FourStageCifarResNet) -> FeatureLayout:
         last = f"stages.{i}.{len(stage) - 1}"
         # BasicBlock: main branch ends on bn2; Bottleneck: on body.7 (the BatchNorm after the expanding 1x1 conv)
         norm = f"{last}.bn2" if isinstance(stage[-1], BasicBlock) else f"{last}.body.7"
-        assert isinstance(stage[-1], (BasicBlock, Bottleneck))
         stages.append(StageTap(f"stages.{i}", f"{last}.relu", norm))
     return FeatureLayout(StageTap("stem", "stem.2", "stem.1"), tuple(stages), "makd 32-px four-stage ResNet")
 
