@@ -25,6 +25,7 @@ from yacs.config import CfgNode as CN
 
 from makd.distillers.base import DISTILLERS
 from makd.distillers.feature_methods import FeatureDistiller, add_weights_group, check_weights, paired_stages
+from makd.distillers.losses import wide_float
 from makd.errors import ConfigError
 
 EXTRA_STUDENT_VECTORS = 3  # the student keeps k + 3 vectors so that each teacher vector finds a match
@@ -56,7 +57,7 @@ def _zero_nonfinite_gradient(x: torch.Tensor) -> torch.Tensor:
 
 def truncated_svd(feature: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U [B, HW, k], S [B, k], V [B, C, k]) of the map [B, C, H, W] read as [B, H x W, C], each normalised."""
-    x = _zero_nonfinite_gradient(feature.float().flatten(2).transpose(1, 2))
+    x = _zero_nonfinite_gradient(wide_float(feature).flatten(2).transpose(1, 2))
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     v = vh.transpose(1, 2)
     u, s, v = _finite(u[:, :, :k]), _finite(s[:, :k]), _finite(v[:, :, :k])

@@ -29,7 +29,7 @@ from yacs.config import CfgNode as CN
 
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.distillers.feature_methods import check_online_teacher
-from makd.distillers.losses import class_cross_entropy
+from makd.distillers.losses import class_cross_entropy, wide_float
 from makd.errors import ConfigError
 
 
@@ -55,22 +55,17 @@ def check_mlkd_config(cfg: CN) -> None:
     check_online_teacher(cfg)
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """float32 for half-precision (AMP) logits; float32 / float64 as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def instance_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 x KL(softmax(t / T) || softmax(s / T)) per sample, summed over classes: [B]."""
-    log_s = F.log_softmax(_wide(student) / temperature, dim=1)
-    log_t = F.log_softmax(_wide(teacher) / temperature, dim=1)
+    log_s = F.log_softmax(wide_float(student) / temperature, dim=1)
+    log_t = F.log_softmax(wide_float(teacher) / temperature, dim=1)
     return (log_t.exp() * (log_t - log_s)).sum(dim=1) * temperature**2
 
 
 def batch_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """||P_t P_t^T - P_s P_s^T||_F^2 / B of the predictions P [B, C] at temperature T."""
-    p_s = F.softmax(_wide(student) / temperature, dim=1)
-    p_t = F.softmax(_wide(teacher) / temperature, dim=1)
+    p_s = F.softmax(wide_float(student) / temperature, dim=1)
+    p_t = F.softmax(wide_float(teacher) / temperature, dim=1)
     return ((p_t @ p_t.t() - p_s @ p_s.t()) ** 2).sum() / p_s.shape[0]
 
 
@@ -78,8 +73,8 @@ def class_term(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float, classes: torch.Tensor | None = None
 ) -> torch.Tensor:
     """||P_t^T P_t - P_s^T P_s||_F^2 / C over the [C, C] class correlations (the `classes` block only, when given)."""
-    p_s = F.softmax(_wide(student) / temperature, dim=1)
-    p_t = F.softmax(_wide(teacher) / temperature, dim=1)
+    p_s = F.softmax(wide_float(student) / temperature, dim=1)
+    p_t = F.softmax(wide_float(teacher) / temperature, dim=1)
     gap = p_t.t() @ p_t - p_s.t() @ p_s
     if classes is not None:
         gap = gap[classes][:, classes]
@@ -89,7 +84,7 @@ def class_term(
 def confident(teacher_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept samples [B] bool, kept classes [C] bool): at or above the batch median of the teacher's confidence
     (max probability, T = 1) and of each class's summed probability."""
-    probabilities = F.softmax(_wide(teacher_weak), dim=1)
+    probabilities = F.softmax(wide_float(teacher_weak), dim=1)
     confidence = probabilities.max(dim=1).values
     mass = probabilities.sum(dim=0)
     return confidence >= torch.quantile(confidence, 0.5), mass >= torch.quantile(mass, 0.5)

@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 
 from makd.distillers.base import DISTILLERS
 from makd.distillers.feature_methods import FeatureDistiller, add_weights_group, check_weights
+from makd.distillers.losses import wide_float
 from makd.errors import ConfigError
 
 
@@ -69,7 +70,7 @@ def rkd_loss(
     angle_weight: float = 50.0,
 ) -> torch.Tensor:
     """distance_weight x Huber(distances) + angle_weight x Huber(angles); features [B, ...] of each network."""
-    s, t = student.float().flatten(1), teacher.float().flatten(1)
+    s, t = wide_float(student).flatten(1), wide_float(teacher).flatten(1)
     with torch.no_grad():
         t_distances, t_angles = _normalised_distances(t, squared, eps), _angles(t)
     distance = F.smooth_l1_loss(_normalised_distances(s, squared, eps), t_distances)

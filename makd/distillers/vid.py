@@ -28,6 +28,7 @@ from makd.distillers.feature_methods import (
     paired_stages,
     pool_to_common_size,
 )
+from makd.distillers.losses import wide_float
 from makd.errors import ConfigError
 
 
@@ -63,8 +64,8 @@ def mean_regressor(student_channels: int, teacher_channels: int) -> nn.Sequentia
 
 def vid_nll(mean: torch.Tensor, target: torch.Tensor, alpha: torch.Tensor, eps: float) -> torch.Tensor:
     """Mean of 0.5 ((t - mu)^2 / var + log var), var = softplus(alpha) + eps per channel; maps [B, C, H, W]."""
-    variance = (nn.functional.softplus(alpha.float()) + eps).view(1, -1, 1, 1)
-    return torch.mean(0.5 * ((target.float() - mean.float()) ** 2 / variance + torch.log(variance)))
+    variance = (nn.functional.softplus(wide_float(alpha)) + eps).view(1, -1, 1, 1)
+    return torch.mean(0.5 * ((wide_float(target) - wide_float(mean)) ** 2 / variance + torch.log(variance)))
 
 
 @DISTILLERS.register("VID")
