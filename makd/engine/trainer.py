@@ -31,7 +31,7 @@ from makd.engine.checkpoint import (
 )
 from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
-from makd.engine.optim import build_optimizer, build_scheduler
+from makd.engine.optim import backward, build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
@@ -171,11 +171,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
             )
         optimizer.zero_grad(set_to_none=True)
-        if scaler.is_enabled():
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
+        backward(optimizer, losses, total, scaler)
         if cfg.SOLVER.GRAD_CLIP > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP)
         if scaler.is_enabled():
