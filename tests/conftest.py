@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from makd.formats.aspect_files import write_aspect_file
 
 # Tiny tensors: one thread avoids oversubscription overhead that made tests up to 50x slower on 2 shared cores.
 torch.set_num_threads(1)
+# The trainer's and stage 2's automatic thread count (makd.data.cpu_threads) take OMP_NUM_THREADS as given: no test
+# (nor any command a test starts) measures the machine unless it asks to, and every run uses one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def draw_image(rng: np.random.Generator, label: int, size: int = 24) -> Image.Image:

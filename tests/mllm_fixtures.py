@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from makd.demo.tiny_internvl import TinySpec, build_tiny_checkpoint
+from makd.llm.questions_check import screen_questions_file, write_screening_record
 
 QUESTIONS = [
     "Is the object red?",
@@ -63,11 +64,20 @@ def tiny_remote_legacy_model(tmp_path_factory) -> Path:
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_remote_legacy"), "remote", spec)
 
 
+def screened(path: Path, classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+    """Record a passing screening of the questions file at `path` (as make_questions.py --check does), so stage 2
+    has no warning to give about it."""
+    check = screen_questions_file(path, classes)
+    assert check.passed, check.problems
+    write_screening_record(path, check, classes="cat, dog", num_classes=len(classes), class_name_rule="names_object")
+    return path
+
+
 @pytest.fixture
 def questions_file(tmp_path: Path) -> Path:
     path = tmp_path / "questions.txt"
     path.write_text("".join(q + "\n" for q in QUESTIONS[:4]), encoding="utf-8")
-    return path
+    return screened(path)
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_every_shipped_config_loads(path):
     cfg = load_cfg(str(path))
     assert cfg.SOLVER.EPOCHS >= 1
     if "fine_grained" in path.parts and path.name != "makd.yaml":
-        # The paper's protocol (REFERENCE.md §3).
+        # The paper's protocol (configs/fine_grained/_protocol.yaml).
         assert (cfg.SOLVER.EPOCHS, cfg.SOLVER.BATCH_SIZE, cfg.SOLVER.LR) == (240, 16, 0.01)
         assert cfg.SOLVER.LR_DECAY_STAGES == [150, 180, 210] and cfg.DATASET.IMAGE_SIZE == 224
         assert cfg.MaKD.ASPECT_NUM == 50 and cfg.MaKD.ALPHA == 4.0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mllm_fixtures import screened
 from PIL import Image
 
 from makd.commands.stage2 import PAPER_ANSWER_SUFFIX, main
@@ -138,7 +139,7 @@ def data(tmp_path: Path) -> dict:
         Image.fromarray(np.full((10, 20, 3), (10 * i, 50, 60), dtype=np.uint8)).save(root / f"img_{i}.png")
     questions = tmp_path / "questions.txt"
     questions.write_text("".join(q + "\n" for q in QUESTIONS))
-    return {"root": root, "questions": questions, "out": tmp_path / "aspects.json"}
+    return {"root": root, "questions": screened(questions), "out": tmp_path / "aspects.json"}
 
 
 def run(server: FakeServer, data: dict, *extra) -> int:

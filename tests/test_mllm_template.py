@@ -14,7 +14,7 @@ from makd.mllm.chat_template import (
     with_answer_suffix,
 )
 
-# Written out by hand from REFERENCE.md §2, not built with the code under test.
+# Written out by hand from InternVL's internvl2_5 template (its conversation.py), not built with the code under test.
 SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 
 

@@ -1,12 +1,12 @@
 """Figures of finished run folders: python tools/plot.py RUN_DIR... [--out DIR] [--what curves,tsne,aspects]
 
-    python tools/plot.py output/demo/baseline output/demo/makd --out output/demo/plots
-    python tools/plot.py output/demo/makd --what aspects        # heatmaps + per-question agreement of one run
+    python tools/plot.py output/demo/baseline/seed0 output/demo/makd/seed0 --out output/demo/plots
+    python tools/plot.py output/demo/makd/seed0 --what aspects        # heatmaps + per-question agreement of one run
 
-The figures go to a folder of their own: by default <first run folder>.plots, next to it (output/demo/makd.plots),
-never into a run folder, which a later `our_train.py --overwrite` replaces. An --out inside a run folder is allowed:
-the figures are then recorded in its manifest.json as written by tools/plot.py (while the run's lock is held, so
-not while it trains), and --overwrite removes them with the run.
+The figures go to a folder of their own: by default <first run folder>.plots, next to it
+(output/demo/makd/seed0.plots), never into a run folder, which a later `our_train.py --overwrite` replaces. An --out
+inside a run folder is allowed: the figures are then recorded in its manifest.json as written by tools/plot.py (while
+the run's lock is held, so not while it trains), and --overwrite removes them with the run.
 
 curves: loss terms, top-1 (train/val/test) and lr of every run (metrics.jsonl); tsne: penultimate features of the
 test split of two runs side by side (student.pth, a forward hook on the classifier); aspects: the questions'
@@ -69,7 +69,7 @@ def _body(argv: Sequence[str] | None) -> int:
 
 
 def default_out(run_dir: Path) -> Path:
-    """<run folder>.plots next to the run folder: a folder of the plots' own (docs/analysis.md)."""
+    """<run folder>.plots next to the run folder: a folder of the plots' own (docs/studies.md)."""
     resolved = run_dir.resolve()
     return resolved.parent / f"{resolved.name}{PLOTS_SUFFIX}"
 

@@ -22,6 +22,7 @@ from makd.formats.errors import ArtifactError
 from makd.formats.files import read_sidecar, sha256_file
 
 NO_TEACHER = "—"
+TINY_TEACHER_NOTE = "tiny random teacher (--model tiny): its numbers mean nothing"
 MAX_SOURCE_HOPS = 3  # a converted file's source may itself be a conversion
 
 
@@ -78,10 +79,13 @@ def _cost_of(path: Path, sha256: str, shown: str, hops: int = 0) -> TeacherCost:
     if meta is None:
         return TeacherCost(None, f"no sidecar ({shown}.meta.json)")
     sidecar = str(path) + ".meta.json"
+    teacher = meta.get("teacher")
+    # Stage 2's --model tiny: a random teacher that tries the plumbing; the table must not let it pass for one.
+    note = TINY_TEACHER_NOTE if isinstance(teacher, dict) and teacher.get("tiny_teacher") else ""
     if isinstance(meta.get("cost"), dict):
-        return TeacherCost(meta["cost"], "", sidecar)
+        return TeacherCost(meta["cost"], note, sidecar)
     if isinstance(meta.get("cost_this_run"), dict) and not meta.get("resumed_rows"):
-        return TeacherCost(meta["cost_this_run"], "", sidecar)
+        return TeacherCost(meta["cost_this_run"], note, sidecar)
     source = meta.get("source")
     if isinstance(source, str) and hops < MAX_SOURCE_HOPS:  # an `aspects convert` output: the source holds it
         found = Path(source)

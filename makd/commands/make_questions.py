@@ -1,5 +1,8 @@
 """`python tools/make_questions.py`: class names -> LLM (generate N, select Q) -> questions file + sidecar.
 
+`--check FILE --classes CLASSES` screens a questions file written by hand instead, with the same screening, and
+records the result in its sidecar (stage 2 warns about a file that was never screened).
+
 `--kind multiple-choice` asks for LaViD-style questions about a class instead (`<object>` placeholder, exactly
 `--options` options, the prompts of makd/llm/prompt_files/lavid_multiple_choice.yaml unless --prompts is given)
 and writes the class-level questions file that `make_makd_logits_json.py --level class` reads.
@@ -32,6 +35,7 @@ from makd.llm.class_source import ClassList, read_classes
 from makd.llm.openai_client import DEFAULT_BASE_URL, RetryPolicy, resolve_api_key, scrub, server_host
 from makd.llm.prompts import MULTIPLE_CHOICE_PROMPTS, PromptSet, load_prompts
 from makd.llm.question_pipeline import QuestionsResult, QuestionTask, first_prompts, make_questions
+from makd.llm.questions_check import screen_questions_file, write_screening_record
 from makd.llm.response_cache import ResponseCache
 from makd.llm.screening import read_allow_list
 
@@ -62,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="text file with one class per line, or a training config (.yaml) whose training "
         "images give the classes and the image count M",
+    )
+    parser.add_argument(
+        "--check",
+        metavar="QUESTIONS",
+        help="screen this questions file (written by hand) as generated questions are screened: one yes/no sentence "
+        "per line, no class name, no near duplicate; the result goes to its sidecar; no LLM is asked",
     )
     parser.add_argument("--n", type=int, default=100, help="candidate questions to generate (paper: N)")
     parser.add_argument("--q", type=int, default=50, help="questions to select (paper: Q = 50)")
@@ -264,10 +274,38 @@ def interrupted_hint(argv: Sequence[str] | None) -> str:
     return "nothing was written and the replies received are lost; rerun with --cache DIR to keep them next time"
 
 
+def check_questions_file(args: argparse.Namespace) -> int:
+    """--check: screen a hand-written questions file, print every problem, record the result in its sidecar."""
+    given = [flag for flag, value in (("--out", args.out), ("--model", args.model), ("--prompts", args.prompts))
+             if value] + (["--kind multiple-choice"] if args.kind != "yes-no" else [])  # fmt: skip
+    if given:
+        raise UsageError(f"--check screens an existing yes/no questions file and asks no LLM; drop {given[0]}")
+    classes = read_classes(args.classes)
+    allowed = [*args.allow_class_name, *(read_allow_list(args.allow_list) if args.allow_list else ())]
+    check = screen_questions_file(args.check, classes.names, allow_class_names=args.allow_class_names,
+                                  allowed_names=allowed, leak_rule=args.class_name_rule)  # fmt: skip
+    for problem in check.problems:
+        print(f"{args.check}:{problem['line']}: {problem['reason']}: {problem['question']!r}")
+    if not check.questions:
+        raise UsageError(f"{args.check}: holds no question (write one yes/no question per line)")
+    sidecar = write_screening_record(args.check, check, classes=classes.source, num_classes=len(classes.names),
+                                     class_name_rule=args.class_name_rule, allowed_class_names=allowed)  # fmt: skip
+    if check.problems:
+        raise UsageError(
+            f"{args.check}: {len(check.problems)} of {len(check.questions)} lines failed the screening against "
+            f"{len(classes.names)} classes (listed above; recorded in {sidecar}); fix them and run --check again"
+        )
+    print(f"{args.check}: all {len(check.questions)} questions passed the screening against {len(classes.names)} "
+          f"classes of {classes.source} (recorded in {sidecar})")  # fmt: skip
+    return 0
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Stage 1's body: raises MakdError on bad input or a failed LLM run (see `main`)."""
     _setup_logging()
     args = build_parser().parse_args(argv)
+    if args.check:
+        return check_questions_file(args)
     _check_args(args)
     classes = read_classes(args.classes)
     if args.prompts:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from makd.errors import run_command
+from makd.formats.screening_record import screening_warning
 from makd.mllm.backends import add_backend_arguments, backend_names
 from makd.mllm.backends import build_scorer as build_backend_scorer
 from makd.mllm.box_items import BOX_VIEWS, DEFAULT_MARGIN, DEFAULT_MIN_SIZE, DEFAULT_PROMPTS, CocoBoxItems
@@ -23,6 +24,7 @@ from makd.mllm.extraction import (
 )
 from makd.mllm.items import ImageFolderItems
 from makd.mllm.partial_rows import output_lock, partial_path
+from makd.mllm.tiny_teacher import NOTICE, TINY_MODEL, tiny_teacher_path
 
 PROG = "make_makd_logits_json.py"
 PAPER_ANSWER_SUFFIX = "The answer must always be either Yes or No (do not provide any other response)."
@@ -35,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ground-truth box); write P(yes) rows {id: [p_1..p_Q]} to an aspect file (+ .meta.json) that stage 3 "
         "trains on.",
     )
-    p.add_argument("--model", required=True, help="model folder or hub id (in-process), or served model name (openai)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder or hub id (in-process), served model name (openai), or 'tiny': a tiny random teacher built "
+        "once on this machine to try the plumbing offline (its numbers mean nothing)",
+    )
     p.add_argument("--questions", required=True, help="questions file, one yes/no question per line")
     p.add_argument("--images", default=None, help="image root; ids = relative paths without extension (image level)")
     p.add_argument("--output", required=True, help="aspect file to write (.json)")
@@ -84,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency requests in flight)",
     )
     p.add_argument("--loader-threads", type=int, default=2, help="threads decoding and tiling upcoming images")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads of an in-process model; 0 = auto: the usable cores (affinity, cgroup quota), and on "
+        "the CPU the count a short measured check finds fastest now (docs/threads.md)",
+    )
     p.add_argument(
         "--views",
         default="identity",
@@ -227,6 +241,40 @@ def _quiet_transformers() -> None:
         pass
 
 
+def resolve_tiny_model(args: argparse.Namespace) -> bool:
+    """--model tiny: the cached tiny teacher of the level (built on first use) in place of the name; True if so."""
+    if args.model != TINY_MODEL:
+        return False
+    if Path(TINY_MODEL).exists():
+        raise ExtractionError(
+            f"--model {TINY_MODEL} names the built-in tiny teacher, but ./{TINY_MODEL} exists here too; "
+            f"pass ./{TINY_MODEL} for that folder, or run from another folder"
+        )
+    if args.base_url or args.backend not in ("auto", "hf"):
+        raise ExtractionError("--model tiny runs in this process with transformers' own classes; "
+                              "drop --base-url and --backend")  # fmt: skip
+    print(f"warning: {NOTICE}", file=sys.stderr)
+    args.model = str(tiny_teacher_path(args.level))
+    return True
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """torch's CPU threads for a model run in this process (makd.data.cpu_threads); a server backend runs none."""
+    if args.base_url or args.backend == "openai":
+        return
+    if args.threads < 0:
+        raise ExtractionError(f"--threads {args.threads}: must be >= 0 (0 = auto)")
+    from makd.data import cpu_threads
+    from makd.mllm.model_loading import resolve_device
+
+    choice = cpu_threads.choose_threads(args.threads, resolve_device(args.device).type)
+    cpu_threads.apply(choice)
+    if choice.source == "measured":  # a choice the user did not make: say what it was and how to fix it
+        print(f"threads: {choice.line('--threads')}", file=sys.stderr)
+    if choice.warning:
+        print(f"warning: {choice.warning}", file=sys.stderr)
+
+
 def interrupted_hint(argv: Sequence[str] | None) -> str:
     """What Ctrl-C leaves behind and how to continue."""
     try:
@@ -284,11 +332,16 @@ def _run_image_level(args: argparse.Namespace, shard: Shard | None, output: Path
         if not plan.items:  # more shards than items: this one has nothing to do, and a job array must finish
             print(f"note: {empty_shard_note(plan)}", file=sys.stderr)
             return 0
+        unscreened = screening_warning(plan.questions_path)
+        if unscreened:
+            print(f"warning: {unscreened}", file=sys.stderr)
         if getattr(source, "small", None):
             print(f"skipping {len(source.small)} of {len(source.small) + len(source.items)} boxes under "
                   f"{source.min_size:g} px on the shorter side (listed in the sidecar: boxes.small_boxes_skipped)",
                   file=sys.stderr)  # fmt: skip
         _quiet_transformers()
+        tiny = resolve_tiny_model(args)
+        set_threads(args)
         scorer = build_scorer(args)
         per_step = args.images_per_step
         if per_step is None:  # a server needs several images' requests queued to stay busy
@@ -303,6 +356,8 @@ def _run_image_level(args: argparse.Namespace, shard: Shard | None, output: Path
     scored, nouns = meta["num_images_planned"] - len(meta["skipped_images"]), source.nouns
     print(f"wrote {written} ({scored} {nouns} x {meta['num_questions']} questions"
           f"{f', {rate} {nouns}/s' if rate else ''})", file=sys.stderr)  # fmt: skip
+    if tiny:
+        print(f"warning: {NOTICE}", file=sys.stderr)
     return 0
 
 
@@ -316,8 +371,12 @@ def _run_class_level(args: argparse.Namespace) -> int:
             "--shard, --views and --boxes are image-level options; class level scores C x Q prompts only"
         )
     _quiet_transformers()
+    tiny = resolve_tiny_model(args)
+    set_threads(args)
     with output_lock(args.output):
         run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
+    if tiny:
+        print(f"warning: {NOTICE}", file=sys.stderr)
     return 0
 
 

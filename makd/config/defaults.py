@@ -29,7 +29,7 @@ _C.SEED = 0  # (new) seeds python, numpy and torch (all ranks); recorded in summ
 _C.DEVICE = "auto"  # (new) "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
 _C.DETERMINISTIC = False  # (new) torch deterministic algorithms; slower on GPU, exact reruns
 _C.OUTPUT_DIR = ""  # (new) run folder; "" = LOG.PREFIX/EXPERIMENT.PROJECT/EXPERIMENT.NAME
-_C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = torch's default
+_C.NUM_THREADS = 0  # (new) torch CPU threads of the training process; 0 = auto (makd/data/cpu_threads.py)
 # (new) what the student learns: "classification" (image classes) or "detection" (COCO-format boxes, a Faster
 # R-CNN student; the DETECTION group below and docs/detection.md)
 _C.TASK = "classification"
@@ -114,14 +114,22 @@ _C.DATASET.AUGMENT.LABEL_SMOOTHING = 0.0  # class targets (1 - e) * one_hot + e 
 _C.DATASET.AUGMENT.MIXUP_ALPHA = 0.0  # Beta(alpha, alpha) of mixup's lambda (0.2-1.0 are usual)
 _C.DATASET.AUGMENT.CUTMIX_ALPHA = 0.0  # Beta(alpha, alpha) of cutmix's lambda (1.0 is usual)
 _C.DATASET.AUGMENT.MIX_PROB = 1.0  # probability that a batch is mixed at all (when an alpha is > 0)
+# (new) The strong view, for methods that train on two views of each image (MLKD: DISTILLER.TYPE declares it): a
+# second draw of the crop and flip above with this policy added, from the same per-sample seed after the first view
+# (which stays what it is without the strong view). Random erasing applies to both views; mixup/CutMix are refused.
+_C.DATASET.AUGMENT.STRONG = CN()
+_C.DATASET.AUGMENT.STRONG.POLICY = "randaugment"  # "randaugment", "trivial" or "none"
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_N = 2  # randaugment: operations per image (MLKD: 2)
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_M = 10  # randaugment: magnitude 0-30 (MLKD: 10)
 
 _C.DISTILLER = CN()
 # The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
-# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD". Each method adds its own
-# key group (KD.*, DKD.*) to this tree through its module's add_config.
+# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD", "LaViD", mdistiller's "FITNET", "AT",
+# "SP", "VID", "RKD", "PKT", "NST", "KDSVD", "OFD", "CRD", "REVIEWKD", "MLKD", and "MaKD_<X>" for each of the last
+# twelve (docs/methods.md). Each method adds its own key group (KD.*, AT.*, ...) through its module's add_config.
 _C.DISTILLER.TYPE = "MaKD"
-# The teacher. For methods with a CNN teacher (KD, DKD, MaKD_KD, MaKD_DKD): its architecture, any student
-# name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
+# The teacher. For methods with a CNN teacher (KD, DKD, the mdistiller family, MLKD, MaKD_<X>): its architecture,
+# any student name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
 _C.DISTILLER.TEACHER = "InternVL2-8B"
 # (new) the CNN teacher's local weights: a makd student.pth, a training checkpoint or a plain state_dict
 _C.DISTILLER.TEACHER_CHECKPOINT = ""
@@ -132,7 +140,8 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # "base" or "makd" (the same trainer; kept for official configs); see TRAINERS
+# "base", "makd" or "crd" (the same trainer; kept for official configs), or "dot" (DOT's optimizer); see TRAINERS
+_C.SOLVER.TRAINER = "base"
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -153,6 +162,9 @@ AMP_DTYPES = ("auto", "bfloat16", "float16")
 # unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
 _C.SOLVER.COMPILE = False
 _C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
+# SOLVER.TRAINER dot (Zhao et al., ICCV 2023; mdistiller's keys)
+_C.SOLVER.DOT = CN()
+_C.SOLVER.DOT.DELTA = 0.075  # momentum MOMENTUM - DELTA for the task (CE) gradient, MOMENTUM + DELTA for distillation
 
 _C.MaKD = CN()
 _C.MaKD.ASPECT_NUM = 0  # Q: aspect outputs added to the head; 0 = from the aspect file, else must match it
@@ -394,9 +406,10 @@ def distiller_of(cfg: CN):
 
 
 # SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
-# repository's fine-grained config; "base": mdistiller's default). mdistiller's "dot" (DOT's optimizer) and
-# "crd" (CRD's sampled loader) are methods of their own.
-TRAINERS = ("base", "makd")
+# repository's fine-grained config; "base": mdistiller's default; "crd": mdistiller's loader that draws CRD's
+# contrastive indices, which makd's CRD distiller draws itself); "dot": DOT's optimizer, two momenta for the task and
+# the distillation gradients (makd.engine.dot_optimizer, SOLVER.DOT.DELTA).
+TRAINERS = ("base", "makd", "crd", "dot")
 
 
 def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
@@ -461,6 +474,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
     if cfg.SOLVER.AMP_DTYPE not in AMP_DTYPES:
         raise ConfigError(f"SOLVER.AMP_DTYPE {cfg.SOLVER.AMP_DTYPE!r} is unknown; use {', '.join(AMP_DTYPES)}")
+    if cfg.SOLVER.TRAINER.lower() == "dot":
+        check_dot_cfg(cfg)
     if cfg.MaKD.TEMPERATURE <= 0:
         raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
@@ -470,7 +485,7 @@ def check_cfg(cfg: CN) -> None:
     if cfg.MaKD.ASPECT_NUM < 0:
         raise ConfigError(f"MaKD.ASPECT_NUM must be >= 0 (0 = from the aspect file), got {cfg.MaKD.ASPECT_NUM}")
     if cfg.NUM_THREADS < 0:
-        raise ConfigError(f"NUM_THREADS must be >= 0 (0 = torch's default), got {cfg.NUM_THREADS}")
+        raise ConfigError(f"NUM_THREADS must be >= 0 (0 = auto), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)
     if cfg.TASK == "detection":
         check_detection_cfg(cfg)
@@ -483,6 +498,21 @@ def check_cfg(cfg: CN) -> None:
             "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
         )
     check_value_ranges(cfg)
+
+
+def check_dot_cfg(cfg: CN) -> None:
+    """SOLVER.TRAINER dot: a method with a distillation term, SGD, and momenta MOMENTUM -/+ DOT.DELTA in [0, 1)."""
+    if cfg.DISTILLER.TYPE.upper() in ("NONE", "CE"):
+        raise ConfigError(
+            "SOLVER.TRAINER dot splits the task and the distillation gradients, but DISTILLER.TYPE "
+            f"{cfg.DISTILLER.TYPE} has no distillation term; use SOLVER.TRAINER base"
+        )
+    m, delta = cfg.SOLVER.MOMENTUM, cfg.SOLVER.DOT.DELTA
+    if not 0.0 <= delta <= m or m + delta >= 1.0:
+        raise ConfigError(
+            f"SOLVER.DOT.DELTA {delta} with SOLVER.MOMENTUM {m}: the momenta {m} - {delta} and {m} + {delta} must lie "
+            "in [0, 1)"
+        )
 
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -558,6 +588,18 @@ def check_augment_cfg(cfg: CN) -> None:
         raise ConfigError("DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA must be >= 0 (0 = off)")
     if a.PAD < 0 or a.RANDAUGMENT_N < 0 or not 0 <= a.RANDAUGMENT_M <= 30:
         raise ConfigError("DATASET.AUGMENT.PAD and RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    strong = a.STRONG
+    if strong.POLICY not in AUGMENT_POLICIES:
+        raise ConfigError(
+            f"DATASET.AUGMENT.STRONG.POLICY {strong.POLICY!r} is unknown; use one of {', '.join(AUGMENT_POLICIES)}"
+        )
+    if strong.RANDAUGMENT_N < 0 or not 0 <= strong.RANDAUGMENT_M <= 30:
+        raise ConfigError("DATASET.AUGMENT.STRONG.RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    if distiller_of(cfg).needs_strong_view and (a.MIXUP_ALPHA > 0 or a.CUTMIX_ALPHA > 0):
+        raise ConfigError(
+            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} trains on a weak and a strong view of each image; mixup and CutMix "
+            "are not defined for the pair: set DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA to 0"
+        )
 
 
 DETECTION_METHODS = ("NONE", "MaKD")  # the detector alone, or with MaKD's aspect term

@@ -1,7 +1,7 @@
 """DataLoader settings chosen from the machine: worker count, prefetch depth, persistent workers, pinned memory.
 
-DATASET.NUM_WORKERS -1 ("auto") takes the CPUs this process may run on (its affinity mask, not the
-machine's count: a container or `taskset` limit counts), shares them among the processes of one node
+DATASET.NUM_WORKERS -1 ("auto") takes the CPUs this process may run on (makd.data.cpu_threads.usable_cpus: its
+affinity mask and cgroup CPU quota, not the machine's count), shares them among the processes of one node
 (LOCAL_WORLD_SIZE under torchrun) and leaves one per process for the training loop itself; at most 8,
 since one worker of the uint8 path already loads over a thousand cached images per second at 224 px
 (docs/data.md). Results never depend on the count (per-sample seeds), so "auto" is safe to resume with.
@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import os
 
+from makd.data.cpu_threads import usable_cpus
+
 MAX_AUTO_WORKERS = 8
 # Batches each worker keeps ready. uint8 batches are a quarter of the former float ones, so 4 costs the
 # memory 1 did, and it absorbs the jitter of decoding uncached JPEG/PNG files of different sizes.
 PREFETCH_FACTOR = 4
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def worker_count(requested: int) -> int:

@@ -23,7 +23,8 @@ class Distiller(nn.Module):
 
     `batch` is the collated dict of the training dataset: "image" [B, 3, H, W], "label" [B] int64,
     "aspects" [B, Q] float (NaN where an image has no row), "index" [B] (positions in the split),
-    plus any keys a view policy adds (e.g. "aspect_mask" [B, Q] in {0, 1}). `forward(batch)` is
+    plus any keys a view policy adds (e.g. "aspect_mask" [B, Q] in {0, 1}) and, for a method that declares
+    needs_strong_view, "image_strong" [B, 3, H, W] (DATASET.AUGMENT.STRONG). `forward(batch)` is
     `forward_train` so that DistributedDataParallel, which only hooks `forward`, sees the training pass.
     """
 
@@ -32,6 +33,9 @@ class Distiller(nn.Module):
     needs_aspects: bool = False  # trains on the stage-2 aspect rows; the head has C + Q outputs
     needs_class_targets: bool = False  # trains on per-class target rows (LaViD: a [C, K] table from its own file)
     needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
+    needs_train_labels: bool = False  # keeps state per training image (CRD's memory): gets the split's labels
+    needs_strong_view: bool = False  # trains on a second, strongly augmented view too: batch["image_strong"]
+    combines_with_aspects: bool = False  # "MaKD_<name>" adds MaKD's aspect term to it (aspect_combination.py)
 
     def __init__(
         self, student: nn.Module, num_classes: int, num_aspects: int = 0, teacher: nn.Module | None = None

@@ -43,7 +43,7 @@ WANDB = "wandb"  # wandb's own folder (wandb.init(dir=run_dir))
 ASPECT_METRICS = "aspect_metrics.json"  # per-question teacher/student metrics of the final student
 DETECTIONS = "detections_test.json"  # TASK detection: the final model's test detections (COCO results)
 CATEGORY_AP = "category_ap.json"  # TASK detection: per-category AP of the final model
-PLOTS = "plots"  # where tools/plot.py wrote by default before it got a folder of its own (docs/analysis.md)
+PLOTS = "plots"  # where tools/plot.py wrote by default before it got a folder of its own (docs/studies.md)
 LOCK_FILE = ".makd.lock"  # the trainer's exclusive lock (makd.file_lock), removed when the run ends
 RUN_FILES = (
     CONFIG, LATEST, BEST, STUDENT, SUMMARY, METRICS, INPUTS, WANDB_ID, ASPECT_METRICS, DETECTIONS, CATEGORY_AP,

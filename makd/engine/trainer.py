@@ -18,8 +18,9 @@ from tqdm import tqdm
 from makd.atomic_files import atomic_copy, atomic_write_json, check_output_location
 from makd.config import load_cfg
 from makd.config.defaults import flatten_tree
+from makd.data import cpu_threads
 from makd.data.build import build_data, evaluation_view
-from makd.data.loader_settings import loader_settings
+from makd.data.loader_settings import loader_settings, worker_count
 from makd.engine import run_folder
 from makd.engine.checkpoint import (
     check_resume_files,
@@ -30,7 +31,7 @@ from makd.engine.checkpoint import (
 )
 from makd.engine.distributed import DistInfo, agree, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
-from makd.engine.optim import build_optimizer, build_scheduler
+from makd.engine.optim import backward, build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_inputs import check_resume_inputs, fingerprint_inputs, read_inputs
@@ -43,7 +44,9 @@ from makd.formats.read_log import recording_reads
 from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.
-RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR")
+# NUM_THREADS changes float summation order only, as DEVICE does (so a run slowed by a busy machine can continue
+# with fewer threads: makd.data.cpu_threads.RateWatch says so).
+RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR", "NUM_THREADS")
 
 
 class NonFiniteLossError(MakdError, RuntimeError):
@@ -172,11 +175,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
             )
         optimizer.zero_grad(set_to_none=True)
-        if scaler.is_enabled():
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
+        backward(optimizer, losses, total, scaler)
         if cfg.SOLVER.GRAD_CLIP > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP)
         if scaler.is_enabled():
@@ -288,8 +287,10 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     if resume and overwrite:  # before the folder is locked (which may create it)
         raise run_folder.RunFolderError("--resume and --overwrite contradict each other; pass one of them")
     device = agree(info, lambda: resolve_device(cfg.DEVICE, info))
-    if cfg.NUM_THREADS > 0:
-        torch.set_num_threads(cfg.NUM_THREADS)
+    # Before anything else runs: the measured check needs idle cores of its own (the workers start later).
+    threads = cpu_threads.choose_threads(cfg.NUM_THREADS, device.type, worker_count(cfg.DATASET.NUM_WORKERS))
+    cpu_threads.apply(threads)
+    rate_watch = cpu_threads.RateWatch(threads)
     seed_everything(cfg.SEED)
     if cfg.DETERMINISTIC:
         use_deterministic_algorithms(device)
@@ -299,7 +300,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     lock = run_folder.RunFolderLock(run_dir)
     try:
         plan = agree(info, lambda: _claim_run_folder(lock, run_dir, info, resume, overwrite))
-        return _train_in_folder(cfg, info, device, run_dir, plan, resume, stop_after_epoch)
+        return _train_in_folder(cfg, info, device, run_dir, plan, resume, stop_after_epoch, (threads, rate_watch))
     finally:
         lock.release(keep_folder=False)  # removes only folders the lock created and nothing was written into
 
@@ -317,7 +318,9 @@ def _claim_run_folder(
     return plan
 
 
-def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: bool, stop_after_epoch: int | None):
+def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: bool, stop_after_epoch: int | None,
+                     threads):  # fmt: skip
+    """From the locked, checked run folder to the summary; `threads`: (the CPU thread choice, its RateWatch)."""
     latest = agree(info, lambda: _read_resume_checkpoint(cfg, run_dir)) if resume else None
     task = task_of(cfg, info, device)
     # Every input file the task reads is noted with the sha256 of the bytes it parsed: the run's fingerprints.
@@ -375,12 +378,13 @@ def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: b
     manifest = agree(info, commit)
     with manifest.recording(TRAINER) if manifest is not None else nullcontext():
         return _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders,
-                           amp, manifest, resume, stop_after_epoch)  # fmt: skip
+                           amp, manifest, resume, stop_after_epoch, threads)  # fmt: skip
 
 
 def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders, amp, manifest,
-                resume, stop_after_epoch):  # fmt: skip
+                resume, stop_after_epoch, threads):  # fmt: skip
     distiller, optimizer = task.model, state.optimizer
+    threads, rate_watch = threads
     logger = RunLogger(cfg, run_dir, info.is_main, state.history, manifest)
     model = distiller
     if info.enabled:
@@ -393,6 +397,9 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
         print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
         if resume:
             print(f"[makd] resumed from epoch {state.epoch} of {cfg.SOLVER.EPOCHS} ({run_folder.LATEST})", flush=True)
+        print(f"[makd] threads: {threads.line('NUM_THREADS')}", flush=True)
+        if threads.warning:
+            print(f"[makd] warning: {threads.warning}", file=sys.stderr, flush=True)
 
     if stop_after_epoch is not None and stop_after_epoch <= state.epoch < cfg.SOLVER.EPOCHS:
         if info.is_main:
@@ -409,6 +416,7 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
             train_loader.dataset.set_epoch(epoch)  # per-sample augmentation seeds from (SEED, epoch, index)
             stats = train_one_epoch(state, train_loader, ctx)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+            row["num_threads"] = torch.get_num_threads()
             _check_finite_state(state, row["epoch"])
             is_last = epoch + 1 == cfg.SOLVER.EPOCHS
             if (epoch + 1) % max(1, cfg.LOG.EVAL_FREQ) == 0 or is_last:
@@ -426,6 +434,9 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
                 logger.epoch(row, state.step)
             if info.is_main:
                 print(_epoch_line(cfg, row, state.history, task), flush=True)
+            slowdown = rate_watch.observe(row["epoch"], row["train_images_per_s"])
+            if slowdown and info.is_main:
+                print(f"[makd] warning: {slowdown}", file=sys.stderr, flush=True)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not is_last:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)

@@ -1,7 +1,7 @@
 """Every prompt text of stage 1, in one place, and how a user replaces them from a YAML file.
 
 The first paragraph of `generate` and of `select` is the paper's instruction word for word
-(REFERENCE.md §1, including its grammar); what follows it only asks for a reply format we can
+(the MaKD paper, arXiv 2501.13341, including its grammar); what follows it only asks for a reply format we can
 check. Templates use {NAME} placeholders (upper case); any other braces, such as the JSON
 example, are left as they are, so a prompts file needs no escaping.
 """

@@ -6,6 +6,6 @@ resolution and P(yes)), `model_loading` (native and remote-code InternVL as `Int
 scorers), `backends` (one module per `--backend`), `reference` (the official one-pass-per-question approach, kept
 to test and benchmark against), `items` / `box_items` (what is scored: images, or the boxes of a COCO set),
 `partial_rows`, `extraction` (the loop), `merge` (shards), `class_level` and `class_prompts` (questions about class
-names). The command is makd/commands/stage2.py; the tiny random checkpoints of the tests and the benchmark are in
-makd/demo/.
+names), `tiny_teacher` (the tiny random offline teacher of `--model tiny`). The command is makd/commands/stage2.py;
+the tests' remote-code stand-in is in makd/demo/.
 """

@@ -41,6 +41,7 @@ from makd.mllm.errors import ExtractionError
 from makd.mllm.model_loading import ModelLoadError, resolve_device, resolve_dtype
 from makd.mllm.openai_scorer import OpenAICompatibleScorer
 from makd.mllm.partial_rows import PartialWriter, partial_path, read_partial, settings_mismatch
+from makd.mllm.tiny_teacher import tiny_marker
 from makd.mllm.yes_no import resolve_answer_token
 
 TOOL = "make_makd_logits_json.py --level class"
@@ -210,6 +211,9 @@ def load_causal_lm(model_id: str, backend: str, device: str, dtype: str, revisio
         "dtype": str(torch_dtype).replace("torch.", ""),
         "device": str(target),
     }
+    marker = tiny_marker(model_id)
+    if marker is not None:  # --model tiny: every file it labels says that its numbers mean nothing
+        info["tiny_teacher"] = marker
     return model, tokenizer, info
 
 

@@ -31,6 +31,7 @@ from makd.formats.strict_json import loads_json
 from makd.mllm import remote_code_compat
 from makd.mllm.chat_template import IMAGE_CONTEXT_TOKEN, ChatFormat, conversation_format, internvl2_5_format
 from makd.mllm.tiling import IMAGENET_MEAN, IMAGENET_STD
+from makd.mllm.tiny_teacher import tiny_marker
 
 BACKENDS = ("auto", "hf", "remote")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -277,6 +278,9 @@ def load_internvl(
             "device": str(torch_device),
         }
     )
+    marker = tiny_marker(model_id)
+    if marker is not None:  # --model tiny: every file it labels says that its numbers mean nothing
+        parts.info["tiny_teacher"] = marker
     return parts
 
 

@@ -50,7 +50,7 @@ class ClassificationTask(Task):
         )
         self.teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
         self.model = build_distiller(
-            cfg, student, data.num_classes, self.num_aspects, self.teacher, data.class_names
+            cfg, student, data.num_classes, self.num_aspects, self.teacher, data.class_names, data.train.labels
         ).to(self.device)
         if cfg.DATASET.CHANNELS_LAST:  # the device step hands it channels_last images (makd/data/device_batch.py)
             self.model.student.to(memory_format=torch.channels_last)
