@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from makd.analysis.published import PublishedFigure, published_for
 from makd.analysis.run_folders import Metric, RunResult
+from makd.analysis.run_health import runs_column, table_marks
 from makd.analysis.statistics import CONFIDENCE, MeanSd, PairedDifference, mean_sd, paired_difference
 from makd.analysis.teacher_cost import NO_TEACHER, TeacherCost, condition_cost, cost_columns, format_cost, teacher_cost
 from makd.atomic_files import atomic_write_text
@@ -135,9 +136,11 @@ def format_markdown(
         f"| Δ best vs {reference} [{level} % CI] | teacher cost |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    health_marks, health_notes = table_marks(rows)  # a run with training-health findings is never unmarked
     for row in rows:
+        name = row.name + health_marks.get(row.name, "")
         lines.append(
-            f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
+            f"| {name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
             f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} | {format_cost(row.teacher)} |"
         )
     if any(row.best_selected_on != "val" for row in rows):
@@ -146,6 +149,8 @@ def format_markdown(
             'Without a validation split (DATASET.VAL_FRACTION 0) "best" is the best test epoch, as the '
             "official code reported: optimistic; prefer the last-epoch column or a validation split for claims.",
         ]
+    for note in health_notes:
+        lines += ["", note]
     published = [row for row in rows if row.published]
     if published:
         lines += _published_markdown(published)
@@ -200,6 +205,7 @@ CSV_COLUMNS = (
     "teacher_tokens_processed",
     "teacher_seconds",
     "teacher_cost_note",
+    "health_findings",  # per run with training-health findings: "seed: check;check" (makd/analysis/run_health.py)
 )
 
 
@@ -235,6 +241,7 @@ def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
                 row.student,
                 "; ".join(f"{f.source}:{f.method}={f.top1}" for f in row.published),
                 *cost_columns(row.teacher),
+                " ".join(f"{run.seed}:{runs_column(run)}" for run in row.runs if runs_column(run)),
             ]
         )
     return out.getvalue()
@@ -256,6 +263,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
             "train_seconds",
             "run_dir",
             "teacher_cost",
+            "health_findings",
         )
     )
     for row in rows:
@@ -271,6 +279,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
                     f"{run.summary.get('train_seconds', 0.0):.1f}",
                     str(run.path),
                     format_cost(teacher_cost(run)),
+                    runs_column(run),
                 ]
             )
     return out.getvalue()
