@@ -209,8 +209,8 @@ class TrainingHealth:
     ) -> None:
         key = self.weight_keys.get(term, "")
         weight = f"lower {key} (now {config_value(self.cfg, key)}) or SOLVER.LR" if key else "lower its weight"
-        bound = (self.notes or {}).get("stable_below", {}).get(key)
-        if bound is not None and math.isfinite(bound):
+        bound, now = (self.notes or {}).get("stable_below", {}).get(key), config_value(self.cfg, key)
+        if bound is not None and isinstance(now, (int, float)) and now > bound:  # the method's own stability limit
             weight += f"; at SOLVER.LR {self.cfg.SOLVER.LR:g} it trains below about {bound:.3g}"
         times = f"{ratio:.1f}x the class terms'" if math.isfinite(ratio) else "while the class terms have none"
         finding = Finding(
