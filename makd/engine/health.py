@@ -15,8 +15,8 @@ first steps (HEALTH.GRAD_STEPS)
                           other term) at each of these steps, nothing at the others.
 after HEALTH.AFTER_EPOCHS epochs (classification)
     class_loss_at_chance  the epoch's mean class cross-entropy (unweighted) within HEALTH.CHANCE_MARGIN (either side)
-                          of the entropy of the training labels (ln C for balanced classes): the prediction of a
-                          student that has learned nothing about the images
+                          of the entropy of the training labels (ln C for balanced classes), the prediction of a
+                          student that has learned nothing about the images; or above it with top-1 at chance
     train_top1_at_chance  training top-1 not above chance: the largest class share + 3 binomial standard errors
 any task
     loss_flat             the train loss over HEALTH.FLAT_EPOCHS epochs spans less than HEALTH.FLAT_TOLERANCE of its
@@ -267,9 +267,13 @@ class TrainingHealth:
             return
         loss = counts["class_loss"] / samples
         entropy = chance["class_loss"]
-        # at chance, not merely above it: a student copying a teacher's T = 4 logits (KD's 0.9 x KL, 0.1 x CE) first
-        # climbs above ln C while its top-1 rises; a dead one sits on it (uniform output: exactly the entropy)
-        if abs(loss - entropy) <= self.cfg.HEALTH.CHANCE_MARGIN * entropy:
+        top1 = 100.0 * counts["correct"] / samples
+        limit = chance_top1(chance["largest_share"], samples)
+        # On the entropy (a dead student's uniform output sits exactly there), or above it with top-1 at chance (labels
+        # that do not fit the images). Above it with top-1 rising is learning: a student copying a teacher's T = 4
+        # logits (KD's 0.9 x KL next to 0.1 x CE) first climbs well above ln C.
+        on_it = abs(loss - entropy) <= self.cfg.HEALTH.CHANCE_MARGIN * entropy
+        if on_it or (loss > entropy and top1 <= limit):
             self._add(
                 Finding(
                     "class_loss_at_chance",
@@ -282,8 +286,6 @@ class TrainingHealth:
                     key=self._heaviest_key(),
                 )
             )
-        top1 = 100.0 * counts["correct"] / samples
-        limit = chance_top1(chance["largest_share"], samples)
         if top1 <= limit:
             self._add(
                 Finding(
