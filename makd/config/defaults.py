@@ -225,8 +225,9 @@ _C.HEALTH.GRAD_STEPS = [0, 1, 2, 4, 8, 16, 32]
 # stay below it (docs/health.md: largest measured ratio per method); LaViD at lambda 10 and lr 0.05 passes 50.
 _C.HEALTH.GRAD_FACTOR = 10.0
 _C.HEALTH.AFTER_EPOCHS = 2  # the epoch checks (class loss / top-1 at chance, mAP at 0, a flat loss) start here
-# "At chance": the epoch's mean class cross-entropy within (1 +- this) x the entropy of the training labels (ln C when
-# balanced), or above it with training top-1 at chance: not above the largest class share + 3 binomial standard errors.
+# "At chance": training top-1 not above the largest class share + 3 binomial standard errors; the class loss is at
+# chance when, with such a top-1, the epoch's mean class cross-entropy is >= (1 - this) x the entropy of the training
+# labels (ln C when balanced).
 _C.HEALTH.CHANCE_MARGIN = 0.01
 _C.HEALTH.FLAT_EPOCHS = 3  # "stopped moving": the train loss over this many epochs spans less than
 _C.HEALTH.FLAT_TOLERANCE = 0.002  # this fraction of its mean, while the lr is >= half its peak

@@ -14,9 +14,9 @@ first steps (HEALTH.GRAD_STEPS)
                           Measuring costs one extra backward pass per measured term (the class terms' sum and each
                           other term) at each of these steps, nothing at the others.
 after HEALTH.AFTER_EPOCHS epochs (classification)
-    class_loss_at_chance  the epoch's mean class cross-entropy (unweighted) within HEALTH.CHANCE_MARGIN (either side)
-                          of the entropy of the training labels (ln C for balanced classes), the prediction of a
-                          student that has learned nothing about the images; or above it with top-1 at chance
+    class_loss_at_chance  the epoch's mean class cross-entropy (unweighted) at (within HEALTH.CHANCE_MARGIN) or above
+                          the entropy of the training labels (ln C for balanced classes), the prediction of a student
+                          that has learned nothing about the images, while its top-1 is at chance (below)
     train_top1_at_chance  training top-1 not above chance: the largest class share + 3 binomial standard errors
 any task
     loss_flat             the train loss over HEALTH.FLAT_EPOCHS epochs spans less than HEALTH.FLAT_TOLERANCE of its
@@ -269,11 +269,11 @@ class TrainingHealth:
         entropy = chance["class_loss"]
         top1 = 100.0 * counts["correct"] / samples
         limit = chance_top1(chance["largest_share"], samples)
-        # On the entropy (a dead student's uniform output sits exactly there), or above it with top-1 at chance (labels
-        # that do not fit the images). Above it with top-1 rising is learning: a student copying a teacher's T = 4
-        # logits (KD's 0.9 x KL next to 0.1 x CE) first climbs well above ln C.
-        on_it = abs(loss - entropy) <= self.cfg.HEALTH.CHANCE_MARGIN * entropy
-        if on_it or (loss > entropy and top1 <= limit):
+        # On the entropy (a dead student's uniform output sits exactly there) or above it (labels that do not fit the
+        # images), with a top-1 at chance. With top-1 above chance the student learns, whatever its loss: copying a
+        # teacher's T = 4 logits (KD's 0.9 x KL next to 0.1 x CE) it first climbs above ln C and crosses it coming back.
+        at_or_above = loss >= (1.0 - self.cfg.HEALTH.CHANCE_MARGIN) * entropy
+        if at_or_above and top1 <= limit:
             self._add(
                 Finding(
                     "class_loss_at_chance",
