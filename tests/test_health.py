@@ -118,7 +118,9 @@ def test_report_and_plots_mark_the_collapsed_run(runs, tmp_path, capsys):
         report.main([str(runs["lavid"]), str(runs["baseline"]), "--reference", "baseline", "--out", str(tmp_path)]) == 0
     )
     table = (tmp_path / "results.md").read_text()
-    assert f"| lavid {MARK}1 | 1 |" in table and "| baseline |" in table
+    lavid_row = next(line for line in table.splitlines() if line.startswith("| lavid | 1 | 0 |"))
+    assert lavid_row.split(" | ")[3:5] == [f"6.25 {MARK}1", f"6.25 {MARK}1"]  # its last and best test top-1, marked
+    assert MARK not in next(line for line in table.splitlines() if line.startswith("| baseline |"))
     note = next(line for line in table.splitlines() if line.startswith(f"{MARK}1"))
     assert "**lavid**: 1 of 1 runs" in note and "class loss" in note and "at chance" in note and "loss_lavid" in note
     runs_csv = {row["condition"]: row for row in csv.DictReader((tmp_path / "runs.csv").open())}
@@ -139,7 +141,7 @@ def test_table_marks_count_runs_and_name_each_finding(runs):
     rows, reference = summarise(groups, "baseline")
     marks, notes = table_marks(rows)
     assert marks == {"lavid": f" {MARK}1"} and len(notes) == 1
-    assert format_markdown(rows, reference).count(MARK) == 2  # the row and its note
+    assert format_markdown(rows, reference).count(MARK) == 3  # its last and best cells, and its note
     assert "health_findings" in format_csv(rows, reference).splitlines()[0]
     assert format_runs_csv(rows).splitlines()[0].endswith(",health_findings")
     assert brief({"check": "gradient_share", "term": "loss_x", "step": 2, "numbers": {"ratio": 42.4}}) == (

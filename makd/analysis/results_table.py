@@ -136,11 +136,11 @@ def format_markdown(
         f"| Δ best vs {reference} [{level} % CI] | teacher cost |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    health_marks, health_notes = table_marks(rows)  # a run with training-health findings is never unmarked
+    health_marks, health_notes = table_marks(rows)  # a number from a run with training-health findings is marked
     for row in rows:
-        name = row.name + health_marks.get(row.name, "")
+        last, best = (_pm(value) + health_marks.get(row.name, "") for value in (row.last, row.best))
         lines.append(
-            f"| {name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
+            f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {last} | {best} "
             f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} | {format_cost(row.teacher)} |"
         )
     if any(row.best_selected_on != "val" for row in rows):

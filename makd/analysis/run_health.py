@@ -1,6 +1,6 @@
-"""The training-health findings of runs (makd/engine/health.py) where results are read: a mark on every table
-row and plot label of a run that has one, and a note naming each finding, so a run that learned nothing never sits
-in a table unmarked.
+"""The training-health findings of runs (makd/engine/health.py) where results are read: a mark on the numbers and
+plot labels of a run that has one, and a note naming each finding, so a run that learned nothing never sits in a
+table unmarked.
 
 Findings come from summary.json's `health` (a finished run) or, for an unfinished run, from its metrics.jsonl rows.
 This module reads JSON only (no torch): tools/report.py imports no training code.
@@ -16,7 +16,7 @@ from typing import Any
 
 from makd.analysis.run_folders import RunResult
 
-MARK = "⚠"  # after a table's condition name, with the number of its note: "lavid ⚠1"
+MARK = "⚠"  # after a table's test-metric cells, with the number of its note: "6.25 ⚠1"
 DOC = "docs/health.md"
 
 
