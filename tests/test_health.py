@@ -229,7 +229,7 @@ def test_a_detector_whose_boxes_never_reach_training_is_named(tmp_path, capsys):
         annotation["iscrowd"] = 1
     (demo / "crowd_train.json").write_text(json.dumps(instances))
 
-    def run(out: Path, train_json: str) -> dict:
+    def run(out: Path, train_json: str, epochs: int = 1) -> dict:
         args = [str(REPO / "configs" / "demo_detection" / "baseline.yaml"), "OUTPUT_DIR", str(out)]
         args += ["DATASET.TRAIN_IMAGE_PATH", str(demo / "train"), "DATASET.TEST_IMAGE_PATH", str(demo / "test")]
         args += [
@@ -239,14 +239,28 @@ def test_a_detector_whose_boxes_never_reach_training_is_named(tmp_path, capsys):
             str(demo / "instances_test.json"),
         ]
         args += ["DATASET.ASPECT_JSON", "", "DATASET.TEST_ASPECT_JSON", "", "DATASET.QUESTIONS", ""]
-        args += ["SOLVER.EPOCHS", "1", "SOLVER.BATCH_SIZE", "4", "SOLVER.WARMUP_EPOCHS", "0"]
+        args += ["SOLVER.EPOCHS", str(epochs), "SOLVER.BATCH_SIZE", "4", "SOLVER.WARMUP_EPOCHS", "0"]
         assert our_train.main(args) == 0
         return json.loads((out / "summary.json").read_text())["health"]
 
-    broken = run(tmp_path / "crowd", "crowd_train.json")
-    finding = next(f for f in broken["findings"] if f["check"] == "zero_positives")
-    assert finding["epoch"] == 1 and finding["key"] == "DETECTION.TRAIN_JSON"
+    broken = run(tmp_path / "crowd", "crowd_train.json", epochs=2)
+    found = {f["check"]: f for f in broken["findings"]}
+    assert found["zero_positives"]["epoch"] == 1 and found["zero_positives"]["key"] == "DETECTION.TRAIN_JSON"
+    assert found["map_zero"]["epoch"] == 2 and found["map_zero"]["numbers"]["evaluations"] == 2  # nothing detected
     assert "no positive proposal" in capsys.readouterr().err
-    assert [m["class_terms"] for m in broken["first_steps"]] == ["loss_classifier"] * 2  # 2 steps per epoch
+    assert [m["class_terms"] for m in broken["first_steps"]] == ["loss_classifier"] * 3  # steps 0, 1, 2
     healthy = run(tmp_path / "boxes", "instances_train.json")
     assert "zero_positives" not in {f["check"] for f in healthy["findings"]}
+
+
+def test_a_learning_rate_that_moves_nothing_gives_a_flat_loss(demo, tmp_path):
+    """SOLVER.LR 1e-8 (a typo's size) at a constant schedule, without augmentation: the epoch's loss repeats itself."""
+    out = tmp_path / "flat"
+    fixed = ["SOLVER.LR", "1e-8", "SOLVER.SCHEDULER", "multistep", "DATASET.AUGMENT.CROP", "resize"]
+    assert our_train.main(_args(demo, out, *fixed, "DATASET.AUGMENT.HFLIP", "False")) == 0
+    found = {f["check"]: f for f in json.loads((out / "summary.json").read_text())["health"]["findings"]}
+    flat = found["loss_flat"]
+    assert flat["epoch"] == 3 and flat["numbers"]["relative_spread"] < 0.002 and flat["key"] == "SOLVER.LR"
+    losses = [row["train_loss"] for row in _rows(out)]
+    assert (max(losses) - min(losses)) / (sum(losses) / 3) == pytest.approx(flat["numbers"]["relative_spread"])
+    assert found["class_loss_at_chance"]["epoch"] == 2  # the untrained student is at chance too
