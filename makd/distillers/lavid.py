@@ -38,7 +38,9 @@ def add_lavid_config(cfg: CN) -> None:
     cfg.LaViD.CLASS_TARGETS = ""
     # Optional map of dataset class -> file class (JSON object, or lines `dataset class<TAB>file class`).
     cfg.LaViD.CLASS_MAP = ""
-    # lambda, the MSE weight. LaViD's ResNet18 values: CUB 40, Caltech 20, Flowers 50, Aircraft 50, Pets 50, Cars 40.
+    # lambda, the MSE weight. LaViD's ResNet18 values: CUB 40, Caltech 20, Flowers 50, Aircraft 50, Pets 50, Cars 40,
+    # set for its K = 250 targets (50 x 5) at lr 0.01 and batch 16. The largest lambda that trains scales with K / lr
+    # (the MSE is a mean over K): about 140 there, 7.7 for the demo's K = 16 at lr 0.05 (docs/health.md).
     cfg.LaViD.LAMBDA = 50.0
     cfg.LaViD.CE_WEIGHT = 1.0  # weight of the class cross-entropy
 
