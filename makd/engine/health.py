@@ -124,6 +124,40 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def zero_positives_finding(epoch: int, counts: dict[str, float]) -> Finding | None:
+    """A detection epoch whose box head sampled no positive proposal (`counts`: the task's health counts summed over
+    the epoch). The readers refuse a training file without a usable box; this catches what still gets through."""
+    if counts.get("positive_samples", 1.0) != 0:
+        return None
+    return Finding(
+        "zero_positives",
+        epoch,
+        f"in epoch {epoch} the box head sampled no positive proposal over {counts.get('images', 0):.0f} training "
+        f"images ({counts.get('gt_boxes', 0):.0f} ground-truth boxes): no box reaches training; check "
+        "DETECTION.TRAIN_JSON (image ids, category ids, box coordinates in pixels)",
+        {"positive_samples": 0.0, "gt_boxes": counts.get("gt_boxes", 0.0)},
+        key="DETECTION.TRAIN_JSON",
+    )
+
+
+def map_zero_finding(epoch: int, rows: list[dict], after_epochs: int) -> Finding | None:
+    """From epoch `after_epochs` on, a split (val first) whose every evaluated mAP so far is 0: nothing detected."""
+    if epoch < after_epochs:
+        return None
+    for split in ("val", "test"):
+        values = [r[f"{split}_map"] for r in rows if f"{split}_map" in r]
+        if values and max(values) == 0.0:
+            return Finding(
+                "map_zero",
+                epoch,
+                f"after epoch {epoch} the {split} mAP is still 0 at every evaluation ({len(values)}): the detector "
+                "finds no box; check the training boxes and categories, and SOLVER.LR",
+                {f"{split}_map": 0.0, "evaluations": float(len(values))},
+                key="SOLVER.LR",
+            )
+    return None
+
+
 def _norm(grads: Iterable[torch.Tensor | None]) -> float:
     return math.sqrt(sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None))
 
@@ -299,34 +333,12 @@ class TrainingHealth:
             )
 
     def _detection_checks(self, epoch: int, rows: list[dict], counts: dict[str, float]) -> None:
-        if "positive_samples" in counts and counts["positive_samples"] == 0:
-            self._add(
-                Finding(
-                    "zero_positives",
-                    epoch,
-                    f"in epoch {epoch} the box head sampled no positive proposal over {counts.get('images', 0):.0f} "
-                    f"training images ({counts.get('gt_boxes', 0):.0f} ground-truth boxes): no box reaches training; "
-                    "check DETECTION.TRAIN_JSON (image ids, category ids, box coordinates in pixels)",
-                    {"positive_samples": 0.0, "gt_boxes": counts.get("gt_boxes", 0.0)},
-                    key="DETECTION.TRAIN_JSON",
-                )
-            )
-        if epoch < self.cfg.HEALTH.AFTER_EPOCHS:
-            return
-        for split in ("val", "test"):
-            values = [r[f"{split}_map"] for r in rows if f"{split}_map" in r]
-            if values and max(values) == 0.0:
-                self._add(
-                    Finding(
-                        "map_zero",
-                        epoch,
-                        f"after epoch {epoch} the {split} mAP is still 0 at every evaluation ({len(values)}): the "
-                        "detector finds no box; check the training boxes and categories, and SOLVER.LR",
-                        {f"{split}_map": 0.0, "evaluations": float(len(values))},
-                        key="SOLVER.LR",
-                    )
-                )
-                return
+        for finding in (
+            zero_positives_finding(epoch, counts),
+            map_zero_finding(epoch, rows, self.cfg.HEALTH.AFTER_EPOCHS),
+        ):
+            if finding is not None:
+                self._add(finding)
 
     def _flat_check(self, epoch: int, rows: list[dict]) -> None:
         window = self.cfg.HEALTH.FLAT_EPOCHS
