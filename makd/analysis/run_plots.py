@@ -9,6 +9,7 @@ from pathlib import Path
 
 from makd.analysis.plots import agreement_bars, question_heatmaps, training_curves, tsne_embedding, tsne_panels
 from makd.analysis.run_folders import RunFolderError
+from makd.analysis.run_health import folder_findings, label_suffix
 from makd.analysis.run_inference import compute_aspect_metrics, load_run, predict, teacher_split
 from makd.formats.questions import read_questions
 
@@ -91,6 +92,8 @@ def draw_all(
     """Draw the asked figures into `out_dir`: curves of every run, t-SNE of `tsne_runs` (default the first two),
     aspect plots of `aspect_run` (default the first run with an aspect head)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # a run with training-health findings says so in every legend and title it appears in
+    labels = [label + label_suffix(folder_findings(run_dir)) for label, run_dir in zip(labels, run_dirs)]
     paths: list[Path] = []
     if "curves" in what:
         paths.append(plot_curves(run_dirs, labels, out_dir))

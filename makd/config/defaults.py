@@ -230,6 +230,37 @@ _C.LOG.SAVE_CHECKPOINT_FREQ = 40  # also keep epoch_<n>.pth every this many epoc
 _C.LOG.WANDB = False  # log to Weights & Biases (needs `pip install wandb`); off by default
 _C.LOG.EVAL_FREQ = 1  # (new) evaluate every this many epochs (and always on the last)
 
+# (new) Training-health checks (makd/engine/health.py, docs/health.md): a run that learns nothing says so. Each finding
+# is one warning line when it happens, an entry of `health` in summary.json (and in its epoch's metrics.jsonl row);
+# tools/report.py, tools/study.py and the plots mark the runs that have one.
+_C.HEALTH = CN()
+_C.HEALTH.ENABLED = True  # off: no check, no extra backward pass, summary.json says "checked": false
+# Optimizer steps (0-based, from the start of the run) at which each loss term's size and gradient norm on the layers
+# the terms share are measured: one extra backward pass per measured term (the class term and each weighted
+# auxiliary term) at each of these steps. A collapse shows within a few steps (docs/health.md), so a few suffice.
+_C.HEALTH.GRAD_STEPS = [0, 1, 2, 4, 8, 16, 32]
+# A term whose gradient norm exceeds this x the class term's is named, with its weight key. Healthy shipped configs
+# stay below it (docs/health.md: largest measured ratio per method); LaViD at lambda 10 and lr 0.05 passes 50.
+_C.HEALTH.GRAD_FACTOR = 10.0
+_C.HEALTH.AFTER_EPOCHS = 2  # the epoch checks (class loss / top-1 at chance, mAP at 0, a flat loss) start here
+# "At chance": training top-1 not above the largest class share + 3 binomial standard errors; the class loss is at
+# chance when, with such a top-1, the epoch's mean class cross-entropy is >= (1 - this) x the entropy of the training
+# labels (ln C when balanced).
+_C.HEALTH.CHANCE_MARGIN = 0.01
+_C.HEALTH.FLAT_EPOCHS = 3  # "stopped moving": the train loss over this many epochs spans less than
+_C.HEALTH.FLAT_TOLERANCE = 0.002  # this fraction of its mean, while the lr is >= half its peak
+# Findings that stop the run (a one-line error, exit code 2; the last finished epoch's latest.pth is kept), for job
+# arrays: names of HEALTH_CHECKS, or "any".
+_C.HEALTH.STOP_ON = []
+HEALTH_CHECKS = (
+    "gradient_share",
+    "class_loss_at_chance",
+    "train_top1_at_chance",
+    "loss_flat",
+    "zero_positives",
+    "map_zero",
+)
+
 
 def get_cfg() -> CN:
     """A fresh copy of the defaults (never the shared global), with every registered method's key group."""
@@ -487,6 +518,7 @@ def check_cfg(cfg: CN) -> None:
     if cfg.NUM_THREADS < 0:
         raise ConfigError(f"NUM_THREADS must be >= 0 (0 = auto), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)
+    check_health_cfg(cfg)
     if cfg.TASK == "detection":
         check_detection_cfg(cfg)
     train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
@@ -653,3 +685,25 @@ def check_detection_cfg(cfg: CN) -> None:
             "DATASET.ASPECT_JSON_FLIP is not supported for TASK detection (mirrored items use MaKD.FLIP_POLICY); "
             "leave it empty"
         )
+
+
+def check_health_cfg(cfg: CN) -> None:
+    """The HEALTH keys: known finding names in STOP_ON, steps >= 0, factors and tolerances in range."""
+    h = cfg.HEALTH
+    unknown = [name for name in h.STOP_ON if name not in HEALTH_CHECKS + ("any",)]
+    if unknown:
+        raise ConfigError(
+            f"HEALTH.STOP_ON names {unknown[0]!r}, not a training-health check; use any of {', '.join(HEALTH_CHECKS)} "
+            "or 'any'"
+        )
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in h.GRAD_STEPS):
+        raise ConfigError(f"HEALTH.GRAD_STEPS must be optimizer steps >= 0 (like [0, 1, 2]), got {list(h.GRAD_STEPS)}")
+    for key, ok, rule in (
+        ("GRAD_FACTOR", h.GRAD_FACTOR > 0, "> 0"),
+        ("AFTER_EPOCHS", h.AFTER_EPOCHS >= 1, ">= 1"),
+        ("CHANCE_MARGIN", 0 <= h.CHANCE_MARGIN < 1, "in [0, 1)"),
+        ("FLAT_EPOCHS", h.FLAT_EPOCHS >= 2, ">= 2"),
+        ("FLAT_TOLERANCE", h.FLAT_TOLERANCE >= 0, ">= 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"HEALTH.{key} must be {rule}, got {h[key]}")
