@@ -1,7 +1,7 @@
 """The shipped configs' loss weights train at the shipped configs' own learning rates (issue 25, items 2 and 3).
 
-Every shipped classification config with an auxiliary or teacher term (LaViD, MaKD, the KD family) is grouped by
-what decides whether its weights train: the method, the input family (CIFAR-style or ImageNet-style), the learning
+Every shipped classification config with an auxiliary or teacher term (LaViD, MaKD, the KD family and MLKD) is grouped
+by what decides whether its weights train: the method, the input family (CIFAR-style or ImageNet-style), the learning
 rate, the batch size and the momentum. Each group runs once, with the heaviest weights any of its configs ships
 (LaViD's lambda per target: lambda / K), for 3 epochs (6 for the CIFAR-style KD) on a demo-sized set: 16 classes x 16
 images of 32 px; the ImageNet family's ResNet18 and the CIFAR family's resnet8x4 both at 32 px (the test's budget;
@@ -46,6 +46,7 @@ WEIGHTS = {
     "KD": lambda cfg: (cfg.KD.LOSS.KD_WEIGHT / cfg.KD.LOSS.CE_WEIGHT, cfg.KD.TEMPERATURE),
     "DKD": lambda cfg: (cfg.DKD.ALPHA / cfg.DKD.CE_WEIGHT, cfg.DKD.BETA / cfg.DKD.CE_WEIGHT),
     "MaKD_KD": lambda cfg: (cfg.MaKD.ALPHA / cfg.MaKD.CE_WEIGHT, cfg.KD.LOSS.KD_WEIGHT / cfg.MaKD.CE_WEIGHT),
+    "MLKD": lambda cfg: (cfg.MLKD.KD_WEIGHT / cfg.MLKD.CE_WEIGHT, max(cfg.MLKD.TEMPERATURES)),
 }
 # the run's student and crop per input family (the shipped students differ within a group; these two are the paper's
 # and the demo's; the CIFAR family's crop is what DATASET.TYPE cifar100 sets, makd.config.defaults)
@@ -68,14 +69,24 @@ def shipped_groups() -> dict[tuple, list[tuple[tuple, Path]]]:
     return dict(groups)
 
 
-def representatives() -> list[tuple[tuple, Path]]:
+# Groups whose shipped weights are known not to train on this set: the test runs them and expects the failure (strict,
+# so a fix shows as an unexpected pass). MLKD at its repository's lr 0.025, CE 0.1 / KD 0.9 over 5 temperatures, two
+# views and three levels: its terms' gradients reach 125-250x the class loss's at the first steps, the loss climbs to
+# 775 in epoch 1 and the student stays at chance for 6 epochs (the health checks say so in the run's output);
+# docs/health.md, "MLKD on the demo-sized set".
+KNOWN_NOT_TRAINING = {("MLKD", "cifar"): "MLKD's shipped weights leave the class loss at chance on 16 x 16 images"}
+
+
+def representatives() -> list:
     """Each group's config with the heaviest weights; every other member's weights are at most its, term by term."""
     chosen = []
     for key, members in shipped_groups().items():
         weights, path = max(members, key=lambda member: member[0])
         for other, other_path in members:
             assert all(a <= b for a, b in zip(other, weights)), f"{other_path} is heavier than {path} in a term"
-        chosen.append((key, path))
+        known = KNOWN_NOT_TRAINING.get(key[:2])
+        marks = [pytest.mark.xfail(strict=True, reason=known)] if known else []
+        chosen.append(pytest.param(key, path, marks=marks))
     return chosen
 
 
@@ -84,7 +95,7 @@ def test_every_family_is_grouped_and_lavid_keeps_its_published_lambda_at_lr_001(
     lavid = {key: members for key, members in groups.items() if key[0] == "LaViD" and key[1] == "imagenet"}
     assert list(lavid) == [("LaViD", "imagenet", 0.01, 16, 0.9)]  # LaViD's own recipe: lr 0.01, batch 16
     assert max(w for w, _ in next(iter(lavid.values()))) == (50.0 / 250,)  # its largest ResNet18 lambda, K = 250
-    assert {key[0] for key in groups} >= {"LaViD", "MaKD", "KD", "DKD", "MaKD_KD"}
+    assert {key[0] for key in groups} >= {"LaViD", "MaKD", "KD", "DKD", "MaKD_KD", "MLKD"}
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +154,10 @@ def test_shipped_weights_leave_ln_c_at_their_learning_rate(key, config, data, te
     if method == "LaViD":  # a file of the K the config is shipped for
         targets = data["class_teacher"] if lavid_targets_per_class(load_cfg(str(config))) == 16 else data["choice"]
         args += ["LaViD.CLASS_TARGETS", str(targets)]
-    if method in ("KD", "DKD", "MaKD_KD"):
+    if method in ("KD", "DKD", "MaKD_KD", "MLKD"):
         args += ["DISTILLER.TEACHER", "resnet8x4", "DISTILLER.TEACHER_CHECKPOINT", str(teacher)]
-    if (method, family) == ("KD", "cifar"):  # CE weight 0.1: the class loss climbs above ln C, crosses it at epoch 3
-        args += ["SOLVER.EPOCHS", "6"]
+    if (method, family) in (("KD", "cifar"), ("MLKD", "cifar")):  # CE weight 0.1: the class loss climbs above ln C
+        args += ["SOLVER.EPOCHS", "6"]  # first, crosses it at epoch 3
     assert our_train.main(args) == 0
     cfg = load_cfg(str(config), args[1:])
     assert (cfg.SOLVER.LR, cfg.SOLVER.BATCH_SIZE) == key[2:4]  # the shipped learning rate and batch, unchanged
@@ -162,6 +173,9 @@ def test_shipped_weights_leave_ln_c_at_their_learning_rate(key, config, data, te
 
 
 def _ce_weight(cfg) -> float:
+    """What train_loss_ce is a multiple of the mean class loss by (MLKD sums its weak and strong views' CE)."""
+    if cfg.DISTILLER.TYPE == "MLKD":
+        return 2 * cfg.MLKD.CE_WEIGHT
     return {"LaViD": cfg.LaViD.CE_WEIGHT, "KD": cfg.KD.LOSS.CE_WEIGHT, "DKD": cfg.DKD.CE_WEIGHT}.get(
         cfg.DISTILLER.TYPE, cfg.MaKD.CE_WEIGHT
     )
