@@ -3,8 +3,12 @@ one; the old 0-based flip lists are read where their evidence says so and refuse
 
 from __future__ import annotations
 
-import pytest
+import logging
 
+import pytest
+from test_augmentation import cfg_of, data_dir  # noqa: F401  (data_dir is a fixture: Q = 3 questions)
+
+from makd.data.build import build_data
 from makd.errors import ConfigError
 from makd.formats.question_numbers import (
     AspectColumns,
@@ -15,6 +19,9 @@ from makd.formats.question_numbers import (
     read_number_lists,
     tag,
 )
+from makd.formats.questions import write_questions
+
+QUESTIONS = ["Is it red?", "Is the head on the left?", "Is the head on the right?"]
 
 
 def test_ranges_labels_and_tags_count_from_one():
@@ -66,3 +73,24 @@ def test_the_migration_rule_reads_unambiguous_lists_and_refuses_the_rest(lists, 
     read = read_number_lists(lists, q, "")
     assert read.positions == expected
     assert (note in read.warning) if note else read.warning == ""
+
+
+def test_flip_keys_and_sidecar_are_read_by_their_own_evidence_in_training(data_dir, caplog):  # noqa: F811
+    questions = data_dir / "q.txt"
+    write_questions(questions, QUESTIONS, meta={"flip_sensitive": [0], "flip_mirror": [[1, 2]]})  # old sidecar
+    with caplog.at_level(logging.WARNING):
+        data = build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(questions), "MaKD.FLIP_POLICY", "mirror"))
+    views = data.recipe["views"]
+    assert views["flip_sensitive"] == ["q1", "q2", "q3"] and views["flip_mirror"] == [["q2", "q3"]]
+    assert "q.txt.meta.json: flip_sensitive [0] and flip_mirror [[1, 2]] counts questions from 0" in caplog.text
+    # the config's own list is judged on its own: [2] in a 3-question file cannot be told apart
+    with pytest.raises(ConfigError, match=r"^MaKD.FLIP_SENSITIVE \[2\]: bare numbers without 0 or 3"):
+        build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(questions), "MaKD.FLIP_SENSITIVE", "[2]"))
+    write_questions(questions, QUESTIONS, meta={"flip_sensitive": [2]})
+    with pytest.raises(ConfigError, match=r"q.txt.meta.json: flip_sensitive \[2\]: bare numbers without 0 or 3"):
+        build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(questions)))
+    write_questions(questions, QUESTIONS, meta={"flip_mirror": [["q2", "q3"]]})
+    data = build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(questions), "MaKD.FLIP_SENSITIVE", "[3, 1]"))
+    assert data.recipe["views"]["flip_sensitive"] == ["q1", "q2", "q3"]  # [3, 1] holds Q: 1-based
+    with pytest.raises(ConfigError, match=r"MaKD.FLIP_MIRROR: 'q2' is not a pair"):
+        build_data(cfg_of(data_dir, "MaKD.FLIP_MIRROR", "[q2, q3]"))

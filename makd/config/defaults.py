@@ -165,10 +165,10 @@ _C.MaKD.TEMPERATURE = 1.0  # target p -> sigmoid(logit(p) / T): T > 1 softens, T
 _C.MaKD.TARGETS = "teacher"
 # (new) Target-aware views (makd/data/views.py). The teacher answered the whole, unflipped image; on a
 # mirrored training view the answer to "Is the head on the left?" is wrong. Flip-sensitive questions
-# (0-based positions in the questions file) come from this list, from "flip_sensitive": [...] in the
-# sidecar of DATASET.QUESTIONS, and from the members of every mirror pair.
+# (question numbers "q4", q1 = the first line of the questions file; old 0-based lists: docs/files.md) come from
+# this list, from "flip_sensitive": [...] in the sidecar of DATASET.QUESTIONS, and from every mirror pair.
 _C.MaKD.FLIP_SENSITIVE = []
-_C.MaKD.FLIP_MIRROR = []  # pairs [[i, j], ...] of questions that swap under a flip (left <-> right); also sidecar
+_C.MaKD.FLIP_MIRROR = []  # pairs [["q4", "q5"], ...] of questions that swap under a flip (left <-> right); also sidecar
 # On a mirrored view: "mask" (flip-sensitive targets leave the BCE for that sample), "mirror" (declared pairs
 # swap their targets, other flip-sensitive ones are masked) or "keep" (targets as they are: the official
 # code). With DATASET.ASPECT_JSON_FLIP (and MaKD.TARGETS teacher), mirrored views use those rows instead.
