@@ -231,11 +231,14 @@ def test_wrong_aspect_width(release_dataset, capsys):
     [
         (
             lambda rows: json.dumps({**rows, "Bengal_2_0": [math.nan] * 5}),
-            "row 'Bengal_2_0' value 0 is nan, not a finite",
+            "row 'Bengal_2_0' question 1 is nan, not a finite",
         ),
         (lambda rows: json.dumps(list(rows.values())), "expected a JSON object {image_id: [p_1, ..., p_Q]}, got list"),
         (lambda rows: json.dumps(rows)[:-20], "not valid JSON"),
-        (lambda rows: json.dumps({**rows, "Bengal_2_0": [1.5] * 5}), "row 'Bengal_2_0' value 0 is 1.5, outside [0, 1]"),
+        (
+            lambda rows: json.dumps({**rows, "Bengal_2_0": [1.5] * 5}),
+            "row 'Bengal_2_0' question 1 is 1.5, outside [0, 1]",
+        ),
     ],
     ids=["nan", "list", "cut", "out_of_range"],
 )

@@ -56,7 +56,7 @@ def test_official_release_layout_trains_from_official_yaml(release_dataset):
         assert (out / name).exists(), name
     # per-question metrics of the final student against the teacher's training rows (evaluation view)
     metrics = json.loads((out / "aspect_metrics.json").read_text())["splits"]["train"]
-    assert [q["index"] for q in metrics["questions"]] == list(range(5))
+    assert [q["number"] for q in metrics["questions"]] == [1, 2, 3, 4, 5]  # counted from 1, as the questions file
     teacher = json.loads(release_dataset["aspects"].read_text())
     first_mean = sum(row[0] for row in teacher.values()) / len(teacher)
     assert metrics["questions"][0]["teacher_mean"] == pytest.approx(first_mean, abs=1e-6)

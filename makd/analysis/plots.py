@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from makd.analysis.aspect_metrics import json_safe
+from makd.analysis.aspect_metrics import entry_label, json_safe
 from makd.atomic_files import atomic_write, atomic_write_json, atomic_write_text
 
 LABEL_CHARS = 48  # question texts are cut to this many characters on an axis (the JSON keeps them whole)
@@ -41,8 +41,8 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
 
 
-def _short(text: str | None, index: int) -> str:
-    label = f"q{index:02d}"
+def _short(text: str | None, label: str) -> str:
+    """ "q3 Is it red?" (the text cut to LABEL_CHARS), or the label alone."""
     if not text:
         return label
     text = text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
@@ -205,15 +205,17 @@ def question_heatmaps(
     questions: Sequence[str] | None,
     out_dir: str | os.PathLike,
     title: str = "",
+    question_labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """question_correlation.png and class_mean_answers.png (+ .json each) from aspect rows [N, Q] with labels [N]."""
+    """question_correlation.png and class_mean_answers.png (+ .json each) from aspect rows [N, Q] with labels [N];
+    `question_labels` name the columns ("q1", ...; default: column i is question i + 1)."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     rows = np.isfinite(aspects).all(axis=1)
     aspects, labels = np.asarray(aspects)[rows], np.asarray(labels)[rows]
     q = aspects.shape[1]
-    names = [_short(questions[i] if questions else None, i) for i in range(q)]
-    ticks = [f"q{i:02d}" for i in range(q)]
+    ticks = list(question_labels) if question_labels is not None else [f"q{i + 1}" for i in range(q)]
+    names = [_short(questions[i] if questions else None, ticks[i]) for i in range(q)]
     corr = answer_correlation(aspects)
     side = max(6.0, 0.32 * q + 4)
     fig, ax = plt.subplots(figsize=(side + 3, side))
@@ -230,7 +232,8 @@ def question_heatmaps(
     _save(fig, paths["correlation"])
     atomic_write_json(
         paths["correlation"].with_suffix(".json"),
-        json_safe({"questions": list(questions or []), "num_images": int(len(aspects)), "correlation": corr.tolist()}),
+        json_safe({"labels": ticks, "questions": list(questions or []), "num_images": int(len(aspects)),
+                   "correlation": corr.tolist()}),  # fmt: skip
     )
     means = class_mean_answers(aspects, labels, len(class_names))
     fig, ax = plt.subplots(figsize=(max(7.0, 0.32 * q + 4), max(4.0, 0.28 * len(class_names) + 2.5)))
@@ -246,7 +249,8 @@ def question_heatmaps(
     _save(fig, paths["class_mean"])
     atomic_write_json(
         paths["class_mean"].with_suffix(".json"),
-        json_safe({"questions": list(questions or []), "classes": list(class_names), "class_mean": means.tolist()}),
+        json_safe({"labels": ticks, "questions": list(questions or []), "classes": list(class_names),
+                   "class_mean": means.tolist()}),  # fmt: skip
     )
     return paths
 
@@ -277,7 +281,7 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
     path = Path(path)
     entries = metrics["questions"]
     q = len(entries)
-    names = [_short(e.get("question"), e["index"]) for e in entries]
+    names = [_short(e.get("question"), entry_label(e)) for e in entries]
     panels = [
         ("student_auc", "AUC of the student head\n(teacher answer = P(yes) >= 0.5)", (0.0, 1.0), 0.5),
         ("student_mae", "MAE |student - teacher|", None, None),
