@@ -220,7 +220,10 @@ def test_missing_aspect_rows(release_dataset, capsys):
 def test_wrong_aspect_width(release_dataset, capsys):
     aspects = release_dataset["aspects"]
     line = run_failing(release_dataset, capsys, "MaKD.ASPECT_NUM", "50")
-    assert line == f"error: MaKD.ASPECT_NUM is 50 but {aspects} has 5 aspects per image; set MaKD.ASPECT_NUM 5"
+    assert line == (
+        f"error: MaKD.ASPECT_NUM is 50 but {aspects} has 5 aspects per image; set MaKD.ASPECT_NUM 5 "
+        "(or 0: from the file)"
+    )
     rewrite_aspects(aspects, lambda rows: json.dumps({**rows, "Bengal_2_3": rows["Bengal_2_3"][:4]}))
     line = run_failing(release_dataset, capsys)
     assert line == f"error: {aspects}: row 'Bengal_2_3' has 4 values, the first row has 5"

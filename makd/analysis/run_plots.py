@@ -9,8 +9,14 @@ from pathlib import Path
 
 from makd.analysis.plots import agreement_bars, question_heatmaps, training_curves, tsne_embedding, tsne_panels
 from makd.analysis.run_folders import RunFolderError
-from makd.analysis.run_inference import compute_aspect_metrics, load_run, predict, teacher_split
-from makd.formats.questions import read_questions
+from makd.analysis.run_inference import (
+    column_questions,
+    compute_aspect_metrics,
+    load_run,
+    predict,
+    teacher_columns,
+    teacher_split,
+)
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:
@@ -55,15 +61,16 @@ def plot_aspects(run_dir: Path, label: str, out_dir: Path) -> list[Path]:
     train = teacher_split(run, "train")
     if train is None:
         raise RunFolderError(f"{run_dir}: its config names no aspect file (DATASET.ASPECT_JSON); no aspect plots")
-    questions = read_questions(run.cfg.DATASET.QUESTIONS) if run.cfg.DATASET.QUESTIONS else None
+    columns = teacher_columns(run)
     paths = list(
         question_heatmaps(
             train.targets.numpy(),
             train.labels,
             run.data.class_names,
-            questions,
+            column_questions(run, columns),
             out_dir,
             title=Path(run.cfg.DATASET.ASPECT_JSON).name or "DATASET.ASPECT_SOURCES",
+            question_labels=columns.labels() if columns is not None else None,
         ).values()
     )
     metrics_path = run_dir / "aspect_metrics.json"

@@ -140,6 +140,8 @@ class ClassificationTask(Task):
             "aspect_file": data.aspect_path or None,
             "aspect_sha256": data.aspect_sha256 or None,
             "aspect_sources": data.aspect_sources or None,  # kind, path, sha256, sidecar (and questions) of each file
+            # the questions trained on (DATASET.QUESTIONS_USED; None = every question of the file)
+            "questions_used": (cfg.DATASET.QUESTIONS_USED or None) if data.num_aspects else None,
             "num_train_images": len(data.train),
             "num_val_images": len(data.val) if data.val is not None else 0,
             "num_test_images": len(data.test),

@@ -325,4 +325,9 @@ def _training_table(cfg) -> AspectTable:
             "DATASET.ASPECT_SOURCES is not read with TASK detection; set DATASET.ASPECT_JSON to one file of rows "
             "per box (stage 2 --boxes) or per image"
         )
+    if cfg.DATASET.QUESTIONS_USED:
+        raise ConfigError(
+            f"DATASET.QUESTIONS_USED {cfg.DATASET.QUESTIONS_USED!r} is not read with TASK detection (its per-box rows "
+            "are used whole); set it to '' or run stage 2 --boxes with the questions you want"
+        )
     return training_source(cfg, [], kinds=("per_image",)).table

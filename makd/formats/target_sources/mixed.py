@@ -128,6 +128,18 @@ class MixedSource(TargetSource):
     def num_questions(self) -> int:
         return sum(len(p.questions) for p in self.parts)
 
+    def columns_of_questions(self, numbers: list[int]) -> list[int]:
+        """Assembled columns of assembled questions (numbered in entry order, as the run's questions file lists
+        them); a multiple-choice question brings all its option columns."""
+        spans: list[list[int]] = []
+        for part in self.parts:
+            column = part.offset
+            for n in part.questions:
+                width = len(part.source.columns_of_questions([n]))
+                spans.append(list(range(column, column + width)))
+                column += width
+        return [c for q in numbers for c in spans[q]]
+
     def questions(self) -> list[str] | None:
         listed = [p.source.questions() for p in self.parts]
         if any(q is None for q in listed):
