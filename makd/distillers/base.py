@@ -105,6 +105,12 @@ class Distiller(nn.Module):
         """(class logits [B, C], {loss_name: scalar tensor}); the trainer sums the losses."""
         raise NotImplementedError
 
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        """{loss name: (weight, what sets it)} of the terms forward_train returns at the current epoch, each term
+        being that weight times its own loss (CE, BCE, KL, ...), so the trainer can show both. A term a method
+        does not list is shown as it is returned. The base lists none."""
+        return {}
+
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.forward_train(batch)
 

@@ -91,6 +91,13 @@ def dkd_terms(
     return tckd, nckd
 
 
+def dkd_loss_weights(alpha: float, beta: float, epoch: int, warmup: int) -> dict[str, tuple[float, str]]:
+    """loss_weights of the two DKD terms in the 0-based `epoch`: ALPHA (BETA) times the warm-up factor."""
+    factor = dkd_warmup_factor(epoch + 1, warmup)
+    warm = f" x warm-up {factor:g}" if factor != 1.0 else ""
+    return {"loss_tckd": (factor * alpha, f"DKD.ALPHA{warm}"), "loss_nckd": (factor * beta, f"DKD.BETA{warm}")}
+
+
 def dkd_losses(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -152,3 +159,9 @@ class DecoupledKnowledgeDistiller(Distiller):
             )
         )
         return logits, losses
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        return {
+            "loss_ce": (self.ce_weight, "DKD.CE_WEIGHT"),
+            **dkd_loss_weights(self.alpha, self.beta, self.epoch, self.warmup),
+        }

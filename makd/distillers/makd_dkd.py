@@ -8,7 +8,14 @@ DKD. DKD.CE_WEIGHT is not used: the class cross-entropy is MaKD's.
 from __future__ import annotations
 
 from makd.distillers.base import DISTILLERS
-from makd.distillers.dkd import add_dkd_config, check_dkd_config, dkd_losses, dkd_temperature, dkd_warmup_factor
+from makd.distillers.dkd import (
+    add_dkd_config,
+    check_dkd_config,
+    dkd_loss_weights,
+    dkd_losses,
+    dkd_temperature,
+    dkd_warmup_factor,
+)
 from makd.distillers.makd import MultiAspectDistiller
 
 
@@ -42,3 +49,6 @@ class MultiAspectDecoupledDistiller(MultiAspectDistiller):
             )
         )
         return class_logits, losses
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        return {**super().loss_weights(), **dkd_loss_weights(self.dkd_alpha, self.dkd_beta, self.epoch, self.warmup)}

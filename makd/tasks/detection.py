@@ -62,12 +62,17 @@ def settings_from_config(cfg) -> DetectorSettings:
 class DetectorTraining(nn.Module):
     """The trained module of the detection task: `.student` is the detector; forward(batch) -> (None, losses)."""
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, alpha: float = 1.0) -> None:
         super().__init__()
         self.student = detector
+        self.alpha = alpha  # MaKD.ALPHA, which the detector's aspect terms carry (torchvision's own terms: none)
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing depends on the epoch (the trainer's contract)."""
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        """The distillers' contract (makd.distillers.base): only the aspect terms are weighted."""
+        return {"loss_aspect": (self.alpha, "MaKD.ALPHA"), "loss_image_aspect": (self.alpha, "MaKD.ALPHA")}
 
     def forward(self, batch: dict) -> tuple[None, dict[str, torch.Tensor]]:
         return None, self.student(batch["images"], batch["targets"])
@@ -164,7 +169,8 @@ class DetectionTask(Task):
                 pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
                 alpha=cfg.MaKD.ALPHA,
                 temperature=cfg.MaKD.TEMPERATURE,
-            )
+            ),
+            alpha=cfg.MaKD.ALPHA,
         ).to(self.device)
         self.instances = {"test": read_instances(cfg.DETECTION.TEST_JSON)}
         if self.val_coco is not None:
