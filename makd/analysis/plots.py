@@ -114,7 +114,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
             x, y = zip(*series["lr"])
             axes[2].plot(x, y, color=colour, label=label)
     for ax, title, ylabel in zip(
-        axes, ("training losses", metric_title, "learning rate (end of epoch)"), ("loss", metric_unit, "lr")
+        axes, ("training losses", metric_title, "learning rate (first step of each epoch)"), ("loss", metric_unit, "lr")
     ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -319,3 +319,4 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
     )
     _save(fig, path)
     atomic_write_json(path.with_suffix(".json"), json_safe(metrics))
+
