@@ -76,7 +76,7 @@ def test_official_release_layout_trains_from_official_yaml(release_dataset):
     with open(result_path, "w") as fh:
         old, sys.stdout = sys.stdout, fh
         try:
-            assert evaluated.main([str(release_dataset["config"]), str(out / "best.pth"), *FAST]) == 0
+            assert evaluated.main([str(release_dataset["config"]), str(out / "best.pth"), "--json", *FAST]) == 0
         finally:
             sys.stdout = old
     result = json.loads(result_path.read_text())

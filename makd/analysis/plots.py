@@ -320,3 +320,35 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
     _save(fig, path)
     atomic_write_json(path.with_suffix(".json"), json_safe(metrics))
 
+
+# ------------------------------------------------------------------------------------------- confusion matrix
+
+ANNOTATED_CLASSES = 25  # up to this many classes each cell shows its count
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str) -> None:
+    """A [C, C] confusion matrix (row = true class) as a PNG: each row divided by its images (the share of the class
+    predicted as each column's class), the counts written in the cells for up to ANNOTATED_CLASSES classes."""
+    plt = _pyplot()
+    confusion = np.asarray(confusion, dtype=np.float64)
+    c = len(class_names)
+    totals = confusion.sum(axis=1, keepdims=True)
+    shares = np.divide(confusion, totals, out=np.full_like(confusion, np.nan), where=totals > 0)
+    side = max(5.0, 0.32 * c + 3)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(np.ma.masked_invalid(shares), cmap="Blues", vmin=0, vmax=1)
+    names = list(class_names) if c <= 60 else [""] * c
+    ax.set_xticks(range(c), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(c), names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if c <= ANNOTATED_CLASSES:
+        for t in range(c):
+            for p in range(c):
+                if confusion[t, p]:
+                    dark = shares[t, p] > 0.6
+                    ax.text(p, t, f"{int(confusion[t, p])}", ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")  # fmt: skip
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's images")
+    _save(fig, Path(path))

@@ -507,7 +507,8 @@ def _epoch_line(cfg, row: dict, history: list[dict], task: Task) -> str:
 
 
 def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: str = "test") -> dict[str, Any]:
-    """Score a saved student (training checkpoint or student export) on the configured split.
+    """Score a saved student (training checkpoint or student export) on the configured split: evaluate()'s numbers,
+    the class names and the confusion matrix ("confusion", [C][C] counts, row = true class).
 
     Every split is scored with the evaluation transform (resize + centre crop), the training split too,
     so two calls on one checkpoint give the same numbers.
@@ -548,5 +549,6 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
     loader = make_eval_loader(
         dataset, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, device.type == "cuda"
     )
-    result = evaluate(student, loader, data.num_classes, device, info)
-    return {"split": split, "checkpoint": str(checkpoint_path), **result}
+    result = evaluate(student, loader, data.num_classes, device, info, confusion=True)
+    result["confusion"] = result["confusion"].tolist()  # plain lists: the result is JSON-ready and comparable
+    return {"split": split, "checkpoint": str(checkpoint_path), "class_names": list(data.class_names), **result}
