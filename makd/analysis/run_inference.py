@@ -38,20 +38,23 @@ class LoadedRun:
     run_dir: Path
     cfg: object
     data: DataBundle
-    student: torch.nn.Module  # eval mode, CPU
+    student: torch.nn.Module | None  # eval mode, CPU; None for an unfinished run read without it
     num_classes: int
     num_aspects: int  # width of the student's aspect head (0 for the CE baseline)
     _teacher: TargetSource | None = None  # the training targets' source, opened once (teacher_source)
 
 
-def load_run(run_dir: str | os.PathLike) -> LoadedRun:
-    """The run's resolved config, its data (paths as recorded, relative to the current folder) and its student."""
+def load_run(run_dir: str | os.PathLike, need_student: bool = True) -> LoadedRun:
+    """The run's resolved config, its data (paths as recorded, relative to the current folder) and its student;
+    without `need_student`, an unfinished run (no student.pth) is read with `student` None (its teacher's plots)."""
     run_dir = Path(run_dir)
     weights_path = run_dir / "student.pth"
-    if not weights_path.exists():
+    if not weights_path.exists() and need_student:
         raise RunFolderError(f"{run_dir} holds no student.pth: the run has not finished")
     cfg = load_cfg(str(run_dir / "config.yaml"), ["DATASET.NUM_WORKERS", "0"])
     data = build_data(cfg)
+    if not weights_path.exists():
+        return LoadedRun(run_dir, cfg, data, None, data.num_classes, 0)
     state = load_checkpoint(weights_path, map_location="cpu")
     num_classes, num_aspects = int(state["num_classes"]), int(state.get("num_aspects", 0))
     student = build_student(state["student"], num_classes + num_aspects, input_family=input_family_of(cfg))

@@ -1,0 +1,53 @@
+"""Figures of runs as they are: the curves of an unfinished run, the teacher's plots of a run without an aspect head
+(or without a student yet)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from tool_modules import load_tool
+
+our_train, plot_tool = load_tool("our_train"), load_tool("plot")
+FAST = ["DATASET.IMAGE_SIZE", "16", "DATASET.RESIZE_RATIO", "1.0", "NUM_THREADS", "1"]
+
+
+def _train(release_dataset, name: str, *opts: str) -> int:
+    out = release_dataset["root"] / name
+    return our_train.main([str(release_dataset["config"]), *FAST, "OUTPUT_DIR", str(out), *opts])
+
+
+def test_an_unfinished_run_gets_its_curves_and_the_teachers_plots(release_dataset, capsys):
+    root = release_dataset["root"]
+    assert _train(release_dataset, "stopped", "SOLVER.EPOCHS", "3", "--stop-after-epoch", "2") == 0
+    capsys.readouterr()
+    assert plot_tool.main([str(root / "stopped"), "--out", str(root / "figures")]) == 0
+    printed = capsys.readouterr().out
+    curves = json.loads((root / "figures" / "training_curves.json").read_text())
+    assert list(curves) == ["stopped (unfinished: 2 of 3 epochs)"]
+    assert [epoch for epoch, _ in curves["stopped (unfinished: 2 of 3 epochs)"]["train_loss"]] == [1, 2]
+    assert "t-SNE leaves out stopped: not finished (no student.pth)" in printed
+    assert "stopped: not finished (no student.pth): the teacher's plots only" in printed
+    drawn = sorted(p.name for p in (root / "figures").glob("*.png"))
+    assert drawn == ["class_mean_answers.png", "question_correlation.png", "training_curves.png"]
+    # a run folder whose first epoch has not finished: said, and nothing drawn for it
+    (root / "starting").mkdir()
+    shutil.copy(root / "stopped" / "config.yaml", root / "starting" / "config.yaml")
+    assert plot_tool.main([str(root / "starting"), "--what", "curves", "--out", str(root / "none")]) == 0
+    assert "starting: no epoch finished yet (no metrics.jsonl); no curves" in capsys.readouterr().out
+
+
+def test_a_run_without_an_aspect_head_gets_the_teachers_plots(release_dataset, capsys):
+    root = release_dataset["root"]
+    assert _train(release_dataset, "baseline", "SOLVER.EPOCHS", "1", "DISTILLER.TYPE", "NONE") == 0
+    capsys.readouterr()
+    assert plot_tool.main([str(root / "baseline"), "--what", "aspects", "--out", str(root / "figures")]) == 0
+    assert "baseline: no aspect head (NONE): the teacher's plots only" in capsys.readouterr().out
+    correlation = json.loads((root / "figures" / "question_correlation.json").read_text())
+    assert correlation["labels"] == ["q1", "q2", "q3", "q4", "q5"] and correlation["num_images"] == 24
+    teacher = json.loads(release_dataset["aspects"].read_text())
+    means = json.loads((root / "figures" / "class_mean_answers.json").read_text())["class_mean"]
+    first = [row for key, row in teacher.items() if key.startswith("Abyssinian_0_")]
+    assert means[0][0] == pytest.approx(sum(r[0] for r in first) / len(first), abs=1e-6)
+    assert not list((root / "figures").glob("aspect_agreement*"))
