@@ -1,5 +1,5 @@
 """Figures of runs as they are: the curves of an unfinished run, the teacher's plots of a run without an aspect head
-(or without a student yet)."""
+(or without a student yet), and a study's figures per seed, each saying which seed it shows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import shutil
 
 import pytest
+import yaml
+from test_study import write_study
 from tool_modules import load_tool
 
-our_train, plot_tool = load_tool("our_train"), load_tool("plot")
+our_train, plot_tool, study_tool = load_tool("our_train"), load_tool("plot"), load_tool("study")
 FAST = ["DATASET.IMAGE_SIZE", "16", "DATASET.RESIZE_RATIO", "1.0", "NUM_THREADS", "1"]
 
 
@@ -51,3 +53,29 @@ def test_a_run_without_an_aspect_head_gets_the_teachers_plots(release_dataset, c
     first = [row for key, row in teacher.items() if key.startswith("Abyssinian_0_")]
     assert means[0][0] == pytest.approx(sum(r[0] for r in first) / len(first), abs=1e-6)
     assert not list((root / "figures").glob("aspect_agreement*"))
+
+
+def test_study_figures_name_their_seed_and_can_show_every_seed(release_dataset, tmp_path, capsys):
+    plots = {"curves": True, "aspects": "makd", "seeds": "all"}
+    overrides = {"SOLVER.EPOCHS": 1, "DATASET.IMAGE_SIZE": 16, "DATASET.RESIZE_RATIO": 1.0}
+    path = write_study(tmp_path, release_dataset["config"], plots=plots, overrides=overrides)
+    assert study_tool.main([str(path)]) == 0
+    printed = capsys.readouterr().out
+    for seed in (0, 1):
+        folder = tmp_path / "study" / "plots" / f"seed{seed}"
+        assert f"[study] plots of seed {seed} in {folder}" in printed
+        curves = json.loads((folder / "training_curves.json").read_text())
+        assert set(curves) == {f"baseline (seed {seed})", f"makd (seed {seed})"}
+        logged = [json.loads(line) for line in (tmp_path / "study" / "makd" / f"seed{seed}" / "metrics.jsonl")
+                  .read_text().splitlines()]  # fmt: skip
+        assert curves[f"makd (seed {seed})"]["train_loss"] == [[1, pytest.approx(logged[0]["train_loss"])]]
+        assert (folder / "aspect_agreement_train.png").exists()
+    # redraw one seed only, from the finished runs
+    assert study_tool.main([str(path), "--no-run", "--plot-seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "plots of seed 1" in printed and "plots of seed 0" not in printed
+    spec = yaml.safe_load(path.read_text())
+    spec["plots"]["seeds"] = [5]
+    path.write_text(yaml.safe_dump(spec))
+    assert study_tool.main([str(path), "--no-run"]) == 2
+    assert "plots.seeds is [5]; use first, all, or a list of the study's seeds ([0, 1])" in capsys.readouterr().err
