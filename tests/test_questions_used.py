@@ -118,3 +118,12 @@ def test_a_run_on_some_questions_reports_them_by_their_numbers(release_dataset):
         from makd.tasks.detection import _training_table
 
         _training_table(load_cfg(None, ["TASK", "detection", "DATASET.QUESTIONS_USED", "'1'"], check=False))
+
+
+def test_a_mirrored_view_file_of_other_questions_is_refused_before_selection(data_dir):  # noqa: F811
+    whole = read_aspect_file(data_dir / "aspects.json")
+    two = {i: [round(1 - p, 4) for p in whole.values[k].tolist()[:2]] for k, i in enumerate(whole.ids)}
+    write_aspect_file(data_dir / "flip_two.json", two, meta={"view": "hflip"})
+    opts = ["DATASET.ASPECT_JSON_FLIP", str(data_dir / "flip_two.json"), "DATASET.QUESTIONS_USED", "1-2"]
+    with pytest.raises(ConfigError, match="flip_two.json has 2 aspects per image but DATASET.ASPECT_JSON has 3"):
+        build_data(cfg_of(data_dir, *opts))

@@ -19,7 +19,7 @@ from makd.data.build import (
     build_data,
     has_training_targets,
     join_targets,
-    test_source,
+    open_test_source,
     training_source,
 )
 from makd.data.datasets import AspectDataset
@@ -120,7 +120,7 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
         if run.data.test.targets is not None:
             return run.data.test
         index = run.data.test.index
-        source = test_source(run.cfg, list(index.class_names), teacher_source(run))
+        source = open_test_source(run.cfg, list(index.class_names), teacher_source(run))
         if source is None:
             return None
         rows = join_targets(source, index, "nan", "test")[1]

@@ -163,7 +163,7 @@ def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KI
     return source
 
 
-def test_source(cfg, class_names: list[str], training: TargetSource | None) -> TargetSource | None:
+def open_test_source(cfg, class_names: list[str], training: TargetSource | None) -> TargetSource | None:
     """DATASET.TEST_ASPECT_JSON restricted to DATASET.QUESTIONS_USED as the training file is, checked to answer as
     many questions as the `training` source (None: not checked); None when unset."""
     path = cfg.DATASET.TEST_ASPECT_JSON
@@ -183,24 +183,26 @@ def test_source(cfg, class_names: list[str], training: TargetSource | None) -> T
 
 def _test_targets(cfg, test: ImageIndex, training: TargetSource) -> tuple[np.ndarray | None, TargetSource | None]:
     """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
-    source = test_source(cfg, list(test.class_names), training)
+    source = open_test_source(cfg, list(test.class_names), training)
     if source is None:
         return None, None
     return join_targets(source, test, "nan", role="test")[1], source
 
 
-def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, str]:
+def _flipped_rows(cfg, train: ImageIndex, training: TargetSource) -> tuple[np.ndarray | None, str]:
     """DATASET.ASPECT_JSON_FLIP rows (the teacher's answers for the mirrored images) in train order."""
     path = cfg.DATASET.ASPECT_JSON_FLIP
     if not path:
         return None, ""
     whole = open_source(path, key="DATASET.ASPECT_JSON_FLIP", kinds=("per_image",))
-    source = SelectedQuestions.of(whole, cfg.DATASET.QUESTIONS_USED)
-    if source.num_aspects != num_aspects:
+    training_whole = training.source if isinstance(training, SelectedQuestions) else training
+    if whole.num_aspects != training_whole.num_aspects:  # the same questions file, before any selection
         raise ConfigError(
-            f"DATASET.ASPECT_JSON_FLIP {path} has {source.num_aspects} aspects per image but DATASET.ASPECT_JSON "
-            f"has {num_aspects}; score the mirrored images with the same questions (stage 2 --views flip)"
+            f"DATASET.ASPECT_JSON_FLIP {path} has {whole.num_aspects} aspects per image but DATASET.ASPECT_JSON "
+            f"has {training_whole.num_aspects}; score the mirrored images with the same questions "
+            "(stage 2 --views flip)"
         )
+    source = SelectedQuestions.of(whole, cfg.DATASET.QUESTIONS_USED)
     view = (whole.file.sidecar or {}).get("view")
     if view not in (None, "hflip"):
         raise ConfigError(f"DATASET.ASPECT_JSON_FLIP {path}: its sidecar says view {view!r}, not 'hflip'")
@@ -264,7 +266,7 @@ def build_data(cfg) -> DataBundle:
             )
         train = joined
         train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
-        flipped, flip_path = _flipped_rows(cfg, train, num_aspects)
+        flipped, flip_path = _flipped_rows(cfg, train, source)
         if val is not None:
             val_targets = join_targets(source, val, "nan", role="validation")[1]  # teacher rows, for metrics
         test_targets, test_file = _test_targets(cfg, test, source)
