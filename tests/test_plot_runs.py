@@ -79,3 +79,14 @@ def test_study_figures_name_their_seed_and_can_show_every_seed(release_dataset, 
     path.write_text(yaml.safe_dump(spec))
     assert study_tool.main([str(path), "--no-run"]) == 2
     assert "plots.seeds is [5]; use first, all, or a list of the study's seeds ([0, 1])" in capsys.readouterr().err
+
+
+def test_a_baseline_naming_a_teacher_file_not_written_yet_still_finishes(release_dataset, capsys):
+    """A starting config names stage 2's output before stage 2 ran; the CE baseline needs no teacher file."""
+    missing = str(release_dataset["root"] / "not_yet.json")
+    args = ["SOLVER.EPOCHS", "1", "DISTILLER.TYPE", "NONE", "DATASET.ASPECT_JSON", missing]
+    assert _train(release_dataset, "early_baseline", *args) == 0
+    run = release_dataset["root"] / "early_baseline"
+    assert (run / "summary.json").exists() and (run / "student.pth").exists()
+    assert not (run / "aspect_metrics.json").exists()
+    assert "note: no aspect_metrics.json for this run without an aspect head: aspect file" in capsys.readouterr().err
