@@ -93,9 +93,11 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
             if points:
                 series[key] = points
         numbers[label] = series
+        weights = rows[-1].get("loss_weights") or {} if rows else {}  # what each plotted term is multiplied by
         for k, key in enumerate(loss_keys):
             if key in series:
                 name = "total" if key == "train_loss" else key[len("train_loss_") :]
+                name += f" (x{weights[name]:g})" if isinstance(weights.get(name), (int, float)) else ""
                 x, y = zip(*series[key])
                 axes[0].plot(x, y, loss_styles[k % 4], color=colour, label=f"{label}: {name}")
         for key, style, name in metric_series:
@@ -316,6 +318,7 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
         f"per-question teacher vs student{': ' + title if title else ''} ({metrics['num_images']} images; "
         f"means: {summary})",
         fontsize=10,
+        y=1.02,  # above the panels' two-line titles (the PNG is cropped to what is drawn)
     )
     _save(fig, path)
     atomic_write_json(path.with_suffix(".json"), json_safe(metrics))
