@@ -1,4 +1,5 @@
-# make demo: set up .venv (first time) and run the built-in demo end to end on the CPU.
+# make demo: set up .venv (first time) and run the built-in demo on the CPU: baseline, MaKD and the random-target
+#   control over 3 seeds, the table with paired intervals and a verdict (output/demo/table.md; docs/demo.md).
 # make test: set up .venv (first time) and run the test suite.
 # make lint: ruff, and lint-imports: the layers of makd (.importlinter, docs/architecture.md).
 # make demo-study: the 5-condition x 3-seed demo study (configs/studies/demo.yaml, docs/studies.md).
@@ -21,7 +22,6 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
-	$(PY) tools/report.py output/demo --reference demo_baseline --out output/demo
 
 demo-study: $(STAMP)
 	test -f data/demo_study/dataset.json || $(PY) tools/make_demo.py --out data/demo_study --train-per-class 60 --test-per-class 30

@@ -1,5 +1,5 @@
-"""The built-in demo: deterministic synthetic data, a simulated teacher that follows the truth, and the
-two commands (tools/make_demo.py, tools/demo.py) run for real on a tiny generated set."""
+"""The built-in demo: deterministic synthetic data, a simulated teacher that follows the truth, and
+tools/make_demo.py run for real on a tiny generated set (tools/demo.py: tests/test_demo_command.py)."""
 
 from __future__ import annotations
 
@@ -278,44 +278,3 @@ def test_make_demo_command(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert make_demo.main(["--out", str(out), "--overwrite", "--train-per-class", "1", "--test-per-class", "1"]) == 0
     assert len(list_image_files(out / "train")) == 16
-
-
-def test_demo_command_trains_both_students_and_prints_their_numbers(tmp_path, capsys):
-    demo_tool = load_tool("demo")
-    data, out = tmp_path / "data", tmp_path / "runs"
-    argv = [
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--train-per-class",
-        "3",
-        "--test-per-class",
-        "2",
-        "--epochs",
-        "1",
-        "DATASET.CACHE_IMAGES",
-        "False",
-        "SOLVER.BATCH_SIZE",
-        "16",
-    ]
-    assert demo_tool.main(argv) == 0
-    printed = capsys.readouterr().out
-    result = json.loads((out / "results.json").read_text())
-    assert [row["run"] for row in result["rows"]] == ["baseline", "makd"]
-    for row in result["rows"]:
-        summary = json.loads((out / row["run"] / "summary.json").read_text())
-        assert summary["epochs"] == 1 and summary["num_train_images"] == 48 and summary["num_test_images"] == 32
-        assert summary["num_aspects"] == (16 if row["run"] == "makd" else 0)
-        assert row["test_top1_last"] == summary["test_top1_last"]
-        line = next(x for x in printed.splitlines() if x.startswith(f"| {row['run']} |"))
-        assert f"| {summary['test_top1_last']:.2f} | {summary['test_top1_best']:.2f} | 1 |" in line
-    assert "total wall time" in printed and result["generate_seconds"] > 0
-
-    # A second call reuses the data; asking for other data settings without --regenerate is refused.
-    assert demo_tool.main([*argv, "--runs", "baseline"]) == 0
-    assert "(already there)" in capsys.readouterr().out
-    assert demo_tool.main([*argv[:8], "--data-seed", "1"]) == 2
-    assert "--regenerate" in capsys.readouterr().err
-    assert demo_tool.main([*argv, "--runs", "baseline,teacher"]) == 2
-    assert "unknown demo run 'teacher'" in capsys.readouterr().err

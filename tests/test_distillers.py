@@ -57,9 +57,9 @@ def test_every_method_declares_itself_and_the_config_asks_the_registry():
         assert uses_aspects(cfg) is cls.needs_aspects and uses_teacher(cfg) is cls.needs_teacher
         assert cls.head_outputs(10, 4) == (14 if cls.needs_aspects else 10)
     with pytest.raises(ConfigError) as err:
-        load_cfg(None, ["DISTILLER.TYPE", "CRD"])
+        load_cfg(None, ["DISTILLER.TYPE", "SSKD"])
     message = str(err.value)
-    assert message.startswith("command line: DISTILLER.TYPE 'CRD' is unknown") and "\n" not in message
+    assert message.startswith("command line: DISTILLER.TYPE 'SSKD' is unknown") and "\n" not in message
     assert all(name in message for name in names)
 
 

@@ -189,6 +189,7 @@ def test_two_process_distributed_run_on_cpu(release_dataset):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["num_test_images"] == 12
+    assert [m["step"] for m in summary["health"]["first_steps"]][:2] == [0, 1]  # measured under DDP, both ranks
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_num_samples"] for r in rows] == [12, 12]  # each test image counted exactly once
 

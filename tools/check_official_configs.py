@@ -6,8 +6,9 @@ For each `*.yaml` under CONFIG_DIR (sorted), three outcomes, one line each:
   train   it loads and trains 1 epoch on generated data of its dataset's shape (class count, image size),
           changing only data keys: image paths (+ DATASET.TYPE when the file names no dataset, taken from
           its folder: cifar100 / imagenet / tiny_imagenet), a generated aspect file for aspect methods, a
-          random teacher checkpoint for teacher methods, and the image size of that dataset when the file
-          sets none; plus the run controls SOLVER.EPOCHS 1, OUTPUT_DIR, DEVICE cpu, DATASET.NUM_WORKERS 0.
+          random teacher checkpoint (its BatchNorm statistics estimated on those images) for teacher methods, and the
+          image size of that dataset when the file sets none; plus the run controls SOLVER.EPOCHS 1,
+          OUTPUT_DIR, DEVICE cpu, DATASET.NUM_WORKERS 0.
   refuse  it names a method makd does not implement and stops with one line naming it (MethodNotImplementedError)
   fail    any other error (a user error's one line; a bug's exception type and first line)
 then a table and the totals. Exit code 0 when every file trained or refused, 1 otherwise.
@@ -146,13 +147,46 @@ def _distiller_needs(cfg) -> tuple[bool, bool]:
     return bool(aspects), bool(teacher)
 
 
-def teacher_checkpoint(cfg, shape: DataShape, work: Path) -> Path:
-    """A randomly initialised teacher of DISTILLER.TEACHER with C outputs, saved as a plain state dict."""
+def generated_batches(folder: Path, mean, std, batch_size: int = 16, limit: int = 64) -> list[torch.Tensor]:
+    """Up to `limit` generated training images of `folder`, normalised with the config's MEAN/STD, in batches."""
+    files = sorted(folder.glob("*.png"))[:limit]
+    images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0) for f in files]
+    stack = (torch.stack(images).permute(0, 3, 1, 2) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(
+        1, 3, 1, 1
+    )
+    return list(stack.split(batch_size))
+
+
+def calibrate_batchnorm(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
+    """BatchNorm running statistics of `model` estimated on `batches` (passes in train mode, then eval mode).
+
+    A random network's eval-mode BatchNorms (mean 0, variance 1) leave its deep features unnormalised: on the
+    generated images a random ResNet50's stages reach values of 1e3 and ReviewKD's loss (mdistiller's weight 8)
+    starts at 1e5 and diverges in one step. With statistics of the data they see, the teacher's features have the
+    scale a teacher trained on this data would have.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
+
+
+def teacher_checkpoint(cfg, shape: DataShape, work: Path, train_dir: Path) -> Path:
+    """A randomly initialised teacher of DISTILLER.TEACHER with C outputs, its BatchNorm statistics estimated on
+    the generated training images (calibrate_batchnorm), saved as a plain state dict."""
     from makd.models import build_student, input_family_of
 
-    path = work / f"teacher_{cfg.DISTILLER.TEACHER}_{input_family_of(cfg)}_c{shape.num_classes}.pth"
+    path = work / f"teacher_{cfg.DISTILLER.TEACHER}_{input_family_of(cfg)}_c{shape.num_classes}_s{shape.size}.pth"
     if not path.exists():
         model = build_student(cfg.DISTILLER.TEACHER, shape.num_classes, input_family=input_family_of(cfg))
+        calibrate_batchnorm(model, generated_batches(train_dir, cfg.DATASET.MEAN, cfg.DATASET.STD))
         torch.save(model.state_dict(), path)
     return path
 
@@ -181,7 +215,7 @@ def data_overrides(path: Path, root: Path, cache: DataCache, max_classes: int, m
         opts += ["DATASET.ASPECT_JSON", str(aspects), "DATASET.QUESTIONS", ""]
     if needs_teacher and "TEACHER_CHECKPOINT" in cfg.DISTILLER:
         shaped = load_cfg(str(path), opts, check=False)
-        opts += ["DISTILLER.TEACHER_CHECKPOINT", str(teacher_checkpoint(shaped, shape, cache.work))]
+        opts += ["DISTILLER.TEACHER_CHECKPOINT", str(teacher_checkpoint(shaped, shape, cache.work, train_dir))]
     run_controls = ["SOLVER.EPOCHS", "1", "DEVICE", "cpu", "DATASET.NUM_WORKERS", "0", "LOG.WANDB", "False"]
     return opts + run_controls + ["OUTPUT_DIR", str(cache.work / "runs" / f"{index:03d}_{path.stem}")]
 

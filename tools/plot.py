@@ -1,7 +1,7 @@
 """Figures of run folders: python tools/plot.py RUN_DIR... [--out DIR] [--what curves,tsne,aspects]
 
-    python tools/plot.py output/demo/baseline output/demo/makd --out output/demo/plots
-    python tools/plot.py output/demo/makd --what aspects        # heatmaps + per-question agreement of one run
+    python tools/plot.py output/demo/baseline/seed0 output/demo/makd/seed0 --out output/demo/plots
+    python tools/plot.py output/demo/makd/seed0 --what aspects        # heatmaps + per-question agreement of one run
 
 curves: loss terms, top-1 (train/val/test) and lr of every run (metrics.jsonl); tsne: penultimate features of the
 test split of two runs side by side (student.pth, a forward hook on the classifier); aspects: the questions'

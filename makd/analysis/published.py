@@ -22,6 +22,7 @@ DATASET_ALIASES = {
     "fgvc_aircraft": ("fgvcaircraft", "aircraft"),
     "caltech101": ("caltech101", "caltech"),
     "mini_imagenet": ("miniimagenet",),
+    "cifar100": ("cifar100",),
 }
 
 
@@ -68,17 +69,31 @@ def dataset_of(config: dict[str, Any]) -> str | None:
     return None
 
 
+def method_key(config: dict[str, Any]) -> str:
+    """The run's method as the published tables' `distiller_types` name it: DISTILLER.TYPE in upper case, with
+    "+DOT" when it trains with SOLVER.TRAINER dot ("KD+DOT")."""
+    key = str(config.get("DISTILLER.TYPE", "")).upper()
+    return f"{key}+DOT" if str(config.get("SOLVER.TRAINER", "")).lower() == "dot" else key
+
+
 def published_for(
     config: dict[str, Any], path: str = str(PUBLISHED_FILE)
 ) -> tuple[str | None, str, list[PublishedFigure]]:
-    """(dataset, student, figures) published for the run's dataset x student; figures empty when none match."""
+    """(dataset, student, figures) published for the run's dataset x student; figures empty when none match.
+
+    A source with `distiller_types` ({method: [DISTILLER.TYPE, ...]}) contributes only the figure of the run's method
+    (method_key), so a table of many methods on one dataset x student puts each published number beside its row."""
     dataset, student = dataset_of(config), normalise_student(config.get("DISTILLER.STUDENT", ""))
     figures: list[PublishedFigure] = []
     if dataset is None:
         return None, student, figures
     for source, entry in published_results(path).items():
         row = entry["results"].get(dataset, {}).get(student)
+        # A source that says which DISTILLER.TYPE each of its methods is shows only the run's own method.
+        types = {m: {str(t).upper() for t in names} for m, names in (entry.get("distiller_types") or {}).items()}
         for method, value in (row or {}).items():
+            if types and method_key(config) not in types.get(method, set()):
+                continue
             figures.append(
                 PublishedFigure(
                     source, method, entry["methods"][method], float(value), entry["citation"], entry["table"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from makd.analysis.published import PublishedFigure, no_match_reason, published_for
 from makd.analysis.run_folders import Metric, RunResult
+from makd.analysis.run_health import runs_column, table_marks
 from makd.analysis.statistics import (
     CONFIDENCE,
     MIN_SEEDS_FOR_INTERVAL,
@@ -147,9 +148,11 @@ def format_markdown(
         f"| Δ best vs {reference} [{level} % CI] | teacher cost |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    health_marks, health_notes = table_marks(rows)  # a number from a run with training-health findings is marked
     for row in rows:
+        last, best = (_pm(value) + health_marks.get(row.name, "") for value in (row.last, row.best))
         lines.append(
-            f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {_pm(row.last)} | {_pm(row.best)} "
+            f"| {row.name} | {row.last.n} | {','.join(map(str, row.seeds))} | {last} | {best} "
             f"| {_diff(row.diff_last)} | {_diff(row.diff_best)} | {format_cost(row.teacher)} |"
         )
     if any(row.best_selected_on != "val" for row in rows):
@@ -158,6 +161,8 @@ def format_markdown(
             'Without a validation split (DATASET.VAL_FRACTION 0) "best" is the best test epoch, as the '
             "official code reported: optimistic; prefer the last-epoch column or a validation split for claims.",
         ]
+    for note in health_notes:
+        lines += ["", note]
     published = [row for row in rows if row.published]
     if published:
         lines += _published_markdown(published)
@@ -231,6 +236,7 @@ CSV_COLUMNS = (
     "teacher_seconds",
     "teacher_cost_note",
     "diff_no_interval",  # why diff_*_ci_low/high are empty (statistics.paired_difference), "" when they are given
+    "health_findings",  # per run with training-health findings: "seed: check;check" (makd/analysis/run_health.py)
 )
 
 
@@ -267,6 +273,7 @@ def format_csv(rows: Sequence[ConditionRow], reference: str) -> str:
                 "; ".join(f"{f.source}:{f.method}={f.top1}" for f in row.published),
                 *cost_columns(row.teacher),
                 "; ".join(dict.fromkeys(d.no_interval for d in (row.diff_last, row.diff_best) if d and d.no_interval)),
+                " ".join(f"{run.seed}:{runs_column(run)}" for run in row.runs if runs_column(run)),
             ]
         )
     return out.getvalue()
@@ -288,6 +295,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
             "train_seconds",
             "run_dir",
             "teacher_cost",
+            "health_findings",
         )
     )
     for row in rows:
@@ -303,6 +311,7 @@ def format_runs_csv(rows: Sequence[ConditionRow]) -> str:
                     f"{run.summary.get('train_seconds', 0.0):.1f}",
                     str(run.path),
                     format_cost(teacher_cost(run)),
+                    runs_column(run),
                 ]
             )
     return out.getvalue()

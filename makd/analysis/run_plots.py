@@ -9,6 +9,7 @@ from pathlib import Path
 
 from makd.analysis.plots import agreement_bars, question_heatmaps, training_curves, tsne_embedding, tsne_panels
 from makd.analysis.run_folders import RunFolderError, read_config
+from makd.analysis.run_health import folder_findings, label_suffix
 from makd.analysis.run_inference import (
     column_questions,
     compute_aspect_metrics,
@@ -137,6 +138,8 @@ def draw_all(
     (default the first two; finished runs only), aspect plots of `aspect_run` (default the first run with an aspect
     head, else the first whose config names an aspect file: the teacher's plots alone)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # a run with training-health findings says so in every legend and title it appears in
+    labels = [label + label_suffix(folder_findings(run_dir)) for label, run_dir in zip(labels, run_dirs)]
     paths: list[Path] = []
     if "curves" in what:
         curves = plot_curves(run_dirs, labels, out_dir, log)

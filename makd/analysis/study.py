@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -42,6 +43,7 @@ from typing import Any
 import yaml
 
 from makd.analysis.run_folders import RunResult, read_config, read_run
+from makd.analysis.run_progress import RunProgress
 from makd.config.defaults import flatten_tree
 from makd.errors import MakdError
 from makd.formats.strict_yaml import load_yaml
@@ -311,9 +313,11 @@ def child_threads(jobs: int, cores: int | None = None, load: float | None = None
     return 1 if load >= cores else max(1, cores // max(1, jobs))
 
 
-def _child_env(jobs: int) -> dict[str, str]:
+def _child_env(jobs: int, threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env:  # the user's setting wins
+    if threads is not None:  # the caller fixed it (the demo: its numbers are those of this thread count)
+        env["OMP_NUM_THREADS"] = str(threads)
+    elif "OMP_NUM_THREADS" not in env:  # the user's setting wins
         env["OMP_NUM_THREADS"] = str(child_threads(jobs))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
@@ -329,18 +333,27 @@ class _Running:
 
 
 def execute_runs(
-    pending: Sequence[tuple[PlannedRun, str]], jobs: int = 1, log: Callable[[str], None] = print
+    pending: Sequence[tuple[PlannedRun, str]],
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    *,
+    threads: int | None = None,
+    progress: RunProgress | None = None,
 ) -> tuple[list[PlannedRun], list[tuple[PlannedRun, int]]]:
     """Train the pending (run, status) pairs, `jobs` at a time; returns (finished, failed with exit codes).
 
     Each run's output goes to <run_dir>.log next to the run folder (appended: a resumed run keeps its history). On
     Ctrl-C or SIGTERM the running trainings are stopped (their latest.pth stays) and KeyboardInterrupt propagates.
+    `threads` fixes OMP_NUM_THREADS of every training (default: child_threads). The log says which run of how many
+    starts, and when one ends, its wall and CPU seconds and the time left; `progress` (default: a new one) keeps
+    those costs for the caller.
     """
     queue = list(pending)
     running: list[_Running] = []
     finished: list[PlannedRun] = []
     failed: list[tuple[PlannedRun, int]] = []
-    env = _child_env(jobs)
+    env = _child_env(jobs, threads)
+    progress = progress if progress is not None else RunProgress(len(queue), jobs)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while queue or running:
@@ -350,6 +363,7 @@ def execute_runs(
                 if not stack.enter_context(run_lock(run.run_dir)):
                     stack.close()
                     log(f"[study] {run.label}: skipped, another process is training it")
+                    progress.skipped(run.label)
                     continue
                 resume = status == "resume"
                 log_file = stack.enter_context(open(run.log_path, "ab"))
@@ -364,24 +378,33 @@ def execute_runs(
                     stdin=subprocess.DEVNULL,
                     preexec_fn=_die_with_parent,
                 )
-                log(f"[study] {run.label}: {'resuming' if resume else 'training'} (log {run.log_path})")
+                verb = "resuming" if resume else "training"
+                log(f"[study] {progress.started(run.label, verb)} (log {run.log_path})")
                 running.append(_Running(run, process, stack, time.perf_counter(), resume))
             time.sleep(0.2)
             for item in list(running):
+                # Children's CPU time is counted when a child is reaped, so the usage around the poll that reaps
+                # it is that run's alone, however many run beside it.
+                before = _children_cpu_seconds()
                 code = item.process.poll()
                 if code is None:
                     continue
+                cpu = _children_cpu_seconds() - before
                 running.remove(item)
                 item.lock.close()
-                seconds = time.perf_counter() - item.started
-                if code == 0 and (item.run.run_dir / "summary.json").exists():
+                ok = code == 0 and (item.run.run_dir / "summary.json").exists()
+                cost = progress.finished(item.run.label, cpu, ok)
+                if ok:
                     finished.append(item.run)
-                    log(f"[study] {item.run.label}: finished in {seconds:.0f}s")
+                    log(
+                        f"[study] {item.run.label}: finished in {cost.wall_seconds:.0f}s (CPU {cpu:.0f}s); "
+                        f"{progress.status()}"
+                    )
                 else:
                     failed.append((item.run, code))
                     log(
-                        f"[study] {item.run.label}: FAILED with exit code {code} after {seconds:.0f}s; "
-                        f"last lines of {item.run.log_path}:\n{_tail(item.run.log_path)}"
+                        f"[study] {item.run.label}: FAILED with exit code {code} after {cost.wall_seconds:.0f}s; "
+                        f"{progress.status()}; last lines of {item.run.log_path}:\n{_tail(item.run.log_path)}"
                     )
     except KeyboardInterrupt:
         for item in running:
@@ -396,6 +419,12 @@ def execute_runs(
     finally:
         signal.signal(signal.SIGTERM, previous)
     return finished, failed
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's reaped children (and those they reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _raise_interrupt(_signum, _frame):

@@ -120,14 +120,22 @@ _C.DATASET.AUGMENT.LABEL_SMOOTHING = 0.0  # class targets (1 - e) * one_hot + e 
 _C.DATASET.AUGMENT.MIXUP_ALPHA = 0.0  # Beta(alpha, alpha) of mixup's lambda (0.2-1.0 are usual)
 _C.DATASET.AUGMENT.CUTMIX_ALPHA = 0.0  # Beta(alpha, alpha) of cutmix's lambda (1.0 is usual)
 _C.DATASET.AUGMENT.MIX_PROB = 1.0  # probability that a batch is mixed at all (when an alpha is > 0)
+# (new) The strong view, for methods that train on two views of each image (MLKD: DISTILLER.TYPE declares it): a
+# second draw of the crop and flip above with this policy added, from the same per-sample seed after the first view
+# (which stays what it is without the strong view). Random erasing applies to both views; mixup/CutMix are refused.
+_C.DATASET.AUGMENT.STRONG = CN()
+_C.DATASET.AUGMENT.STRONG.POLICY = "randaugment"  # "randaugment", "trivial" or "none"
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_N = 2  # randaugment: operations per image (MLKD: 2)
+_C.DATASET.AUGMENT.STRONG.RANDAUGMENT_M = 10  # randaugment: magnitude 0-30 (MLKD: 10)
 
 _C.DISTILLER = CN()
 # The method, a name registered in makd/distillers (the config check lists them): "MaKD" (CE + aspect
-# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD". Each method adds its own
-# key group (KD.*, DKD.*) to this tree through its module's add_config.
+# BCE), "NONE" (cross-entropy baseline), "KD", "DKD", "MaKD_KD", "MaKD_DKD", "LaViD", mdistiller's "FITNET", "AT",
+# "SP", "VID", "RKD", "PKT", "NST", "KDSVD", "OFD", "CRD", "REVIEWKD", "MLKD", and "MaKD_<X>" for each of the last
+# twelve (docs/methods.md). Each method adds its own key group (KD.*, AT.*, ...) through its module's add_config.
 _C.DISTILLER.TYPE = "MaKD"
-# The teacher. For methods with a CNN teacher (KD, DKD, MaKD_KD, MaKD_DKD): its architecture, any student
-# name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
+# The teacher. For methods with a CNN teacher (KD, DKD, the mdistiller family, MLKD, MaKD_<X>): its architecture,
+# any student name. For the others it is recorded only (the MLLM teacher's knowledge is in DATASET.ASPECT_JSON).
 _C.DISTILLER.TEACHER = "InternVL2-8B"
 # (new) the CNN teacher's local weights: a makd student.pth, a training checkpoint or a plain state_dict
 _C.DISTILLER.TEACHER_CHECKPOINT = ""
@@ -138,7 +146,8 @@ _C.DISTILLER.STUDENT = "resnet18"  # any timm / torchvision classifier, MobileNe
 _C.DISTILLER.STUDENT_PRETRAINED = ""  # (new) local checkpoint to start from (head re-initialised); "" = scratch
 
 _C.SOLVER = CN()
-_C.SOLVER.TRAINER = "base"  # "base" or "makd" (the same trainer; kept for official configs); see TRAINERS
+# "base", "makd" or "crd" (the same trainer; kept for official configs), or "dot" (DOT's optimizer); see TRAINERS
+_C.SOLVER.TRAINER = "base"
 _C.SOLVER.BATCH_SIZE = 16  # per-process batch size (official: 16)
 _C.SOLVER.EPOCHS = 240
 _C.SOLVER.TYPE = "SGD"  # "SGD" (official) or "AdamW"
@@ -159,6 +168,9 @@ AMP_DTYPES = ("auto", "bfloat16", "float16")
 # unmeasured on a GPU, and the first steps pay the compilation (tens of seconds).
 _C.SOLVER.COMPILE = False
 _C.SOLVER.GRAD_CLIP = 0.0  # (new) clip the global gradient norm; 0 = off
+# SOLVER.TRAINER dot (Zhao et al., ICCV 2023; mdistiller's keys)
+_C.SOLVER.DOT = CN()
+_C.SOLVER.DOT.DELTA = 0.075  # momentum MOMENTUM - DELTA for the task (CE) gradient, MOMENTUM + DELTA for distillation
 
 _C.MaKD = CN()
 _C.MaKD.ASPECT_NUM = 0  # Q: aspect outputs added to the head; 0 = from the aspect file, else must match it
@@ -223,6 +235,37 @@ _C.LOG.TENSORBOARD_FREQ = 50  # write train scalars every this many steps
 _C.LOG.SAVE_CHECKPOINT_FREQ = 40  # also keep epoch_<n>.pth every this many epochs (0 = never)
 _C.LOG.WANDB = False  # log to Weights & Biases (needs `pip install wandb`); off by default
 _C.LOG.EVAL_FREQ = 1  # (new) evaluate every this many epochs (and always on the last)
+
+# (new) Training-health checks (makd/engine/health.py, docs/health.md): a run that learns nothing says so. Each finding
+# is one warning line when it happens, an entry of `health` in summary.json (and in its epoch's metrics.jsonl row);
+# tools/report.py, tools/study.py and the plots mark the runs that have one.
+_C.HEALTH = CN()
+_C.HEALTH.ENABLED = True  # off: no check, no extra backward pass, summary.json says "checked": false
+# Optimizer steps (0-based, from the start of the run) at which each loss term's size and gradient norm on the layers
+# the terms share are measured: one extra backward pass per measured term (the class term and each weighted
+# auxiliary term) at each of these steps. A collapse shows within a few steps (docs/health.md), so a few suffice.
+_C.HEALTH.GRAD_STEPS = [0, 1, 2, 4, 8, 16, 32]
+# A term whose gradient norm exceeds this x the class term's is named, with its weight key. Healthy shipped configs
+# stay below it (docs/health.md: largest measured ratio per method); LaViD at lambda 10 and lr 0.05 passes 50.
+_C.HEALTH.GRAD_FACTOR = 10.0
+_C.HEALTH.AFTER_EPOCHS = 2  # the epoch checks (class loss / top-1 at chance, mAP at 0, a flat loss) start here
+# "At chance": training top-1 not above the largest class share + 3 binomial standard errors; the class loss is at
+# chance when, with such a top-1, the epoch's mean class cross-entropy is >= (1 - this) x the entropy of the training
+# labels (ln C when balanced).
+_C.HEALTH.CHANCE_MARGIN = 0.01
+_C.HEALTH.FLAT_EPOCHS = 3  # "stopped moving": the train loss over this many epochs spans less than
+_C.HEALTH.FLAT_TOLERANCE = 0.002  # this fraction of its mean, while the lr is >= half its peak
+# Findings that stop the run (a one-line error, exit code 2; the last finished epoch's latest.pth is kept), for job
+# arrays: names of HEALTH_CHECKS, or "any".
+_C.HEALTH.STOP_ON = []
+HEALTH_CHECKS = (
+    "gradient_share",
+    "class_loss_at_chance",
+    "train_top1_at_chance",
+    "loss_flat",
+    "zero_positives",
+    "map_zero",
+)
 
 
 def get_cfg() -> CN:
@@ -422,9 +465,10 @@ def distiller_of(cfg: CN):
 
 
 # SOLVER.TRAINER values of official configs that need nothing beyond the one trainer here ("makd": the MaKD
-# repository's fine-grained config; "base": mdistiller's default). mdistiller's "dot" (DOT's optimizer) and
-# "crd" (CRD's sampled loader) are methods of their own.
-TRAINERS = ("base", "makd")
+# repository's fine-grained config; "base": mdistiller's default; "crd": mdistiller's loader that draws CRD's
+# contrastive indices, which makd's CRD distiller draws itself); "dot": DOT's optimizer, two momenta for the task and
+# the distillation gradients (makd.engine.dot_optimizer, SOLVER.DOT.DELTA).
+TRAINERS = ("base", "makd", "crd", "dot")
 
 
 def _named(data: dict, overrides: dict, group: str, key: str, where: str) -> tuple[str | None, str]:
@@ -489,6 +533,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError(f"SOLVER.SCHEDULER {cfg.SOLVER.SCHEDULER!r} is unknown; use multistep or cosine")
     if cfg.SOLVER.AMP_DTYPE not in AMP_DTYPES:
         raise ConfigError(f"SOLVER.AMP_DTYPE {cfg.SOLVER.AMP_DTYPE!r} is unknown; use {', '.join(AMP_DTYPES)}")
+    if cfg.SOLVER.TRAINER.lower() == "dot":
+        check_dot_cfg(cfg)
     if cfg.MaKD.TEMPERATURE <= 0:
         raise ConfigError(f"MaKD.TEMPERATURE must be > 0, got {cfg.MaKD.TEMPERATURE}")
     if not 0.0 <= cfg.DATASET.VAL_FRACTION < 1.0:
@@ -502,6 +548,7 @@ def check_cfg(cfg: CN) -> None:
     if cfg.NUM_THREADS < 0:
         raise ConfigError(f"NUM_THREADS must be >= 0 (0 = auto), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)
+    check_health_cfg(cfg)
     if cfg.TASK == "detection":
         check_detection_cfg(cfg)
     train, test = cfg.DATASET.TRAIN_IMAGE_PATH, cfg.DATASET.TEST_IMAGE_PATH
@@ -513,6 +560,21 @@ def check_cfg(cfg: CN) -> None:
             "point TEST_IMAGE_PATH at the held-out images or give DATASET.TRAIN_SPLIT_FILE/TEST_SPLIT_FILE"
         )
     check_value_ranges(cfg)
+
+
+def check_dot_cfg(cfg: CN) -> None:
+    """SOLVER.TRAINER dot: a method with a distillation term, SGD, and momenta MOMENTUM -/+ DOT.DELTA in [0, 1)."""
+    if cfg.DISTILLER.TYPE.upper() in ("NONE", "CE"):
+        raise ConfigError(
+            "SOLVER.TRAINER dot splits the task and the distillation gradients, but DISTILLER.TYPE "
+            f"{cfg.DISTILLER.TYPE} has no distillation term; use SOLVER.TRAINER base"
+        )
+    m, delta = cfg.SOLVER.MOMENTUM, cfg.SOLVER.DOT.DELTA
+    if not 0.0 <= delta <= m or m + delta >= 1.0:
+        raise ConfigError(
+            f"SOLVER.DOT.DELTA {delta} with SOLVER.MOMENTUM {m}: the momenta {m} - {delta} and {m} + {delta} must lie "
+            "in [0, 1)"
+        )
 
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -588,6 +650,18 @@ def check_augment_cfg(cfg: CN) -> None:
         raise ConfigError("DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA must be >= 0 (0 = off)")
     if a.PAD < 0 or a.RANDAUGMENT_N < 0 or not 0 <= a.RANDAUGMENT_M <= 30:
         raise ConfigError("DATASET.AUGMENT.PAD and RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    strong = a.STRONG
+    if strong.POLICY not in AUGMENT_POLICIES:
+        raise ConfigError(
+            f"DATASET.AUGMENT.STRONG.POLICY {strong.POLICY!r} is unknown; use one of {', '.join(AUGMENT_POLICIES)}"
+        )
+    if strong.RANDAUGMENT_N < 0 or not 0 <= strong.RANDAUGMENT_M <= 30:
+        raise ConfigError("DATASET.AUGMENT.STRONG.RANDAUGMENT_N must be >= 0 and RANDAUGMENT_M in 0..30")
+    if distiller_of(cfg).needs_strong_view and (a.MIXUP_ALPHA > 0 or a.CUTMIX_ALPHA > 0):
+        raise ConfigError(
+            f"DISTILLER.TYPE {cfg.DISTILLER.TYPE} trains on a weak and a strong view of each image; mixup and CutMix "
+            "are not defined for the pair: set DATASET.AUGMENT.MIXUP_ALPHA and CUTMIX_ALPHA to 0"
+        )
 
 
 DETECTION_METHODS = ("NONE", "MaKD")  # the detector alone, or with MaKD's aspect term
@@ -641,3 +715,25 @@ def check_detection_cfg(cfg: CN) -> None:
             "DATASET.ASPECT_JSON_FLIP is not supported for TASK detection (mirrored items use MaKD.FLIP_POLICY); "
             "leave it empty"
         )
+
+
+def check_health_cfg(cfg: CN) -> None:
+    """The HEALTH keys: known finding names in STOP_ON, steps >= 0, factors and tolerances in range."""
+    h = cfg.HEALTH
+    unknown = [name for name in h.STOP_ON if name not in HEALTH_CHECKS + ("any",)]
+    if unknown:
+        raise ConfigError(
+            f"HEALTH.STOP_ON names {unknown[0]!r}, not a training-health check; use any of {', '.join(HEALTH_CHECKS)} "
+            "or 'any'"
+        )
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in h.GRAD_STEPS):
+        raise ConfigError(f"HEALTH.GRAD_STEPS must be optimizer steps >= 0 (like [0, 1, 2]), got {list(h.GRAD_STEPS)}")
+    for key, ok, rule in (
+        ("GRAD_FACTOR", h.GRAD_FACTOR > 0, "> 0"),
+        ("AFTER_EPOCHS", h.AFTER_EPOCHS >= 1, ">= 1"),
+        ("CHANCE_MARGIN", 0 <= h.CHANCE_MARGIN < 1, "in [0, 1)"),
+        ("FLAT_EPOCHS", h.FLAT_EPOCHS >= 2, ">= 2"),
+        ("FLAT_TOLERANCE", h.FLAT_TOLERANCE >= 0, ">= 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"HEALTH.{key} must be {rule}, got {h[key]}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from makd.config.defaults import uses_aspects
+from makd.config.defaults import distiller_of, uses_aspects
 from makd.data.aspect_targets import make_targets
 from makd.data.batch_mixing import BatchMixer
 from makd.data.datasets import AspectDataset
@@ -285,11 +285,14 @@ def build_data(cfg) -> DataBundle:
     columns = source.aspect_columns() if source is not None else None
     views = view_policy_from_cfg(cfg, num_aspects, columns) if num_aspects else None
     mixer = BatchMixer.from_cfg(cfg, num_classes)
+    strong = spec.strong(cfg) if distiller_of(cfg).needs_strong_view else None  # two-view methods (MLKD)
     recipe = {
         "augment": spec.describe(),
         "batch_mixing": mixer.describe() if mixer else None,
         "views": views.describe(flip_path) if views else None,
     }
+    if strong is not None:
+        recipe["strong_view"] = strong.describe()
     return DataBundle(
         train=AspectDataset(
             train,
@@ -301,6 +304,7 @@ def build_data(cfg) -> DataBundle:
             flipped_targets=flipped,
             collate_fn=mixer,
             preprocess=on_device,
+            strong_transform=train_transform(image_size=d.IMAGE_SIZE, spec=strong) if strong is not None else None,
         ),
         val=None if val is None else AspectDataset(val, eval_tf, val_targets, num_aspects, preprocess=on_device),
         test=AspectDataset(test, eval_tf, test_targets, num_aspects, preprocess=on_device),

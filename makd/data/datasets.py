@@ -16,7 +16,7 @@ from makd.data.views import ViewPolicy
 class AspectDataset(Dataset):
     """Item i = {"image": uint8 [3, S, S], "label": int, "aspects": float32 [Q], "aspect_mask": float32 [Q],
     "view": {"hflip": bool, "crop_area": float}, "index": i, "epoch": int} (+ "erase": int64 [4] when the
-    transform draws random-erasing boxes).
+    transform draws random-erasing boxes; + "image_strong" (and "erase_strong") with a `strong_transform`).
 
     The item is a dict so that a method or a view policy can add keys without changing every consumer.
     `transform` maps the uint8 tensor [3, H, W] of ImageIndex.load_uint8 to a tensor, or to (tensor, View)
@@ -26,7 +26,9 @@ class AspectDataset(Dataset):
     around the call (the global state is restored after), so an item depends only on those three: the same
     batches for any DataLoader NUM_WORKERS. The epoch is `set_epoch`'s, or the one of an (epoch, i) key:
     the trainer's sampler yields such keys so that persistent DataLoader workers, which keep the copy of the
-    dataset they started with, still see each epoch.
+    dataset they started with, still see each epoch. `strong_transform` (two-view methods such as MLKD) draws a
+    second view of the same image right after the first, from the same seeded generator: the first view is the one
+    a run without it draws.
 
     `targets` [N, Q] holds the aspect targets in index order. Without targets the aspects are a
     NaN row of length `num_aspects` (a split with no aspect file: metrics skip NaN rows), or an
@@ -49,6 +51,7 @@ class AspectDataset(Dataset):
         flipped_targets: np.ndarray | None = None,
         collate_fn: Callable | None = None,
         preprocess: Callable | None = None,
+        strong_transform: Callable | None = None,
     ) -> None:
         if targets is not None:
             targets = np.asarray(targets, dtype=np.float32)
@@ -67,6 +70,7 @@ class AspectDataset(Dataset):
         self.seed, self.epoch, self.views = int(seed), 0, views
         self.collate_fn = collate_fn or default_collate
         self.preprocess = preprocess
+        self.strong_transform = strong_transform
         self._no_row = torch.full((self.num_aspects,), float("nan"))
 
     def __len__(self) -> int:
@@ -95,12 +99,13 @@ class AspectDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
         image = self.index.load_uint8(i)
-        view = WHOLE_IMAGE
+        view, strong = WHOLE_IMAGE, None
         if self.transform is not None:
             # torch.manual_seed would also seed every CUDA device (~0.3 ms); the transforms draw on the CPU only.
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(sample_seed(self.seed, epoch, i))
                 out = self.transform(image)
+                strong = self.strong_transform(image) if self.strong_transform is not None else None
             image, view = out if isinstance(out, tuple) else (out, WHOLE_IMAGE)
         aspects = self.targets[i] if self.targets is not None else self._no_row.clone()
         if self.views is not None:
@@ -119,4 +124,9 @@ class AspectDataset(Dataset):
         }
         if view.erase is not None:
             item["erase"] = torch.tensor(view.erase, dtype=torch.int64)
+        if strong is not None:
+            strong_image, strong_view = strong if isinstance(strong, tuple) else (strong, WHOLE_IMAGE)
+            item["image_strong"] = strong_image
+            if strong_view.erase is not None:
+                item["erase_strong"] = torch.tensor(strong_view.erase, dtype=torch.int64)
         return item

@@ -44,15 +44,19 @@ class DevicePreprocess:
 
     def __call__(self, batch: dict, device: torch.device) -> dict:
         batch = to_device(batch, device)
-        images = self.images(batch["image"])
-        if "erase" in batch:
-            images = images.masked_fill(erase_mask(batch["erase"], images.shape[-2:]), 0.0)
-        plan = batch.get("mix_plan")
-        if isinstance(plan, MixPlan):
-            images = plan.apply(images, batch["mix_index"])
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        batch["image"] = images
+        # "image_strong": the strong view of two-view methods, normalised and erased the same way (never mixed)
+        for key, erase_key in (("image", "erase"), ("image_strong", "erase_strong")):
+            if key not in batch:
+                continue
+            images = self.images(batch[key])
+            if erase_key in batch:
+                images = images.masked_fill(erase_mask(batch[erase_key], images.shape[-2:]), 0.0)
+            plan = batch.get("mix_plan")
+            if key == "image" and isinstance(plan, MixPlan):
+                images = plan.apply(images, batch["mix_index"])
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            batch[key] = images
         return batch
 
 

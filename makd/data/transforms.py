@@ -22,7 +22,7 @@ torchvision's uint8 tensor kernel, 3x faster than PIL's; the two differ by at mo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -120,6 +120,16 @@ class AugmentSpec:
             randaugment_n=int(a.RANDAUGMENT_N),
             randaugment_m=int(a.RANDAUGMENT_M),
             erasing=float(a.ERASING),
+        )
+
+    def strong(self, cfg) -> AugmentSpec:
+        """This recipe with DATASET.AUGMENT.STRONG's policy: the strong view of two-view methods (MLKD)."""
+        strong = cfg.DATASET.AUGMENT.STRONG
+        return replace(
+            self,
+            policy=strong.POLICY,
+            randaugment_n=int(strong.RANDAUGMENT_N),
+            randaugment_m=int(strong.RANDAUGMENT_M),
         )
 
     def describe(self) -> dict:

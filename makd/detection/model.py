@@ -153,6 +153,7 @@ class AspectRoIHeads(RoIHeads):
     def __init__(self, *args, alpha: float = 4.0, temperature: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.alpha, self.temperature = alpha, temperature
+        self.positive_samples = 0  # positive proposals the last training pass sampled (the training-health checks)
 
     @property
     def num_aspects(self) -> int:
@@ -162,6 +163,7 @@ class AspectRoIHeads(RoIHeads):
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+            self.positive_samples = sum(int((sampled > 0).sum()) for sampled in labels)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression, aspect_logits = self.box_predictor(box_features)
         if self.training:

@@ -1,6 +1,7 @@
 """Distillers by name. Every module of this package is imported here, so each registers itself in DISTILLERS.
 
-Adding a method is one new module (a registered Distiller subclass) plus its tests; nothing else lists methods.
+Adding a method is one new module (a registered Distiller subclass) plus its tests; nothing else lists methods. A
+method that declares `combines_with_aspects` also gets "MaKD_<name>" (makd.distillers.aspect_combination).
 """
 
 from __future__ import annotations
@@ -8,11 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from makd.distillers.aspect_combination import register_aspect_combinations
 from makd.distillers.base import DISTILLERS, Distiller
 from makd.registry import UnknownNameError
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+register_aspect_combinations()  # MaKD_<X> for every method X that combines with MaKD's aspect term
 
 
 def distiller_classes() -> list[type[Distiller]]:
@@ -29,15 +32,23 @@ def distiller_class(name: str) -> type[Distiller]:
     return DISTILLERS.get(name)
 
 
-def build_distiller(cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None) -> Distiller:
+def build_distiller(
+    cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None, train_labels=None
+) -> Distiller:
     """The configured method around `student` (head already C or C + Q wide) and the optional frozen teacher.
 
     Methods that train on per-class targets (needs_class_targets) also get the dataset's class names, in label
-    order, to match the rows of their class-level file."""
+    order, to match the rows of their class-level file; methods that keep state per training image
+    (needs_train_labels: CRD's memory bank) get the training split's labels in index order (batch["index"])."""
     method = distiller_class(cfg.DISTILLER.TYPE)
+    extra = {}
     if method.needs_class_targets:
-        return method.from_config(cfg, student, num_classes, num_aspects, teacher, class_names=class_names)
-    return method.from_config(cfg, student, num_classes, num_aspects, teacher)
+        extra["class_names"] = class_names
+    if method.needs_train_labels:
+        if train_labels is None:
+            raise ValueError(f"DISTILLER.TYPE {method.name} needs the training labels (build_distiller's train_labels)")
+        extra["train_labels"] = list(train_labels)
+    return method.from_config(cfg, student, num_classes, num_aspects, teacher, **extra)
 
 
 __all__ = ["DISTILLERS", "Distiller", "build_distiller", "distiller_class", "distiller_classes"]

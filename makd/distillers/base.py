@@ -23,7 +23,8 @@ class Distiller(nn.Module):
 
     `batch` is the collated dict of the training dataset: "image" [B, 3, H, W], "label" [B] int64,
     "aspects" [B, Q] float (NaN where an image has no row), "index" [B] (positions in the split),
-    plus any keys a view policy adds (e.g. "aspect_mask" [B, Q] in {0, 1}). `forward(batch)` is
+    plus any keys a view policy adds (e.g. "aspect_mask" [B, Q] in {0, 1}) and, for a method that declares
+    needs_strong_view, "image_strong" [B, 3, H, W] (DATASET.AUGMENT.STRONG). `forward(batch)` is
     `forward_train` so that DistributedDataParallel, which only hooks `forward`, sees the training pass.
     """
 
@@ -32,6 +33,15 @@ class Distiller(nn.Module):
     needs_aspects: bool = False  # trains on the stage-2 aspect rows; the head has C + Q outputs
     needs_class_targets: bool = False  # trains on per-class target rows (LaViD: a [C, K] table from its own file)
     needs_teacher: bool = False  # needs a CNN teacher (DISTILLER.TEACHER + DISTILLER.TEACHER_CHECKPOINT)
+    needs_train_labels: bool = False  # keeps state per training image (CRD's memory): gets the split's labels
+    needs_strong_view: bool = False  # trains on a second, strongly augmented view too: batch["image_strong"]
+    combines_with_aspects: bool = False  # "MaKD_<name>" adds MaKD's aspect term to it (aspect_combination.py)
+    # Each loss term's weight key (loss name -> dotted config key), so a training-health finding names the key to
+    # change (makd.engine.health); a subclass adds its own terms to its parent's: {**Parent.loss_weight_keys, ...}.
+    loss_weight_keys: dict[str, str] = {}
+    # The terms whose targets are the classes (the labels; a CNN teacher's class logits in the KD family): the health
+    # checks compare every other term's gradient with their sum's, so KD's 0.9 x KL next to 0.1 x CE is no finding.
+    class_terms: tuple[str, ...] = ("loss_ce",)
 
     def __init__(
         self, student: nn.Module, num_classes: int, num_aspects: int = 0, teacher: nn.Module | None = None
@@ -100,6 +110,12 @@ class Distiller(nn.Module):
         if self.teacher is None:
             raise RuntimeError(f"distiller {type(self).__name__} has no teacher")
         return self.teacher(batch["image"])[:, : self.num_classes]
+
+    def first_step_notes(self, lr: float, momentum: float) -> dict:
+        """Numbers a method knows about its own stability, read by the training-health checks after the first
+        training forward (LaViD: its head's step against the divergence limit); "stable_below" maps a weight key to
+        the largest value that trains at this lr. The base has none."""
+        return {}
 
     def forward_train(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(class logits [B, C], {loss_name: scalar tensor}); the trainer sums the losses."""

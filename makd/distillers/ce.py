@@ -9,6 +9,7 @@ from makd.distillers.losses import class_cross_entropy
 @DISTILLERS.register("NONE", "CE")
 class CrossEntropyBaseline(Distiller):
     name = "NONE"
+    loss_weight_keys = {"loss_ce": "MaKD.CE_WEIGHT"}
 
     def __init__(self, student, num_classes: int, num_aspects: int = 0, ce_weight: float = 1.0, teacher=None) -> None:
         super().__init__(student, num_classes, 0, teacher)

@@ -117,6 +117,8 @@ def dkd_losses(
 class DecoupledKnowledgeDistiller(Distiller):
     name = "DKD"
     needs_teacher = True
+    loss_weight_keys = {"loss_ce": "DKD.CE_WEIGHT", "loss_tckd": "DKD.ALPHA", "loss_nckd": "DKD.BETA"}
+    class_terms = ("loss_ce", "loss_tckd", "loss_nckd")
     add_config = staticmethod(add_dkd_config)
     check_config = staticmethod(check_dkd_config)
 

@@ -62,6 +62,8 @@ def kd_loss(
 class KnowledgeDistiller(Distiller):
     name = "KD"
     needs_teacher = True
+    loss_weight_keys = {"loss_ce": "KD.LOSS.CE_WEIGHT", "loss_kd": "KD.LOSS.KD_WEIGHT"}
+    class_terms = ("loss_ce", "loss_kd")
     add_config = staticmethod(add_kd_config)
     check_config = staticmethod(check_kd_config)
 

@@ -38,7 +38,9 @@ def add_lavid_config(cfg: CN) -> None:
     cfg.LaViD.CLASS_TARGETS = ""
     # Optional map of dataset class -> file class (JSON object, or lines `dataset class<TAB>file class`).
     cfg.LaViD.CLASS_MAP = ""
-    # lambda, the MSE weight. LaViD's ResNet18 values: CUB 40, Caltech 20, Flowers 50, Aircraft 50, Pets 50, Cars 40.
+    # lambda, the MSE weight. LaViD's ResNet18 values: CUB 40, Caltech 20, Flowers 50, Aircraft 50, Pets 50, Cars 40,
+    # set for its K = 250 targets (50 x 5) at lr 0.01 and batch 16. The largest lambda that trains scales with K / lr
+    # (the MSE is a mean over K): about 140 there, 7.7 for the demo's K = 16 at lr 0.05 (docs/health.md).
     cfg.LaViD.LAMBDA = 50.0
     cfg.LaViD.CE_WEIGHT = 1.0  # weight of the class cross-entropy
 
@@ -82,10 +84,33 @@ def lavid_table(cfg: CN, class_names) -> torch.Tensor:
     return table
 
 
+def aux_head_stability(pooled: torch.Tensor, lam: float, num_targets: int, lr: float, momentum: float) -> dict:
+    """How close SGD on the auxiliary head's regression is to diverging, from a batch of pooled features [B, D].
+
+    The MSE's curvature in the head's weights along their stiffest direction is lambda x 2/K x the largest eigenvalue
+    of E[f f^T]; post-ReLU pooled features share a large common mean, so that eigenvalue is about D x mean(f)^2
+    (resnet8x4 at init: 77, torchvision ResNet18 at 224 px: ~350). Heavy-ball SGD diverges on a quadratic once
+    lr x curvature exceeds 2 (1 + momentum): the head's outputs then overshoot with growing amplitude, and the
+    backbone answers by driving the features to 0, which kills the class logits too (docs/health.md). Returns the
+    step `lr x curvature`, its limit, and the largest lambda below the limit at this lr.
+    """
+    features = pooled.detach().flatten(1).double()
+    eigenvalue = float(torch.linalg.eigvalsh(features.T @ features / max(len(features), 1))[-1])
+    per_lambda = lr * 2.0 / num_targets * eigenvalue
+    limit = 2.0 * (1.0 + momentum)
+    return {
+        "aux_head_feature_eigenvalue": eigenvalue,
+        "aux_head_step": lam * per_lambda,
+        "aux_head_step_limit": limit,
+        "largest_stable_lambda": limit / per_lambda if per_lambda > 0 else float("inf"),
+    }
+
+
 @DISTILLERS.register("LaViD")
 class LaViDDistiller(Distiller):
     name = "LaViD"
     needs_class_targets = True
+    loss_weight_keys = {"loss_ce": "LaViD.CE_WEIGHT", "loss_lavid": "LaViD.LAMBDA"}
     add_config = staticmethod(add_lavid_config)
     check_config = staticmethod(check_lavid_config)
 
@@ -115,6 +140,12 @@ class LaViDDistiller(Distiller):
     @classmethod
     def from_config(cls, cfg, student, num_classes: int, num_aspects: int, teacher=None, class_names=None):
         return cls(student, num_classes, lavid_table(cfg, class_names), cfg.LaViD.LAMBDA, cfg.LaViD.CE_WEIGHT)
+
+    def first_step_notes(self, lr: float, momentum: float) -> dict:
+        """For the training-health checks, after a training forward: aux_head_stability of its pooled features,
+        and the weight key it bounds."""
+        notes = aux_head_stability(self._pooled[0], self.lam, self.class_targets.shape[1], lr, momentum)
+        return {**notes, "stable_below": {"LaViD.LAMBDA": notes["largest_stable_lambda"]}}
 
     def forward_train(self, batch):
         logits = self.student(batch["image"])  # [B, C]

@@ -26,6 +26,8 @@ def check_lavid_kd_config(cfg) -> None:
 class LaViDKnowledgeDistiller(LaViDDistiller):
     name = "LaViD_KD"
     needs_teacher = True
+    loss_weight_keys = {**LaViDDistiller.loss_weight_keys, "loss_kd": "KD.LOSS.KD_WEIGHT"}
+    class_terms = ("loss_ce", "loss_kd")
     add_config = staticmethod(add_lavid_kd_config)
     check_config = staticmethod(check_lavid_kd_config)
 

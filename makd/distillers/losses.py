@@ -6,6 +6,11 @@ import torch
 import torch.nn.functional as F
 
 
+def wide_float(x: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision (AMP) tensors; float32 and float64 as they are (a float64 check stays exact)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def soften_targets(targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """Teacher P(yes) -> sigmoid(logit(p) / T). T = 1 returns `targets` unchanged.
 

@@ -31,6 +31,7 @@ def checked_aspects(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch
 class MultiAspectDistiller(Distiller):
     name = "MaKD"
     needs_aspects = True
+    loss_weight_keys = {"loss_ce": "MaKD.CE_WEIGHT", "loss_aspect": "MaKD.ALPHA"}
 
     def __init__(
         self,

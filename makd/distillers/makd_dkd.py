@@ -23,6 +23,8 @@ from makd.distillers.makd import MultiAspectDistiller
 class MultiAspectDecoupledDistiller(MultiAspectDistiller):
     name = "MaKD_DKD"
     needs_teacher = True
+    loss_weight_keys = {**MultiAspectDistiller.loss_weight_keys, "loss_tckd": "DKD.ALPHA", "loss_nckd": "DKD.BETA"}
+    class_terms = ("loss_ce", "loss_tckd", "loss_nckd")
     add_config = staticmethod(add_dkd_config)
     check_config = staticmethod(check_dkd_config)
 

@@ -16,6 +16,8 @@ from makd.distillers.makd import MultiAspectDistiller
 class MultiAspectKnowledgeDistiller(MultiAspectDistiller):
     name = "MaKD_KD"
     needs_teacher = True
+    loss_weight_keys = {**MultiAspectDistiller.loss_weight_keys, "loss_kd": "KD.LOSS.KD_WEIGHT"}
+    class_terms = ("loss_ce", "loss_kd")
     add_config = staticmethod(add_kd_config)
     check_config = staticmethod(check_kd_config)
 

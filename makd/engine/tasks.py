@@ -87,6 +87,29 @@ class Task:
         """Write the student-only export (student.pth)."""
         raise NotImplementedError
 
+    # --- what the training-health checks read (makd.engine.health) ----------------------------------------------
+    own_losses: tuple[str, ...] = ()  # the task's own terms besides the class terms (never named as swamping them)
+
+    def class_terms(self) -> tuple[str, ...]:
+        """The loss terms whose targets are the classes (the labels, a CNN teacher's class logits): the other terms'
+        gradients are compared with their sum's. () turns the comparison off."""
+        return ()
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters every loss term reaches (the student without its output layers): where the terms'
+        gradients are compared. [] turns the comparison off."""
+        return []
+
+    def health_counts(self, outputs, batch) -> dict[str, float]:
+        """Numbers of one training batch, summed over the epoch by the health checks (classification: the unweighted
+        class loss, correct predictions and samples; detection: positive proposals, boxes and images)."""
+        return {}
+
+    def chance_levels(self) -> dict[str, float]:
+        """What a student that learned nothing scores on the training split ({} when the task has no such level):
+        "class_loss" (the entropy of the labels), "largest_share" (of one class), "num_classes"."""
+        return {}
+
 
 # TASK value -> Task subclass; each module of makd.tasks registers its task here (`import makd.tasks`, as the training
 # commands do, registers them all).

@@ -32,7 +32,8 @@ from makd.engine.checkpoint import (
 )
 from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
-from makd.engine.optim import build_optimizer, build_scheduler
+from makd.engine.health import TrainingHealth
+from makd.engine.optim import backward, build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
 from makd.engine.run_logger import RunLogger
@@ -43,8 +44,10 @@ from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.
 # NUM_THREADS changes float summation order only, as DEVICE does (so a run slowed by a busy machine can continue
-# with fewer threads: makd.data.cpu_threads.RateWatch says so).
-RESUME_SAFE_KEYS = ("DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR", "NUM_THREADS")
+# with fewer threads: makd.data.cpu_threads.RateWatch says so); HEALTH.* only watches.
+RESUME_SAFE_KEYS = (
+    "DATASET.NUM_WORKERS", "DATASET.TEST.BATCH_SIZE", "DEVICE", "LOG.", "OUTPUT_DIR", "NUM_THREADS", "HEALTH.",
+)  # fmt: skip
 
 
 class NonFiniteLossError(MakdError, RuntimeError):
@@ -142,6 +145,7 @@ class EpochContext:
     info: DistInfo
     amp: MixedPrecision
     task: Task
+    health: TrainingHealth | None = None  # the training-health checks (makd.engine.health)
 
 
 def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) -> dict[str, float]:
@@ -172,13 +176,11 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
                 f"non-finite loss at epoch {state.epoch + 1}, step {state.step}: {values}; {_kept(state)} "
                 "(lower SOLVER.LR, enable SOLVER.GRAD_CLIP, or check the aspect targets)"
             )
+        if ctx.health is not None:  # before the backward pass: the first steps' gradient shares need the graph
+            ctx.health.step(state.step, state.epoch, outputs, losses, batch)
         optimizer.zero_grad(set_to_none=True)
         last_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step(), which sets the next step's rate
-        if scaler.is_enabled():
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)
-        else:
-            total.backward()
+        backward(optimizer, losses, total, scaler)
         if cfg.SOLVER.GRAD_CLIP > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP)
         if scaler.is_enabled():
@@ -351,7 +353,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         model = torch.nn.parallel.DistributedDataParallel(
             distiller, device_ids=[device.index] if device.type == "cuda" else None
         )
-    ctx = EpochContext(model, device, cfg, logger, info, amp, task)
+    health = TrainingHealth(cfg, task, info, device, state.history)
+    ctx = EpochContext(model, device, cfg, logger, info, amp, task, health)
     if info.is_main:
         group = f" ({torch.distributed.get_backend()})" if info.enabled else ""
         print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
@@ -387,6 +390,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                 _check_finite_evaluation(state, row, eval_loaders, task.finite_keys)
             state.epoch = epoch + 1
             state.train_seconds += stats["epoch_seconds"]
+            ctx.health.end_of_epoch(row, state.history)  # its findings go into the row, saved with it
             state.history.append(row)
             if info.is_main:
                 _save_epoch(cfg, run_dir, state, task)
@@ -396,6 +400,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             slowdown = rate_watch.observe(row["epoch"], row["train_images_per_s"])
             if slowdown and info.is_main:
                 print(f"[makd] warning: {slowdown}", file=sys.stderr, flush=True)
+            ctx.health.after_epoch_saved()  # warning lines; HEALTH.STOP_ON stops here
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and not is_last:
                 if info.is_main:
                     print(f"[makd] stopped after epoch {epoch + 1} as asked; continue with --resume", flush=True)
@@ -406,6 +411,7 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
         logger.close()
 
     summary = task.summary(state.history, state.train_seconds)
+    summary["health"] = ctx.health.summary(state.history)
     if info.is_main:
         task.export(run_dir / run_folder.STUDENT)
         atomic_write_json(run_dir / run_folder.SUMMARY, summary)

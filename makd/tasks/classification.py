@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -23,12 +24,14 @@ from makd.distillers import build_distiller
 from makd.engine import run_folder
 from makd.engine.checkpoint import save_checkpoint
 from makd.engine.evaluate import evaluate
+from makd.engine.health import label_entropy
 from makd.engine.tasks import TASKS, Task
 from makd.engine.train_state import finite_number
 from makd.engine.trainer import best_epochs
 from makd.errors import MakdError, one_line
 from makd.formats.files import sha256_file
 from makd.models import build_student, input_family_of
+from makd.models.heads import classifier_layer
 from makd.models.teacher import ClassLogitsTeacher, TeacherError, load_teacher
 
 
@@ -53,7 +56,7 @@ class ClassificationTask(Task):
         )
         self.teacher = teacher_from_config(cfg, data.num_classes, data.class_names)
         self.model = build_distiller(
-            cfg, student, data.num_classes, self.num_aspects, self.teacher, data.class_names
+            cfg, student, data.num_classes, self.num_aspects, self.teacher, data.class_names, data.train.labels
         ).to(self.device)
         if cfg.DATASET.CHANNELS_LAST:  # the device step hands it channels_last images (makd/data/device_batch.py)
             self.model.student.to(memory_format=torch.channels_last)
@@ -174,6 +177,33 @@ class ClassificationTask(Task):
         if self.teacher_top1 is not None:
             summary["teacher_test_top1"] = self.teacher_top1
         return summary
+
+    # --- training health (makd.engine.health) ------------------------------------------------------------------
+    def class_terms(self) -> tuple[str, ...]:
+        return self.model.class_terms  # the method's (makd.distillers.base.Distiller.class_terms)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The student without its classifier Linear (whose class rows only CE reaches, its aspect rows only MaKD's
+        BCE); a method's own heads (LaViD's) are outside the student."""
+        head = {id(p) for p in classifier_layer(self.model.student).parameters()}
+        return [p for p in self.model.student.parameters() if id(p) not in head]
+
+    def health_counts(self, outputs, batch) -> dict[str, float]:
+        size, right = self.batch_counts(outputs, batch)
+        # unweighted, whatever the method's CE weight: KD's 0.1 x CE would never look like ln C
+        class_loss = F.cross_entropy(outputs.detach().float(), batch["label"], reduction="sum")
+        return {"class_loss": float(class_loss), "correct": float(right), "samples": float(size)}
+
+    def chance_levels(self) -> dict[str, float]:
+        if getattr(self, "_chance", None) is None:
+            labels = torch.as_tensor(self.data.train.labels)
+            counts = torch.bincount(labels, minlength=self.data.num_classes).tolist()
+            self._chance = {
+                "class_loss": label_entropy(counts),
+                "largest_share": max(counts) / sum(counts),
+                "num_classes": float(self.data.num_classes),
+            }
+        return self._chance
 
     def export(self, path: Path) -> None:
         data, cfg = self.data, self.cfg

@@ -60,7 +60,9 @@ def settings_from_config(cfg) -> DetectorSettings:
 
 
 class DetectorTraining(nn.Module):
-    """The trained module of the detection task: `.student` is the detector; forward(batch) -> (None, losses)."""
+    """The trained module of the detection task: `.student` is the detector; forward(batch) -> (counts, losses)."""
+
+    loss_weight_keys = {"loss_aspect": "MaKD.ALPHA", "loss_image_aspect": "MaKD.ALPHA"}  # for the health checks
 
     def __init__(self, detector: nn.Module, alpha: float = 1.0) -> None:
         super().__init__()
@@ -71,11 +73,13 @@ class DetectorTraining(nn.Module):
         """Nothing depends on the epoch (the trainer's contract)."""
 
     def loss_weights(self) -> dict[str, tuple[float, str]]:
-        """The distillers' contract (makd.distillers.base): only the aspect terms are weighted."""
-        return {"loss_aspect": (self.alpha, "MaKD.ALPHA"), "loss_image_aspect": (self.alpha, "MaKD.ALPHA")}
+        """As a distiller's (makd.distillers.base): only the aspect terms are weighted, by MaKD.ALPHA."""
+        return {name: (self.alpha, key) for name, key in self.loss_weight_keys.items()}
 
-    def forward(self, batch: dict) -> tuple[None, dict[str, torch.Tensor]]:
-        return None, self.student(batch["images"], batch["targets"])
+    def forward(self, batch: dict) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+        """({"positive_samples": positive proposals the box head trained on}, {loss name: scalar})."""
+        losses = self.student(batch["images"], batch["targets"])
+        return {"positive_samples": self.student.roi_heads.positive_samples}, losses
 
 
 def _check_decodable(coco) -> None:
@@ -189,6 +193,22 @@ class DetectionTask(Task):
 
     def batch_counts(self, outputs, batch) -> tuple[int, None]:
         return len(batch["images"]), None
+
+    # --- training health (makd.engine.health) ------------------------------------------------------------------
+    own_losses = ("loss_box_reg", "loss_objectness", "loss_rpn_box_reg")  # the detector's own terms
+
+    def class_terms(self) -> tuple[str, ...]:
+        return ("loss_classifier",)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.student.backbone.parameters())  # the FPN backbone: every term reaches it
+
+    def health_counts(self, outputs, batch) -> dict[str, float]:
+        return {
+            "positive_samples": float(outputs["positive_samples"]),
+            "gt_boxes": float(sum(len(target["boxes"]) for target in batch["targets"])),
+            "images": float(len(batch["images"])),
+        }
 
     def evaluate(self, split: str, loader) -> dict[str, float]:
         """COCO mAP / mAP@50 / mAP@75 (%) of the split, and the box (or image) aspect agreement with the teacher.
