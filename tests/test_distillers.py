@@ -14,8 +14,8 @@ from tool_modules import load_tool
 
 from makd.config import ConfigError, get_cfg, load_cfg
 from makd.config.defaults import uses_aspects, uses_teacher
-from makd.distillers import DISTILLERS, Distiller, build_distiller, distiller_class, distiller_classes
-from makd.distillers.dkd import dkd_loss_weights, dkd_losses, dkd_terms, dkd_warmup_factor
+from makd.distillers import DISTILLERS, Distiller, build_distiller, config_value, distiller_class, distiller_classes
+from makd.distillers.dkd import dkd_losses, dkd_terms, dkd_warmup_factor, warmed_up
 from makd.distillers.kd import kd_loss
 from makd.distillers.logit_standardization import standardize_logits
 from makd.distillers.losses import aspect_bce, class_cross_entropy, makd_losses
@@ -394,8 +394,21 @@ def test_declared_weights_are_those_forward_train_applies():
     assert float(losses["loss_ce"]) / 0.5 == pytest.approx(float(class_cross_entropy(logits[:, :2], batch["label"])))
     assert float(losses["loss_aspect"]) / 3.0 == pytest.approx(float(aspect_bce(logits[:, 2:], batch["aspects"])))
     # DKD's terms carry the warm-up factor of the epoch: min((epoch + 1) / WARMUP, 1)
-    assert dkd_loss_weights(1.0, 8.0, epoch=4, warmup=20) == {
+    weights = {"loss_ce": (1.0, "DKD.CE_WEIGHT"), "loss_tckd": (1.0, "DKD.ALPHA"), "loss_nckd": (8.0, "DKD.BETA")}
+    assert warmed_up(weights, epoch=4, warmup=20) == {
+        "loss_ce": (1.0, "DKD.CE_WEIGHT"),
         "loss_tckd": (0.25, "DKD.ALPHA x warm-up 0.25"),
         "loss_nckd": (2.0, "DKD.BETA x warm-up 0.25"),
     }
-    assert dkd_loss_weights(1.0, 8.0, epoch=30, warmup=20)["loss_nckd"] == (8.0, "DKD.BETA")
+    assert warmed_up(weights, epoch=30, warmup=20) == weights
+
+
+def test_every_methods_weight_keys_are_numbers_of_its_config():
+    """loss_weights reads each declared key from the config: every method's keys (the MaKD_<X> combinations' too)
+    must be numeric keys of the tree that method's DISTILLER.TYPE builds."""
+    for cls in distiller_classes():
+        cfg = load_cfg(None, ["DISTILLER.TYPE", cls.name])
+        for name, key in cls.loss_weight_keys.items():
+            value = config_value(cfg, key)
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (cls.name, name, key)
+    assert distiller_class("MaKD_FitNet").loss_weight_keys["loss_aspect"] == "MaKD.ALPHA"

@@ -53,6 +53,7 @@ class Distiller(nn.Module):
         self.num_classes = num_classes
         self.num_aspects = num_aspects if self.needs_aspects else 0
         self.epoch = 0  # 0-based epoch being trained, set by the trainer through set_epoch
+        self.loss_weight_values: dict[str, float] = {}  # loss name -> its weight key's value (build_distiller)
         self.teacher = teacher
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -122,10 +123,15 @@ class Distiller(nn.Module):
         raise NotImplementedError
 
     def loss_weights(self) -> dict[str, tuple[float, str]]:
-        """{loss name: (weight, what sets it)} of the terms forward_train returns at the current epoch, each term
-        being that weight times its own loss (CE, BCE, KL, ...), so the trainer can show both. A term a method
-        does not list is shown as it is returned. The base lists none."""
-        return {}
+        """{loss name: (weight, its config key)} of the terms forward_train returns, each term being that weight times
+        its own loss (CE, BCE, KL, ...), so the epoch line can show both: the values of `loss_weight_keys` that
+        build_distiller read from the config (a method whose weight changes with the epoch, DKD's warm-up, adjusts
+        them). A term not listed is shown as it is returned."""
+        return {
+            name: (self.loss_weight_values[name], key)
+            for name, key in self.loss_weight_keys.items()
+            if name in self.loss_weight_values
+        }
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.forward_train(batch)

@@ -23,6 +23,3 @@ class CrossEntropyBaseline(Distiller):
     def forward_train(self, batch):
         logits = self.student(batch["image"])  # [B, C]
         return logits, {"loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"])}
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {"loss_ce": (self.ce_weight, "MaKD.CE_WEIGHT")}

@@ -91,11 +91,15 @@ def dkd_terms(
     return tckd, nckd
 
 
-def dkd_loss_weights(alpha: float, beta: float, epoch: int, warmup: int) -> dict[str, tuple[float, str]]:
-    """loss_weights of the two DKD terms in the 0-based `epoch`: ALPHA (BETA) times the warm-up factor."""
+def warmed_up(weights: dict[str, tuple[float, str]], epoch: int, warmup: int) -> dict[str, tuple[float, str]]:
+    """loss_weights with the two DKD terms times the warm-up factor of the 0-based `epoch` (named in their key)."""
     factor = dkd_warmup_factor(epoch + 1, warmup)
-    warm = f" x warm-up {factor:g}" if factor != 1.0 else ""
-    return {"loss_tckd": (factor * alpha, f"DKD.ALPHA{warm}"), "loss_nckd": (factor * beta, f"DKD.BETA{warm}")}
+    if factor == 1.0:
+        return weights
+    return {
+        name: (weight * factor, f"{key} x warm-up {factor:g}") if name in ("loss_tckd", "loss_nckd") else (weight, key)
+        for name, (weight, key) in weights.items()
+    }
 
 
 def dkd_losses(
@@ -163,7 +167,4 @@ class DecoupledKnowledgeDistiller(Distiller):
         return logits, losses
 
     def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {
-            "loss_ce": (self.ce_weight, "DKD.CE_WEIGHT"),
-            **dkd_loss_weights(self.alpha, self.beta, self.epoch, self.warmup),
-        }
+        return warmed_up(super().loss_weights(), self.epoch, self.warmup)

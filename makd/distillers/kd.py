@@ -104,6 +104,3 @@ class KnowledgeDistiller(Distiller):
             "loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"]),
             "loss_kd": self.kd_weight * kd_loss(logits, teacher_logits, self.temperature, self.logit_stand),
         }
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {"loss_ce": (self.ce_weight, "KD.LOSS.CE_WEIGHT"), "loss_kd": (self.kd_weight, "KD.LOSS.KD_WEIGHT")}

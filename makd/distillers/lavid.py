@@ -159,6 +159,3 @@ class LaViDDistiller(Distiller):
             "loss_ce": self.ce_weight * class_cross_entropy(logits, batch["label"]),
             "loss_lavid": self.lam * torch.mean((predicted - targets) ** 2),
         }
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {"loss_ce": (self.ce_weight, "LaViD.CE_WEIGHT"), "loss_lavid": (self.lam, "LaViD.LAMBDA")}

@@ -45,6 +45,3 @@ class LaViDKnowledgeDistiller(LaViDDistiller):
             logits, self.teacher_logits(batch), self.temperature, self.logit_stand
         )
         return logits, losses
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {**super().loss_weights(), "loss_kd": (self.kd_weight, "KD.LOSS.KD_WEIGHT")}

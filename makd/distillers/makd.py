@@ -64,6 +64,3 @@ class MultiAspectDistiller(Distiller):
             mask=mask,
         )
         return logits[:, : self.num_classes], losses
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {"loss_ce": (self.ce_weight, "MaKD.CE_WEIGHT"), "loss_aspect": (self.alpha, "MaKD.ALPHA")}

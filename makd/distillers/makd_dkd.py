@@ -11,10 +11,10 @@ from makd.distillers.base import DISTILLERS
 from makd.distillers.dkd import (
     add_dkd_config,
     check_dkd_config,
-    dkd_loss_weights,
     dkd_losses,
     dkd_temperature,
     dkd_warmup_factor,
+    warmed_up,
 )
 from makd.distillers.makd import MultiAspectDistiller
 
@@ -53,4 +53,4 @@ class MultiAspectDecoupledDistiller(MultiAspectDistiller):
         return class_logits, losses
 
     def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {**super().loss_weights(), **dkd_loss_weights(self.dkd_alpha, self.dkd_beta, self.epoch, self.warmup)}
+        return warmed_up(super().loss_weights(), self.epoch, self.warmup)

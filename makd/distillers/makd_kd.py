@@ -35,6 +35,3 @@ class MultiAspectKnowledgeDistiller(MultiAspectDistiller):
             class_logits, self.teacher_logits(batch), self.kd_temperature, self.logit_stand
         )
         return class_logits, losses
-
-    def loss_weights(self) -> dict[str, tuple[float, str]]:
-        return {**super().loss_weights(), "loss_kd": (self.kd_weight, "KD.LOSS.KD_WEIGHT")}
