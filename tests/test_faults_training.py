@@ -227,6 +227,8 @@ def assert_everything_loadable(out: Path, allow_temp: bool = False) -> None:
             json.loads(path.read_text(), parse_constant=_refuse_constant)
         elif name.endswith(".yaml"):
             assert isinstance(yaml.safe_load(path.read_text()), dict)
+        elif name == ".makd.lock":  # the killed run's lock file: its holder, no longer holding it (kernel-released)
+            assert set(json.loads(path.read_text())) == {"pid", "host", "since", "command"}
         elif name.startswith("events.out.tfevents"):
             from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 

@@ -154,8 +154,8 @@ def test_resume_rebuilds_best_and_snapshot_written_after_latest(release_dataset,
     state = torch.load(stopped_run / "latest.pth", weights_only=False)
     state["history"][0]["test_top1"], state["history"][1]["test_top1"] = 0.0, 100.0  # best = latest = epoch 2
     torch.save(state, stopped_run / "latest.pth")
-    # A kill after latest.pth of epoch 2 was written, before best.pth / epoch_2.pth were.
-    (stopped_run / "best.pth").write_bytes(b"")
+    # A kill after latest.pth of epoch 2 was written, before best.pth / epoch_2.pth were: best.pth still holds
+    # epoch 1 (an atomic write leaves the old file), epoch_2.pth does not exist yet.
     (stopped_run / "epoch_2.pth").unlink()
     capsys.readouterr()
     assert resume(release_dataset, stopped_run, "--stop-after-epoch", "2") == 0  # accepted, nothing trained

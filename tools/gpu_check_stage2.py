@@ -16,18 +16,22 @@ The derived estimate to beat for the 8B geometry on one H100: about 4 images/s a
 from __future__ import annotations
 
 import gc
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from makd.demo.real_scale_internvl import GEOMETRIES, build_on_device, parameter_count, scoring_flops
-from makd.demo.tiny_internvl import synthetic_questions, train_tiny_tokenizer
-from makd.mllm.inprocess_scorer import InternVLScorer
-from makd.mllm.model_loading import native_parts
-from makd.mllm.prefix_scoring import merge_image_features, output_cache
-from makd.mllm.reference import bound_pass, score_per_question
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's makd, as every tool
+
+from makd.demo.real_scale_internvl import GEOMETRIES, build_on_device, parameter_count, scoring_flops  # noqa: E402
+from makd.demo.tiny_internvl import synthetic_questions, train_tiny_tokenizer  # noqa: E402
+from makd.mllm.inprocess_scorer import InternVLScorer  # noqa: E402
+from makd.mllm.model_loading import native_parts  # noqa: E402
+from makd.mllm.prefix_scoring import merge_image_features, output_cache  # noqa: E402
+from makd.mllm.reference import bound_pass, score_per_question  # noqa: E402
 
 QUESTIONS = 50
 # 500x375 tiles into 13 (4x3 + thumbnail) at --max-tiles 12, as the official script's default; 448x448 into 1;

@@ -18,6 +18,7 @@ import gc
 import io
 import os
 import statistics
+import sys
 import threading
 import time
 from multiprocessing import Pool
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from makd.formats.aspect_files import write_aspect_file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's makd, as every tool
+
+from makd.formats.aspect_files import write_aspect_file  # noqa: E402
 
 FULL = {"students": ["resnet18", "resnet50"], "batches": [128, 256], "train_images": 2560, "test_images": 64,
         "size": 224, "photo": (500, 375), "epochs": 2, "bare_steps": 20, "classes": 16}  # fmt: skip

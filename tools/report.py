@@ -8,6 +8,10 @@ LaViD's tables).
 
     python tools/report.py output/demo/*/                      # the demo's runs
     python tools/report.py output/oxford_pets --paper --reference oxford_pets_resnet18_baseline --out output/oxford_pets
+
+Without --out nothing is written (the table goes to stdout). An --out inside a run folder is recorded in its
+manifest.json as written by tools/report.py (while the run's lock is held), so a later `our_train.py --overwrite`
+of that run removes the tables with it and never mistakes them for the user's files.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from makd.analysis.run_folders import (  # noqa: E402
     group_by_condition,
     read_run,
 )
+from makd.engine.run_folder import recording_into_run_folder  # noqa: E402
 from makd.errors import run_command  # noqa: E402
 
 
@@ -46,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+", help="run folders, or folders searched for run folders")
     parser.add_argument("--reference", help="condition the differences are taken against (default: the first)")
     parser.add_argument("--paper", action="store_true", help="put the published numbers beside matching rows")
-    parser.add_argument("--out", help="write results.md, results.csv and runs.csv into this folder")
+    parser.add_argument(
+        "--out", help="write results.md, results.csv and runs.csv into this folder (default: print only)"
+    )
     parser.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
     parser.add_argument(
         "--ignore",
@@ -77,7 +84,8 @@ def _body(argv: Sequence[str] | None) -> int:
     rows, reference = summarise(groups, args.reference, paper=args.paper)
     notes = [f"Skipped unfinished: {', '.join(skipped)}."] if skipped else []
     if args.out:
-        text = write_results(args.out, rows, reference, title="Report", notes=notes)
+        with recording_into_run_folder(args.out, "tools/report.py"):
+            text = write_results(args.out, rows, reference, title="Report", notes=notes)
         print(f"[report] wrote {Path(args.out) / 'results.md'}, results.csv, runs.csv", file=sys.stderr)
     else:
         text = format_markdown(rows, reference, title="Report", notes=notes)

@@ -30,6 +30,7 @@ from makd.analysis.study import (  # noqa: E402
     plan,
     plot_seeds,
     print_commands,
+    study_lock,
 )
 from makd.errors import run_command  # noqa: E402
 
@@ -68,23 +69,33 @@ def _body(argv: Sequence[str] | None) -> int:
         for line in print_commands(study, args.study):
             print(line)
         return 0
-    planned = plan(study)
     if args.run_one:
-        condition, seed = args.run_one[0], args.run_one[1]
-        chosen = [(run, status) for run, status, _ in planned if run.condition == condition and str(run.seed) == seed]
-        if not chosen:
-            raise StudyError(
-                f"--run-one {condition} {seed}: no such run; conditions: {', '.join(study.conditions)}, "
-                f"seeds: {', '.join(map(str, study.seeds))}"
-            )
-        pending = [item for item in chosen if item[1] != "done"]
-        _, failed = execute_runs(pending, 1)
-        if not pending:
-            print(f"[study] {chosen[0][0].label}: already finished")
-        if failed:
-            run, code = failed[0]
-            raise StudyError(f"{run.label} failed with exit code {code}; see {run.log_path}")
-        return 0
+        return _run_one(study, args.run_one[0], args.run_one[1])
+    with study_lock(study):  # one invocation at a time writes the study folder (tables, plots, its runs)
+        return _run_study(study, args)
+
+
+def _run_one(study, condition: str, seed: str) -> int:
+    """Train (or resume) one run of the study: a job of a job array (no study lock: the run folder has its own)."""
+    chosen = [(run, status) for run, status, _ in plan(study) if run.condition == condition and str(run.seed) == seed]
+    if not chosen:
+        raise StudyError(
+            f"--run-one {condition} {seed}: no such run; conditions: {', '.join(study.conditions)}, "
+            f"seeds: {', '.join(map(str, study.seeds))}"
+        )
+    pending = [item for item in chosen if item[1] != "done"]
+    _, failed = execute_runs(pending, 1)
+    if not pending:
+        print(f"[study] {chosen[0][0].label}: already finished")
+    if failed:
+        run, code = failed[0]
+        raise StudyError(f"{run.label} failed with exit code {code}; see {run.log_path}")
+    return 0
+
+
+def _run_study(study, args: argparse.Namespace) -> int:
+    """Every unfinished run, then the table and the plots (with the study folder's lock held)."""
+    planned = plan(study)
     start = time.perf_counter()
     counts = {s: sum(1 for _, status, _ in planned if status == s) for s in ("done", "resume", "todo")}
     print(

@@ -84,7 +84,7 @@ def plot_tsne(run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path, se
 def plot_aspects(run_dir: Path, label: str, out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Question heatmaps of the run's training aspect file (the teacher alone: any run whose config names one, a
     baseline or an unfinished run too) and, for a finished run with an aspect head, the agreement bars of its
-    aspect_metrics.json (computed from student.pth when the run folder has none)."""
+    aspect_metrics.json (computed from student.pth, and not saved, when the run folder has none)."""
     run = load_run(run_dir, need_student=False)
     train = teacher_split(run, "train")
     if train is None:
@@ -115,8 +115,8 @@ def plot_aspects(run_dir: Path, label: str, out_dir: Path, log: Callable[[str], 
     metrics_path = run_dir / "aspect_metrics.json"
     if metrics_path.exists():
         splits = json.loads(metrics_path.read_text(encoding="utf-8"))["splits"]
-    else:
-        splits = compute_aspect_metrics(run)
+    else:  # computed for the figure only: a plot never writes into the run folder (tools/plot.py)
+        splits = compute_aspect_metrics(run, write=False)
     for split, metrics in splits.items():
         if any("student_auc" in e for e in metrics["questions"]):
             path = out_dir / f"aspect_agreement_{split}.png"

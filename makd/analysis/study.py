@@ -45,7 +45,8 @@ import yaml
 from makd.analysis.run_folders import RunResult, read_config, read_run
 from makd.analysis.run_progress import RunProgress
 from makd.config.defaults import flatten_tree
-from makd.errors import MakdError
+from makd.errors import MakdError, Terminated
+from makd.file_lock import exclusive_lock
 from makd.formats.strict_yaml import load_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -343,7 +344,8 @@ def execute_runs(
     """Train the pending (run, status) pairs, `jobs` at a time; returns (finished, failed with exit codes).
 
     Each run's output goes to <run_dir>.log next to the run folder (appended: a resumed run keeps its history). On
-    Ctrl-C or SIGTERM the running trainings are stopped (their latest.pth stays) and KeyboardInterrupt propagates.
+    Ctrl-C or SIGTERM the running trainings are stopped (SIGTERM: each keeps its last finished epoch) and the
+    KeyboardInterrupt (makd.errors.Terminated for SIGTERM) propagates.
     `threads` fixes OMP_NUM_THREADS of every training (default: child_threads). The log says which run of how many
     starts, and when one ends, its wall and CPU seconds and the time left; `progress` (default: a new one) keeps
     those costs for the caller.
@@ -428,7 +430,17 @@ def _children_cpu_seconds() -> float:
 
 
 def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+    raise Terminated()
+
+
+STUDY_LOCK = ".makd-study.lock"
+
+
+def study_lock(study: Study) -> contextlib.AbstractContextManager:
+    """One study invocation at a time writes a study folder (its results tables and plots, and the runs it starts):
+    the exclusive lock `<output>/.makd-study.lock`. `--run-one` jobs do not take it (a job array runs many at once;
+    each run folder has its own lock), nor does `--print-commands`, which writes nothing."""
+    return exclusive_lock(study.output / STUDY_LOCK, f"study folder {study.output}")
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -23,7 +23,7 @@ from makd.mllm.extraction import (
     view_output,
 )
 from makd.mllm.items import ImageFolderItems
-from makd.mllm.partial_rows import partial_path
+from makd.mllm.partial_rows import output_lock, partial_path
 from makd.mllm.tiny_teacher import NOTICE, TINY_MODEL, tiny_teacher_path
 
 PROG = "make_makd_logits_json.py"
@@ -312,9 +312,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.boxes is not None:
             raise ExtractionError("--boxes needs --images, the folder its file_names are relative to")
         raise ExtractionError("--images is required at image level (or pass --level class --classes FILE)")
+    shard, output = _shard_and_output(args)
+    with output_lock(output):  # one writer per output (and its views' and partial files)
+        return _run_image_level(args, shard, output)
+
+
+def _run_image_level(args: argparse.Namespace, shard: Shard | None, output: Path) -> int:
     scorer = None
     try:
-        shard, output = _shard_and_output(args)
         if args.max_tiles < 1:
             raise ExtractionError(f"--max-tiles {args.max_tiles}: must be >= 1 (1 turns tiling off)")
         if args.images_per_step is not None and args.images_per_step < 1:
@@ -368,7 +373,8 @@ def _run_class_level(args: argparse.Namespace) -> int:
     _quiet_transformers()
     tiny = resolve_tiny_model(args)
     set_threads(args)
-    run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
+    with output_lock(args.output):
+        run_class_level(args, args.answer_suffix or (PAPER_ANSWER_SUFFIX if args.paper_suffix else ""))
     if tiny:
         print(f"warning: {NOTICE}", file=sys.stderr)
     return 0
@@ -394,7 +400,8 @@ def merge_main(argv: Sequence[str] | None = None) -> int:
 
     def body(argv: Sequence[str] | None) -> int:
         args = p.parse_args(argv)
-        meta = merge_shards(args.shards, args.output, args.images, args.overwrite)
+        with output_lock(args.output):
+            meta = merge_shards(args.shards, args.output, args.images, args.overwrite)
         print(f"wrote {args.output} ({len(meta['merged_from'])} shards)", file=sys.stderr)
         return 0
 

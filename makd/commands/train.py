@@ -17,6 +17,7 @@ from makd.analysis.aspect_metrics import json_safe
 from makd.analysis.class_accuracy import per_class, table_lines, write_class_accuracy
 from makd.atomic_files import OutputLocationError
 from makd.config import load_cfg
+from makd.engine.distributed import LAUNCHED_PROCESSES, launch
 from makd.engine.run_folder import CONFIG as RUN_CONFIG
 from makd.engine.run_folder import LATEST
 from makd.engine.trainer import evaluate_checkpoint, run_dir_of, train
@@ -43,6 +44,14 @@ def _train_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop cleanly after epoch N (e.g. a job's time limit); continue later with --resume",
     )
+    parser.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N processes of this machine (DDP with torchrun's launcher, run by this command: a user error is "
+        "one line, without torchrun's traceback); `torchrun --nproc_per_node N tools/our_train.py` works too",
+    )
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides, e.g. SOLVER.LR 0.05")
     return parser
 
@@ -60,26 +69,63 @@ def _config_and_opts(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def _train_body(argv: Sequence[str] | None) -> int:
     args = _train_parser().parse_intermixed_args(argv)
+    if args.nproc_per_node < 1:
+        raise ConfigError(f"--nproc-per-node {args.nproc_per_node}: must be >= 1")
+    if args.nproc_per_node > 1 and "RANK" not in os.environ:
+        load_cfg(*_config_and_opts(args))  # a config mistake is one line here, before any process starts
+        return launch(_program(), _without_nproc(list(sys.argv[1:] if argv is None else argv)), args.nproc_per_node)
     cfg = load_cfg(*_config_and_opts(args))
     train(cfg, resume=args.resume, overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch)
     return 0
 
 
+def _program() -> str:
+    return sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "tools/our_train.py"
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """`args` without --nproc-per-node and its value (the launched processes must not launch again)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            out.append(arg)
+    return out
+
+
+def _launcher(program: str) -> list[str]:
+    """How the command was started: python, this command's --nproc-per-node, or torchrun (a resume needs as many
+    processes as the run had: makd.engine.run_inputs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return ["python", program]
+    if os.environ.get(LAUNCHED_PROCESSES):
+        return ["python", program, "--nproc-per-node", os.environ[LAUNCHED_PROCESSES]]
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+    nodes = [] if per_node == world else ["--nnodes", str(world // per_node)]
+    return ["torchrun", *nodes, "--nproc_per_node", str(per_node), program]
+
+
 def resume_hint(argv: Sequence[str] | None) -> str:
-    """After Ctrl-C: the exact command that continues the run (or reruns it when no epoch had finished)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    program = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "tools/our_train.py"
+    """After Ctrl-C, SIGTERM or a failed write: the exact command that continues the run (or reruns it when no epoch
+    had finished), launched as this one was."""
+    args = _without_nproc(list(sys.argv[1:] if argv is None else argv))
+    program = _program()
+    launcher = _launcher(program)
     try:
         cfg = load_cfg(*_config_and_opts(_train_parser().parse_intermixed_args(args)))
         has_checkpoint = (run_dir_of(cfg) / LATEST).is_file()
     except (MakdError, SystemExit):  # cannot tell: suggest resuming, which says so if there is nothing yet
         has_checkpoint = True
     if not has_checkpoint:
-        return f"no epoch had finished; start again with: python {shlex.join([program, *args])}"
+        return f"no epoch had finished; start again with: {shlex.join([*launcher, *args])}"
     args = [a for a in args if a != "--overwrite"]
     if "--resume" not in args:
         args.append("--resume")
-    return f"continue with: python {shlex.join([program, *args])}"
+    return f"continue with: {shlex.join([*launcher, *args])}"
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,8 @@ Resume policy (docs/reliability.md):
   best.pth is written again at the next improvement); when it is present but unreadable, the resume is
   refused: delete it to accept the loss, so a damaged file is never silently replaced.
 - epoch_<n>.pth of the latest epoch unreadable or missing: repaired from latest.pth.
+- A file is rebuilt only when the run's manifest vouches for it (or it is missing): bytes that changed since the run
+  wrote them may be a user's file under the run's name, so the resume is refused instead, naming it.
 """
 
 from __future__ import annotations
@@ -101,11 +103,22 @@ def read_latest(run_dir: Path) -> dict[str, Any]:
 
 
 def check_resume_files(
-    run_dir: Path, latest: dict[str, Any], best_epoch: int | None, snapshot_freq: int
+    run_dir: Path, latest: dict[str, Any], best_epoch: int | None, snapshot_freq: int, unvouched: tuple[str, ...] = ()
 ) -> ResumeCheck:
-    """Check best.pth and the latest epoch snapshot against the history (see the module docstring)."""
+    """Check best.pth and the latest epoch snapshot against the history (see the module docstring). A file of
+    `unvouched` (its bytes are not what the run's manifest recorded) is never rebuilt over: refused instead."""
     check = ResumeCheck(latest)
     epoch = int(latest["epoch"])
+
+    def repair(name: str, why: str) -> None:
+        if name in unvouched:
+            raise CheckpointError(
+                f"--resume: {run_dir / name} ({why}) would be rebuilt from {run_folder.LATEST}, but it changed since "
+                "this run wrote it; nothing was changed: move it out if it is yours, or delete it to let --resume "
+                "rebuild it"
+            )
+        check.repairs.append(name)
+        check.warnings.append(f"{name} ({why}) rebuilt from {run_folder.LATEST} (both epoch {epoch})")
 
     def holds_epoch(name: str, wanted: int) -> tuple[bool, str]:
         path = run_dir / name
@@ -122,8 +135,7 @@ def check_resume_files(
     if best_epoch is not None:
         ok, why = holds_epoch(run_folder.BEST, best_epoch)
         if not ok and best_epoch == epoch:
-            check.repairs.append(run_folder.BEST)
-            check.warnings.append(f"{run_folder.BEST} ({why}) rebuilt from {run_folder.LATEST} (both epoch {epoch})")
+            repair(run_folder.BEST, why)
         elif not ok and why == "missing":
             check.warnings.append(
                 f"{run_folder.BEST} is missing: the weights of best epoch {best_epoch} are lost; it is written again "
@@ -139,6 +151,5 @@ def check_resume_files(
         name = run_folder.epoch_snapshot(epoch)
         ok, why = holds_epoch(name, epoch)
         if not ok:
-            check.repairs.append(name)
-            check.warnings.append(f"{name} ({why}) rebuilt from {run_folder.LATEST} (both epoch {epoch})")
+            repair(name, why)
     return check

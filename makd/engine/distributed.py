@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from makd.errors import ConfigError
+from makd.errors import ConfigError, MakdError, one_line
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,64 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class AgreedError(MakdError):
+    """A user error another process of the group met (see `agree`)."""
+
+
+def agree(info: DistInfo, step: Callable[[], T]) -> T:
+    """Run `step` on every process; when it raised a MakdError on any of them, every process raises one, so no
+    process goes on to a collective the others never reach. Only rank 0 prints it (makd.errors.run_command), naming
+    the rank that met it when that is not rank 0. Without torchrun: `step()`."""
+    if not info.enabled:
+        return step()
+    error, result = None, None
+    try:
+        result = step()
+    except MakdError as err:
+        error = err
+    message = None if error is None else one_line(error.args[0] if error.args else type(error).__name__)
+    failed = [(rank, m) for rank, m in enumerate(all_gather_arrays(message, info)) if m is not None]
+    if not failed:
+        return result
+    rank, first = failed[0]
+    if error is not None and rank == info.rank:
+        raise error
+    raise AgreedError(first if rank == 0 else f"(rank {rank}) {first}")
+
+
+# Set by `launch` for its workers: the number of processes, so that a worker's resume hint asks for as many.
+LAUNCHED_PROCESSES = "MAKD_NPROC_PER_NODE"
+
+
+def launch(script: str, args: Sequence[str], processes: int) -> int:
+    """Run `script args` on `processes` processes of this machine with torchrun's own launcher, in this process, and
+    return the exit code of the first process that failed (0 when all succeeded; 128 + N for signal N).
+
+    Why not plain `torchrun`: when a worker exits with a user error (code 2), torchrun adds a Python traceback and a
+    failure report of its own to the one line rank 0 printed. Here the launcher's report is not printed: the workers'
+    one line (rank 0's, makd.errors.run_command) is the whole output. SIGTERM to this process reaches the workers
+    (torchrun's agent forwards it), which keep their last finished epoch and print how to continue.
+    """
+    import logging
+
+    # The launcher's own report and warnings: torch's elastic loggers take their level from LOGLEVEL when made.
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ[LAUNCHED_PROCESSES] = str(processes)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its warning
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={processes}", script, *args]))
+    except ChildFailedError as err:
+        code = err.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code if code < 0 else 1
+    except SignalException as err:
+        return 128 + int(err.sigval)
+    return 0

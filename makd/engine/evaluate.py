@@ -13,6 +13,7 @@ from makd.data.device_batch import prepare_batch
 from makd.data.loader_settings import loader_settings
 from makd.engine.distributed import DistInfo, all_gather_arrays, all_reduce_sum
 from makd.engine.metrics import aspect_agreement, topk_correct
+from makd.errors import raise_if_stopped
 
 
 class ContiguousShardSampler(Sampler[int]):
@@ -68,6 +69,7 @@ def evaluate(
     predicted, teacher = [], []
     counts = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device) if confusion else None
     for batch in loader:
+        raise_if_stopped()  # Ctrl-C / SIGTERM between batches (makd.errors)
         aspects = batch["aspects"]  # compared on the CPU
         batch = prepare_batch(batch, loader.dataset, device)
         images, labels = batch["image"], batch["label"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from makd.atomic_files import atomic_write_text
 from makd.engine import run_folder
+from makd.engine.run_manifest import TRAINER
 from makd.errors import ConfigError
 
 
@@ -25,7 +26,9 @@ def metrics_line(row: dict[str, Any]) -> str:
 class RunLogger:
     """Writes only on the main process; other ranks get a logger that does nothing."""
 
-    def __init__(self, cfg, run_dir: Path, enabled: bool, history: list[dict] | None = None) -> None:
+    def __init__(self, cfg, run_dir: Path, enabled: bool, history: list[dict] | None = None, manifest=None) -> None:
+        """`manifest` (a makd.engine.run_manifest.RunManifest) learns the names of the files TensorBoard and wandb
+        will write themselves, before they exist."""
         self.enabled = enabled
         self.run_dir = run_dir
         self.tensorboard = None
@@ -39,7 +42,11 @@ class RunLogger:
         self._write_metrics()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tensorboard = SummaryWriter(log_dir=str(run_dir / run_folder.TENSORBOARD))
+        # The event file's name ends with a token only this run knows: the manifest vouches for it by that pattern.
+        suffix = f".makd{os.urandom(4).hex()}"
+        if manifest is not None:
+            manifest.declare(f"{run_folder.TENSORBOARD}/events.out.tfevents.*{suffix}", TRAINER, "pattern")
+        self.tensorboard = SummaryWriter(log_dir=str(run_dir / run_folder.TENSORBOARD), filename_suffix=suffix)
         if cfg.LOG.WANDB:
             try:
                 import wandb
@@ -47,6 +54,8 @@ class RunLogger:
                 raise ConfigError(
                     "LOG.WANDB is on but wandb is not installed; pip install wandb or set LOG.WANDB False"
                 ) from None
+            if manifest is not None:
+                manifest.declare(run_folder.WANDB, TRAINER, "folder")
             self.wandb_run = wandb.init(
                 project=cfg.EXPERIMENT.PROJECT,
                 name=cfg.EXPERIMENT.NAME or None,

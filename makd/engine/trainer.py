@@ -30,16 +30,19 @@ from makd.engine.checkpoint import (
     save_train_state,
     student_state_dict,
 )
-from makd.engine.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from makd.engine.distributed import DistInfo, agree, barrier, cleanup, init_distributed, resolve_device
 from makd.engine.evaluate import evaluate, make_eval_loader
 from makd.engine.health import TrainingHealth
 from makd.engine.optim import backward, build_optimizer, build_scheduler
 from makd.engine.reproducibility import epoch_seed, seed_everything, use_deterministic_algorithms
 from makd.engine.run_folder import inspect_run_folder
+from makd.engine.run_inputs import check_resume_inputs, fingerprint_inputs, read_inputs
 from makd.engine.run_logger import RunLogger
+from makd.engine.run_manifest import TRAINER
 from makd.engine.tasks import Task, task_of
 from makd.engine.train_state import CheckpointError, TrainState, finite_number
-from makd.errors import ConfigError, MakdError, one_line
+from makd.errors import ConfigError, MakdError, deferred_stop_signals, one_line, raise_if_stopped
+from makd.formats.read_log import recording_reads
 from makd.models import build_student, input_family_of
 
 # Keys that may differ between a run and its resumption without changing the result.
@@ -166,6 +169,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         dynamic_ncols=True,
     )
     for batch in bar:
+        raise_if_stopped()  # a stop whose exception Python had to drop (makd.errors) is raised here, between steps
         batch = ctx.task.batch_to_device(batch, loader.dataset)
         with ctx.amp.autocast():
             outputs, losses = model(batch)
@@ -290,7 +294,9 @@ def _read_resume_checkpoint(cfg, run_dir: Path) -> dict[str, Any]:
 
 
 def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict | None:
-    device = resolve_device(cfg.DEVICE, info)
+    if resume and overwrite:  # before the folder is locked (which may create it)
+        raise run_folder.RunFolderError("--resume and --overwrite contradict each other; pass one of them")
+    device = agree(info, lambda: resolve_device(cfg.DEVICE, info))
     # Before anything else runs: the measured check needs idle cores of its own (the workers start later).
     threads = cpu_threads.choose_threads(cfg.NUM_THREADS, device.type, worker_count(cfg.DATASET.NUM_WORKERS))
     cpu_threads.apply(threads)
@@ -299,14 +305,39 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     if cfg.DETERMINISTIC:
         use_deterministic_algorithms(device)
     run_dir = run_dir_of(cfg)
-    # Nothing in the run folder changes until every check below passed (plan.commit).
+    # One writer at a time: the main process locks the folder (creating it if needed) before looking at it, and a
+    # run refused before its commit leaves the folder as it was (a folder created for the lock is removed again).
+    lock = run_folder.RunFolderLock(run_dir)
+    try:
+        plan = agree(info, lambda: _claim_run_folder(lock, run_dir, info, resume, overwrite))
+        return _train_in_folder(cfg, info, device, run_dir, plan, resume, stop_after_epoch, (threads, rate_watch))
+    finally:
+        lock.release(keep_folder=False)  # removes only folders the lock created and nothing was written into
+
+
+def _claim_run_folder(
+    lock: run_folder.RunFolderLock, run_dir: Path, info: DistInfo, resume: bool, overwrite: bool
+) -> run_folder.RunFolderPlan | None:
+    """The main process's lock and check of the run folder (nothing in it changes until plan.commit)."""
+    if not info.is_main:
+        return None
+    lock.acquire()
     plan = inspect_run_folder(run_dir, resume, overwrite)
     if not resume:
         check_output_location(run_dir / run_folder.CONFIG, "run folder (OUTPUT_DIR)")
-    latest = _read_resume_checkpoint(cfg, run_dir) if resume else None
+    return plan
 
+
+def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: bool, stop_after_epoch: int | None,
+                     threads):  # fmt: skip
+    """From the locked, checked run folder to the summary; `threads`: (the CPU thread choice, its RateWatch)."""
+    latest = agree(info, lambda: _read_resume_checkpoint(cfg, run_dir)) if resume else None
     task = task_of(cfg, info, device)
-    task.build()
+    # Every input file the task reads is noted with the sha256 of the bytes it parsed: the run's fingerprints.
+    with recording_reads() as reads:
+        agree(info, task.build)
+    inputs = fingerprint_inputs(cfg, reads, {"train": task.train_set, **task.eval_sets}, info.world_size)
+    input_warnings = agree(info, lambda: check_resume_inputs(read_inputs(run_dir), inputs, run_dir)) if resume else []
     distiller = task.model
     pin = device.type == "cuda"
     train_loader, loader_generator = make_train_loader(task.train_set, cfg, info, pin)
@@ -337,17 +368,34 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                 latest,
                 best_epochs(state.history, task.metric, task.finite_keys).get("best_epoch"),
                 cfg.LOG.SAVE_CHECKPOINT_FREQ,
+                tuple(plan.unvouched_checkpoints),
             )
         del latest
-    if info.is_main:
-        plan.commit(cfg.dump())
-        if resume_check is not None:
-            resume_check.apply(run_dir)
-            for line in resume_check.warnings:
-                print(f"[makd] warning: {line}", file=sys.stderr, flush=True)
-    barrier(info)
 
-    logger = RunLogger(cfg, run_dir, info.is_main, state.history)
+    def commit():
+        if not info.is_main:
+            return None
+        manifest = plan.commit(cfg.dump())
+        with manifest.recording(TRAINER):
+            if not resume or input_warnings:  # a run folder older than inputs.json gets one now
+                atomic_write_json(run_dir / run_folder.INPUTS, inputs)
+            if resume_check is not None:
+                resume_check.apply(run_dir)
+        for line in [*plan.warnings, *input_warnings, *(resume_check.warnings if resume_check else [])]:
+            print(f"[makd] warning: {line}", file=sys.stderr, flush=True)
+        return manifest
+
+    manifest = agree(info, commit)
+    with manifest.recording(TRAINER) if manifest is not None else nullcontext():
+        return _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders,
+                           amp, manifest, resume, stop_after_epoch, threads)  # fmt: skip
+
+
+def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders, amp, manifest,
+                resume, stop_after_epoch, threads):  # fmt: skip
+    distiller, optimizer = task.model, state.optimizer
+    threads, rate_watch = threads
+    logger = RunLogger(cfg, run_dir, info.is_main, state.history, manifest)
     model = distiller
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -358,6 +406,8 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
     if info.is_main:
         group = f" ({torch.distributed.get_backend()})" if info.enabled else ""
         print(f"[makd] run {run_dir} | {task.describe()} | {device} x{info.world_size}{group}", flush=True)
+        if resume:
+            print(f"[makd] resumed from epoch {state.epoch} of {cfg.SOLVER.EPOCHS} ({run_folder.LATEST})", flush=True)
         print(f"[makd] threads: {threads.line('NUM_THREADS')}", flush=True)
         print(f"[makd] {_loss_line(distiller)}", flush=True)
         if threads.warning:
@@ -392,9 +442,11 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
             state.train_seconds += stats["epoch_seconds"]
             ctx.health.end_of_epoch(row, state.history)  # its findings go into the row, saved with it
             state.history.append(row)
-            if info.is_main:
-                _save_epoch(cfg, run_dir, state, task)
-            logger.epoch(row, state.step)
+            # SIGTERM or Ctrl-C during the saves waits for them: the epoch just finished is kept whole.
+            with deferred_stop_signals():
+                if info.is_main:
+                    _save_epoch(cfg, run_dir, state, task)
+                logger.epoch(row, state.step)
             if info.is_main:
                 print(_epoch_line(cfg, row, state.history, task), flush=True)
             slowdown = rate_watch.observe(row["epoch"], row["train_images_per_s"])
@@ -407,6 +459,9 @@ def _train(cfg, info: DistInfo, resume: bool, overwrite: bool, stop_after_epoch:
                 return None
         if info.is_main:
             task.finish(run_dir, logger, state.step)
+    except MakdError as err:
+        err.rank_specific = info.enabled  # met while training: possibly by this process alone (its batches)
+        raise
     finally:
         logger.close()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from makd.formats.errors import ArtifactError
+from makd.formats.read_log import note_read
 from makd.formats.strict_json import loads_json
 
 BYTE_ORDER_MARK = "\ufeff"
@@ -77,19 +78,22 @@ def read_text_sha256(
     `universal_newlines` is False (the text-list reader warns about them: makd.formats.text_lists).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{what} {path} is a folder, not a file; give the file's path")
     if not path.is_file():
         raise ArtifactError(f"{what} {path} does not exist{missing_fix}")
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ArtifactError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    digest = note_read(path, data)  # the run's input fingerprint (makd.formats.read_log), from these very bytes
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
         raise ArtifactError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}){not_utf8_hint}") from None
     if universal_newlines:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text, hashlib.sha256(data).hexdigest()
+    return text, digest
 
 
 def read_utf8_text(path: str | os.PathLike, what: str, encoding: str = "utf-8") -> str:

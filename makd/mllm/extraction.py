@@ -30,6 +30,7 @@ from PIL import ImageOps
 
 import makd
 from makd.atomic_files import check_output_location
+from makd.errors import raise_if_stopped
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.errors import ArtifactError
 from makd.formats.files import sidecar_path
@@ -331,6 +332,7 @@ def run_extraction(
         step: list[LoadedItem] = []
         ahead = max(2 * images_per_step, loader_threads)
         for loaded in prefetch(work, plan.source, scorer, loader_threads, ahead):
+            raise_if_stopped()  # Ctrl-C / SIGTERM between items, the rows written so far kept (makd.errors)
             item = loaded.item
             if loaded.error is not None:
                 what = "" if plan.source.noun == "image" else f" (box {item.id})"

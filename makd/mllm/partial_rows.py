@@ -10,6 +10,7 @@ complete line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from makd.errors import EnvironmentFailure, describe_os_error, is_environment_error
+from makd.file_lock import exclusive_lock
 from makd.formats.errors import ArtifactError
 from makd.mllm.cost import add_costs
 
@@ -25,6 +28,12 @@ FORMAT = "makd-partial-rows-1"
 
 def partial_path(output: str | os.PathLike) -> Path:
     return Path(str(output) + ".partial.jsonl")
+
+
+def output_lock(output: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """One writer per stage-2 output: the exclusive lock `<output>.lock`, held from the first look at the output and
+    its partial file to the end (makd.file_lock; a second run on the same output stops at once naming the first)."""
+    return exclusive_lock(Path(str(output) + ".lock"), f"stage-2 output {output}")
 
 
 @dataclass
@@ -103,14 +112,16 @@ class PartialWriter:
 
     def __init__(self, path: str | os.PathLike, settings: dict, state: PartialState | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if state is None or state.settings is None:
-            self._fh = open(self.path, "w", encoding="utf-8", newline="\n")
-            self._fh.write(json.dumps({"format": FORMAT, "settings": settings}, ensure_ascii=False) + "\n")
-            self._fh.flush()
-        else:
-            os.truncate(self.path, state.complete_bytes)  # drop a half-written last line
-            self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
+        self.failed = False
+        with self._refused_writes():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if state is None or state.settings is None:
+                self._fh = open(self.path, "w", encoding="utf-8", newline="\n")
+                self._fh.write(json.dumps({"format": FORMAT, "settings": settings}, ensure_ascii=False) + "\n")
+                self._fh.flush()
+            else:
+                os.truncate(self.path, state.complete_bytes)  # drop a half-written last line
+                self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
 
     def add_row(self, image_id: str, values: Sequence[float]) -> None:
         self._write({"id": image_id, "p": [float(v) for v in values]})
@@ -123,13 +134,33 @@ class PartialWriter:
         self._write({"cost": increment})
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with self._refused_writes():
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def flush(self) -> None:
-        self._fh.flush()
+        with self._refused_writes():
+            self._fh.flush()
 
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh.closed:
+            return
+        if self.failed:  # the rows on disk end at the last complete line, which read_partial keeps
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            return
+        with self._refused_writes():
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
+
+    @contextlib.contextmanager
+    def _refused_writes(self):
+        """Disk full, a file-size limit, ...: one line naming the partial file; the rows already on disk stay (the
+        command's hint says how to resume)."""
+        try:
+            yield
+        except OSError as err:
+            if not is_environment_error(err):
+                raise
+            self.failed = True
+            raise EnvironmentFailure(describe_os_error(err, self.path)) from None

@@ -7,6 +7,7 @@ loudly instead of leaving half the network random.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from makd.formats.read_log import note_read
 from makd.models.errors import StudentError, first_line
 from makd.models.heads import classifier_name
 
@@ -43,12 +45,14 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def _torch_load(path: Path) -> Any:
+    data = path.read_bytes()  # read once: its sha256 is the run's input fingerprint (makd.formats.read_log)
+    note_read(path, data)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Full training checkpoints also hold the resolved yacs config and numpy RNG states, which the safe
         # loader refuses; the file is the user's own, named explicitly, so the full unpickler is acceptable.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
 
 def read_state_dict(path: str | os.PathLike) -> StudentWeights:

@@ -10,6 +10,7 @@ and a dry forward at the configured image size.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from makd.errors import MakdError
+from makd.formats.read_log import note_read
 from makd.models.errors import first_line
 from makd.models.factory import build_student
 from makd.models.heads import classifier_name
@@ -70,10 +72,12 @@ def read_teacher_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, 
             "see docs/methods.md) and point the key at its student.pth"
         )
     try:
+        data = file.read_bytes()  # read once: its sha256 is the run's input fingerprint (makd.formats.read_log)
+        note_read(file, data)
         try:
-            obj = torch.load(file, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:  # a makd training checkpoint also holds the config and RNG states
-            obj = torch.load(file, map_location="cpu", weights_only=False)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as err:
         raise TeacherError(
             f"DISTILLER.TEACHER_CHECKPOINT {path}: not a readable torch file ({first_line(err)})"
