@@ -393,7 +393,7 @@ def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: b
 
 def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders, amp, manifest,
                 resume, stop_after_epoch, threads):  # fmt: skip
-    distiller, optimizer = task.model, state.optimizer
+    distiller = task.model
     threads, rate_watch = threads
     logger = RunLogger(cfg, run_dir, info.is_main, state.history, manifest)
     model = distiller
