@@ -17,7 +17,7 @@ def test_compare_gives_the_hand_computed_differences(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert (result["common_rows"], result["only_in_first"], result["only_in_second"]) == (2, 1, 1)
     first, second = result["questions"]
-    assert first["question"] == 1 and first["rows"] == 2
+    assert first["number"] == 1 and first["rows"] == 2
     assert first["max_abs_difference"] == pytest.approx(0.2) and first["mean_abs_difference"] == pytest.approx(0.15)
     assert first["correlation"] == pytest.approx(1.0)  # (0.9, 0.4) vs (0.8, 0.6): both rise together
     assert first["same_side_of_half"] == pytest.approx(0.5)  # y: 0.4 vs 0.6 disagree

@@ -12,12 +12,15 @@ from makd.analysis.aspect_metrics import (
     AspectMetricsError,
     aspect_metrics,
     aspect_scalars,
+    entry_label,
+    entry_tag,
     mutual_information_bits,
     write_aspect_metrics,
 )
 from makd.engine.metrics import MIN_AUC_COUNT
+from makd.formats.question_numbers import AspectColumns
 
-# 4 images, 2 classes, 2 questions: q0 answers the class exactly, q1 is independent of it.
+# 4 images, 2 classes, 2 questions: q1 answers the class exactly, q2 is independent of it (q0/q1 below: positions).
 TEACHER = np.array([[0.9, 0.2], [0.7, 0.6], [0.1, 0.6], [0.3, 0.4]])
 STUDENT = np.array([[0.8, 0.3], [0.6, 0.5], [0.2, 0.7], [0.4, 0.6]])
 LABELS = np.array([0, 0, 1, 1])
@@ -29,6 +32,7 @@ def test_per_question_values_match_hand_computation():
     q0, q1 = result["questions"]
     assert (result["num_images"], result["num_aspects"], result["num_classes"]) == (4, 2, 2)
     assert q0["question"] == "Is it red?"
+    assert (q0["number"], q0["label"], q1["number"], q1["label"]) == (1, "q1", 2, "q2")  # counted from 1
     # q0: mean (0.9+0.7+0.1+0.3)/4; class sds 0.1 and 0.1; answers yes,yes,no,no = the class: 1 bit.
     assert q0["teacher_mean"] == pytest.approx(0.5)
     assert q0["teacher_within_class_sd"] == pytest.approx(0.1)
@@ -45,6 +49,19 @@ def test_per_question_values_match_hand_computation():
     assert q1["student_mae"] == pytest.approx((0.1 + 0.1 + 0.1 + 0.2) / 4)
     assert result["mean"]["student_auc"] == pytest.approx(0.875)
     assert result["mean"]["mutual_information_bits"] == pytest.approx(0.5)
+
+
+def test_selected_questions_keep_their_numbers_and_old_files_read_their_index():
+    columns = AspectColumns((4, 6, 6), (None, 0, 1), 10)  # q5, and the two options of q7
+    result = aspect_metrics(TEACHER[:, [0, 1, 1]], None, LABELS, 2, columns=columns)
+    assert [(q["number"], q["label"]) for q in result["questions"]] == [(5, "q5"), (7, "q7A"), (7, "q7B")]
+    assert [entry_tag(q) for q in result["questions"]] == ["q05", "q07A", "q07B"]
+    assert set(aspect_scalars(result, "train")) >= {"train_aspect/teacher_mean/q05", "train_aspect/teacher_mean/q07B"}
+    old = {"index": 0, "question": None, "teacher_mean": 0.5}  # aspect_metrics.json before 1-based numbers
+    assert (entry_label(old), entry_tag({**old, "index": 11})) == ("q1", "q12")
+    assert aspect_scalars({"questions": [old], "mean": {}}, "test") == {"test_aspect/teacher_mean/q01": 0.5}
+    with pytest.raises(AspectMetricsError, match="3 numbered columns for 2 aspects"):
+        aspect_metrics(TEACHER, None, LABELS, 2, columns=columns)
 
 
 def test_mutual_information_partial_dependence():
@@ -103,12 +120,12 @@ def test_writer_is_strict_json_with_null_for_nan(tmp_path):
 
 def test_tensorboard_scalars_skip_nan():
     scalars = aspect_scalars(aspect_metrics(TEACHER, STUDENT, LABELS, 2, min_count=1), "test")
-    assert scalars["test_aspect/student_auc/q01"] == pytest.approx(0.75)
+    assert scalars["test_aspect/student_auc/q02"] == pytest.approx(0.75)  # the second question
     assert scalars["test_aspect/mutual_information_bits/mean"] == pytest.approx(0.5)
     nan_case = aspect_scalars(
         aspect_metrics(np.array([[0.9], [0.8]]), np.array([[0.1], [0.2]]), np.array([0, 1]), 2), "train"
     )
-    assert "train_aspect/student_auc/q00" not in nan_case
+    assert "train_aspect/student_auc/q01" not in nan_case
 
 
 def test_an_auc_below_the_minimum_count_is_left_out_of_the_mean_with_its_counts():
@@ -124,7 +141,7 @@ def test_an_auc_below_the_minimum_count_is_left_out_of_the_mean_with_its_counts(
     assert result["mean"]["student_auc"] == pytest.approx(q0["student_auc"])  # q1 is in no mean
     assert "teacher_yes_images" not in result["mean"]  # counts are not metrics: no mean, no scalar
     scalars = aspect_scalars(result, "test")
-    assert "test_aspect/student_auc/q01" not in scalars and not any("images" in tag for tag in scalars)
+    assert "test_aspect/student_auc/q02" not in scalars and not any("images" in tag for tag in scalars)
 
 
 def test_plots_mark_a_question_without_an_auc_with_its_counts(tmp_path):

@@ -71,8 +71,8 @@ def test_inspect_reports_every_problem_instead_of_stopping(tmp_path, capsys):
     assert report["keys"]["with_image_extension"] == 3 and report["keys"]["with_folder"] == 3
     assert report["problems"]["count"] == 3  # the bad line, the NaN, the 1.5
     assert "line 5: not JSON" in report["problems"]["examples"][0]
-    assert any("value 1 is nan" in p for p in report["problems"]["examples"])
-    assert any("value 2 is 1.5, outside [0, 1]" in p for p in report["problems"]["examples"])
+    assert any("question 2 is nan" in p for p in report["problems"]["examples"])
+    assert any("question 3 is 1.5, outside [0, 1]" in p for p in report["problems"]["examples"])
     values = report["values"]
     assert values["count"] == 16 and values["histogram"][9] == 2  # four good rows x Q = 4
     q1 = report["questions"][0]  # column 1 over the good rows: grid[0], 0.9, grid[0], 0.9
@@ -286,7 +286,7 @@ def test_audit_of_the_demo_teacher_against_its_truth_files(tmp_path, capsys):
     # The two questions the simulated teacher answers with 3x the noise are the two it agrees with least.
     questions = (demo / "questions.txt").read_text().splitlines()
     worst = sorted(clean["questions"], key=lambda q: q["agreement"])[:2]
-    assert {questions[q["index"] - 1] for q in worst} == set(UNRELIABLE_QUESTIONS)
+    assert {questions[q["number"] - 1] for q in worst} == set(UNRELIABLE_QUESTIONS)
     generate_demo(tmp_path / "noisy", seed=0, image_size=16, train_per_class=10, test_per_class=1, teacher_noise=4.0)
     noisy = run_json(
         capsys, "audit", str(tmp_path / "noisy" / "aspects_train.json"), "--truth", str(demo / "truth_train.json")
@@ -438,7 +438,7 @@ def test_convert_refuses_nan_and_out_of_range_values_naming_them(tmp_path, capsy
     source.write_text('{"a.jpg": [0.5, NaN], "b.jpg": [0.5, 1.2], "c.jpg": [0.5, 0.5]}')
     assert aspects.main(["convert", str(source), "--out", str(tmp_path / "out.json")]) == 2
     err = capsys.readouterr().err
-    assert "2 problems" in err and "'a.jpg': value 1 is nan" in err and "outside [0, 1]" in err
+    assert "2 problems" in err and "'a.jpg': question 2 is nan" in err and "outside [0, 1]" in err
     assert "tools/aspects.py inspect" in err and not (tmp_path / "out.json").exists()
 
 

@@ -4,7 +4,7 @@ them (`pytest -m cuda`) and reports the figures they record (`record_property`).
 Covered: mixed precision in bfloat16 and in float16 with its loss scaler, exact `--resume` under DETERMINISTIC
 (which needs CUBLAS_WORKSPACE_CONFIG and no cuDNN benchmarking: makd.engine.reproducibility), uint8 batches through
 pinned memory and non-blocking copies, channels_last, SOLVER.COMPILE, and a one-process NCCL group (DDP) giving
-the weights of a plain run.
+the weights of a plain run, and the confusion matrix of evaluation counted on the device.
 """
 
 from __future__ import annotations
@@ -193,3 +193,17 @@ def test_compiled_student_trains_and_keeps_its_checkpoint_keys(release_dataset, 
     result = json.loads(captured.getvalue())
     # the eager student on the saved weights: the compiled run's test top-1 within one of its 12 images
     assert result["num_samples"] == 12 and abs(result["top1"] - rows[best - 1]["test_top1"]) <= 100 / 12 + 1e-6
+
+
+def test_the_confusion_matrix_is_counted_on_the_device(record_property):
+    """evaluate(confusion=True) counts with one bincount per batch on the device: the hand-made set of
+    tests/test_class_accuracy.py gives the same matrix on CUDA as on the CPU."""
+    from test_class_accuracy import EXPECTED, ChosenPredictions
+
+    from makd.engine.distributed import DistInfo
+    from makd.engine.evaluate import evaluate, make_eval_loader
+
+    loader = make_eval_loader(ChosenPredictions(), 4, 0, DistInfo(), True)
+    result = evaluate(torch.nn.Identity().to(CUDA), loader, 3, CUDA, confusion=True)
+    assert result["confusion"].tolist() == EXPECTED
+    record_property("cuda_confusion_matrix", result["confusion"].tolist())

@@ -100,7 +100,8 @@ def test_config_disagreeing_with_data(folders):
     with pytest.raises(ConfigError) as caught:
         build_data(cfg_for(tmp_path, MaKD__ASPECT_NUM=50))
     assert str(caught.value) == (
-        f"MaKD.ASPECT_NUM is 50 but {tmp_path / 'aspects.json'} has 4 aspects per image; set MaKD.ASPECT_NUM 4"
+        f"MaKD.ASPECT_NUM is 50 but {tmp_path / 'aspects.json'} has 4 aspects per image; set MaKD.ASPECT_NUM 4 "
+        "(or 0: from the file)"
     )
     with pytest.raises(ConfigError, match="DATASET.ASPECT_JSON is empty; DISTILLER.TYPE MaKD needs"):
         build_data(cfg_for(tmp_path, DATASET__ASPECT_JSON=""))

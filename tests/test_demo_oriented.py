@@ -101,6 +101,9 @@ def test_files_hold_the_unflipped_teacher_and_its_mirrored_rows(oriented):
 
 def test_the_view_policy_reads_the_sidecar_and_masks_exactly_those_questions(oriented):
     assert len(read_questions(oriented / "questions.txt")) == 16
+    meta = json.loads((oriented / "questions.txt.meta.json").read_text())
+    assert meta["flip_sensitive"] == ["q1", "q2", "q8", "q9", "q10", "q11", "q12"]  # 1-based, as the file's lines
+    assert meta["flip_mirror"] == [["q1", "q2"], ["q8", "q9"], ["q10", "q11"]]
     cfg = load_cfg(str(REPO / "configs/demo/makd.yaml"), ["DATASET.QUESTIONS", str(oriented / "questions.txt")])
     policy = view_policy_from_cfg(cfg, 16)
     assert policy.flip_sensitive == list(FLIP_SENSITIVE) and policy.flip_mirror == list(FLIP_MIRROR)
@@ -130,5 +133,6 @@ def test_make_demo_writes_the_variant_and_it_trains_one_epoch(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_train_images"] == 30 and summary["num_aspects"] == 16
     views = summary["recipe"]["views"]
-    assert views["flip_policy"] == "mask" and views["flip_sensitive"] == list(FLIP_SENSITIVE)
-    assert views["flip_mirror"] == [list(p) for p in FLIP_MIRROR]
+    # summary.json names them as the sidecar does: question numbers counted from 1
+    assert views["flip_policy"] == "mask" and views["flip_sensitive"] == ["q1", "q2", "q8", "q9", "q10", "q11", "q12"]
+    assert views["flip_mirror"] == [["q1", "q2"], ["q8", "q9"], ["q10", "q11"]]

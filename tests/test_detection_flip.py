@@ -70,7 +70,7 @@ def test_flips_follow_seed_epoch_and_index(demo):
 
 
 def test_flipping_training_resumes_exactly_and_records_its_policy(demo, tmp_path):
-    flip = ["DETECTION.HFLIP_PROB", "0.5", "MaKD.FLIP_SENSITIVE", "[0, 5]"]
+    flip = ["DETECTION.HFLIP_PROB", "0.5", "MaKD.FLIP_SENSITIVE", "[q1, q6]"]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     assert our_train.main(_args(demo, unbroken, *flip)) == 0
     assert our_train.main([*_args(demo, broken, *flip), "--stop-after-epoch", "1"]) == 0
@@ -83,7 +83,7 @@ def test_flipping_training_resumes_exactly_and_records_its_policy(demo, tmp_path
         {k: v for k, v in r.items() if k not in drop} for r in rows[1]
     ]
     summary = _summary(unbroken)
-    assert summary["hflip_prob"] == 0.5 and summary["view_policy"]["flip_sensitive"] == [0, 5]
+    assert summary["hflip_prob"] == 0.5 and summary["view_policy"]["flip_sensitive"] == ["q1", "q6"]
     plain = tmp_path / "plain"
     assert our_train.main(_args(demo, plain)) == 0
     assert _summary(plain)["view_policy"] is None

@@ -14,11 +14,11 @@ from tool_modules import load_tool
 
 from makd.config import ConfigError, get_cfg, load_cfg
 from makd.config.defaults import uses_aspects, uses_teacher
-from makd.distillers import DISTILLERS, Distiller, build_distiller, distiller_class, distiller_classes
-from makd.distillers.dkd import dkd_losses, dkd_terms, dkd_warmup_factor
+from makd.distillers import DISTILLERS, Distiller, build_distiller, config_value, distiller_class, distiller_classes
+from makd.distillers.dkd import dkd_losses, dkd_terms, dkd_warmup_factor, warmed_up
 from makd.distillers.kd import kd_loss
 from makd.distillers.logit_standardization import standardize_logits
-from makd.distillers.losses import makd_losses
+from makd.distillers.losses import aspect_bce, class_cross_entropy, makd_losses
 from makd.engine.optim import build_optimizer
 from makd.models.teacher import TeacherError
 from makd.tasks.classification import teacher_from_config
@@ -378,3 +378,37 @@ def test_shipped_teacher_configs_point_at_the_run_that_trains_their_teacher():
     assert len(with_teacher) >= 6 + 3 * 8  # CIFAR-100: 2 pairs x (KD, DKD, MaKD_KD); fine-grained: 8 sets x 3
     for path, cfg in with_teacher.items():
         assert trains.get(str(Path(cfg.DISTILLER.TEACHER_CHECKPOINT))) == cfg.DISTILLER.TEACHER, path
+
+
+def test_declared_weights_are_those_forward_train_applies():
+    """loss_weights: each returned term is the declared weight times its own loss (the epoch line divides by it)."""
+    cfg = load_cfg(None, ["MaKD.ALPHA", "3.0", "MaKD.CE_WEIGHT", "0.5"])
+    student = torch.nn.Linear(4, 2 + 3)
+    distiller = build_distiller(cfg, student, 2, 3)
+    batch = {"image": torch.randn(6, 4), "label": torch.tensor([0, 1, 0, 1, 0, 1]), "aspects": torch.rand(6, 3)}
+    with torch.no_grad():
+        _, losses = distiller(batch)
+        logits = student(batch["image"])
+    weights = distiller.loss_weights()
+    assert weights == {"loss_ce": (0.5, "MaKD.CE_WEIGHT"), "loss_aspect": (3.0, "MaKD.ALPHA")}
+    assert float(losses["loss_ce"]) / 0.5 == pytest.approx(float(class_cross_entropy(logits[:, :2], batch["label"])))
+    assert float(losses["loss_aspect"]) / 3.0 == pytest.approx(float(aspect_bce(logits[:, 2:], batch["aspects"])))
+    # DKD's terms carry the warm-up factor of the epoch: min((epoch + 1) / WARMUP, 1)
+    weights = {"loss_ce": (1.0, "DKD.CE_WEIGHT"), "loss_tckd": (1.0, "DKD.ALPHA"), "loss_nckd": (8.0, "DKD.BETA")}
+    assert warmed_up(weights, epoch=4, warmup=20) == {
+        "loss_ce": (1.0, "DKD.CE_WEIGHT"),
+        "loss_tckd": (0.25, "DKD.ALPHA x warm-up 0.25"),
+        "loss_nckd": (2.0, "DKD.BETA x warm-up 0.25"),
+    }
+    assert warmed_up(weights, epoch=30, warmup=20) == weights
+
+
+def test_every_methods_weight_keys_are_numbers_of_its_config():
+    """loss_weights reads each declared key from the config: every method's keys (the MaKD_<X> combinations' too)
+    must be numeric keys of the tree that method's DISTILLER.TYPE builds."""
+    for cls in distiller_classes():
+        cfg = load_cfg(None, ["DISTILLER.TYPE", cls.name])
+        for name, key in cls.loss_weight_keys.items():
+            value = config_value(cfg, key)
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (cls.name, name, key)
+    assert distiller_class("MaKD_FitNet").loss_weight_keys["loss_aspect"] == "MaKD.ALPHA"

@@ -220,7 +220,10 @@ def test_missing_aspect_rows(release_dataset, capsys):
 def test_wrong_aspect_width(release_dataset, capsys):
     aspects = release_dataset["aspects"]
     line = run_failing(release_dataset, capsys, "MaKD.ASPECT_NUM", "50")
-    assert line == f"error: MaKD.ASPECT_NUM is 50 but {aspects} has 5 aspects per image; set MaKD.ASPECT_NUM 5"
+    assert line == (
+        f"error: MaKD.ASPECT_NUM is 50 but {aspects} has 5 aspects per image; set MaKD.ASPECT_NUM 5 "
+        "(or 0: from the file)"
+    )
     rewrite_aspects(aspects, lambda rows: json.dumps({**rows, "Bengal_2_3": rows["Bengal_2_3"][:4]}))
     line = run_failing(release_dataset, capsys)
     assert line == f"error: {aspects}: row 'Bengal_2_3' has 4 values, the first row has 5"
@@ -231,11 +234,14 @@ def test_wrong_aspect_width(release_dataset, capsys):
     [
         (
             lambda rows: json.dumps({**rows, "Bengal_2_0": [math.nan] * 5}),
-            "row 'Bengal_2_0' value 0 is nan, not a finite",
+            "row 'Bengal_2_0' question 1 is nan, not a finite",
         ),
         (lambda rows: json.dumps(list(rows.values())), "expected a JSON object {image_id: [p_1, ..., p_Q]}, got list"),
         (lambda rows: json.dumps(rows)[:-20], "not valid JSON"),
-        (lambda rows: json.dumps({**rows, "Bengal_2_0": [1.5] * 5}), "row 'Bengal_2_0' value 0 is 1.5, outside [0, 1]"),
+        (
+            lambda rows: json.dumps({**rows, "Bengal_2_0": [1.5] * 5}),
+            "row 'Bengal_2_0' question 1 is 1.5, outside [0, 1]",
+        ),
     ],
     ids=["nan", "list", "cut", "out_of_range"],
 )

@@ -181,7 +181,7 @@ def test_missing_yes_no_row_is_reported_not_invented(server, data, capsys):
     np.testing.assert_allclose(table.values[2], [p_yes(3, q) / (p_yes(3, q) + 0.1) for q in range(3)], rtol=1e-6)
     meta = read_sidecar(data["out"])
     assert [s["id"] for s in meta["skipped_images"]] == ["img_2"]
-    assert "no Yes/No probability for question(s) [0, 1, 2]" in meta["skipped_images"][0]["reason"]
+    assert "no Yes/No probability for question(s) [1, 2, 3]" in meta["skipped_images"][0]["reason"]
     assert meta["teacher"]["one_sided_answers"] == 3
     assert "img_2.png" in capsys.readouterr().err
     assert server.requests[0]["messages"][0] == {"role": "system", "content": "Answer briefly."}

@@ -113,7 +113,7 @@ def test_tsne_csv_and_agreement_json(tmp_path):
         ("makd", "dog", 1.0),
         ("makd", "cat", 3.0),
     ]
-    metrics = {
+    metrics = {  # an aspect_metrics.json split as written before numbers were 1-based (a 0-based "index")
         "num_images": 4,
         "questions": [
             {
@@ -178,5 +178,8 @@ def test_plot_command_draws_every_figure_of_a_run(finished_run, capsys):
     assert len(points) == 24 and {p["panel"].split(" ")[0] for p in points} == {"a", "b"}
     heat = json.loads((out / "class_mean_answers.json").read_text())
     assert len(heat["class_mean"]) == 3 and len(heat["class_mean"][0]) == 5
+    assert heat["labels"] == ["q1", "q2", "q3", "q4", "q5"]  # the questions file's numbers, from 1
+    bars = json.loads((out / "aspect_agreement_test.json").read_text())
+    assert [(q["number"], q["label"]) for q in bars["questions"]] == [(n, f"q{n}") for n in range(1, 6)]
     assert plot_tool.main([str(finished_run), "--what", "bars"]) == 2
     assert "--what bars is unknown" in capsys.readouterr().err

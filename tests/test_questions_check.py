@@ -57,11 +57,14 @@ def test_every_problem_is_listed_with_its_line_and_the_failure_is_recorded(tmp_p
     assert stage1_main(["--check", str(questions), "--classes", str(classes)]) == 2
     captured = capsys.readouterr()
     listed = [line.split(":")[1] for line in captured.out.splitlines()]
-    assert listed == ["1", "3", "4", "5", "6"]
+    assert listed == ["1", "3", "4", "5", "6"]  # the file's lines; below the blank line, the question's number too
+    assert f"{questions}:4: question 3: asks the same as" in captured.out
+    assert f"{questions}:1: names the class" in captured.out  # line 1 is question 1: said once
     assert "names the class 'pug'" in captured.out and "asks the same as 'Is the fur long?'" in captured.out
     assert captured.err.startswith(f"error: {questions}: 5 of 6 lines failed the screening against 4 classes")
     record = json.loads(sidecar_path(questions).read_text())["screening"]
     assert record["passed"] is False and [p["line"] for p in record["problems"]] == [1, 3, 4, 5, 6]
+    assert [p["number"] for p in record["problems"]] == [1, None, 3, 4, 5]
     # A file stage 2 can read that failed its screening: stage 2 names the first problem.
     leaking = write(tmp_path / "leaking.txt", ["Is the animal a pug?", "Is the fur long?"])
     assert stage1_main(["--check", str(leaking), "--classes", str(classes)]) == 2

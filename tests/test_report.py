@@ -136,7 +136,26 @@ def test_paper_numbers_sit_beside_matching_dataset_and_student(tmp_path, capsys)
     assert "| pets_r18_base | oxford_pets | resnet18 | 70.50 ± 0.71 |" in out
     assert "makd_paper: CE baseline 77.07; makd_paper: MaKD 82.24" in out
     assert "lavid_paper: CE only 77.57; lavid_paper: KD (ResNet50 teacher) 79.32" in out
-    assert "arXiv 2501.13341" in out and "arXiv 2606.27527" in out
+    assert "arXiv 2501.13341" in out and "arXiv 2606.27527" in out and "no published numbers" not in out
+
+
+def test_paper_says_why_no_published_number_matches(tmp_path, capsys):
+    write_run(tmp_path / "pets8", 0, 60.0, 61.0, "pets_r8", DATASET__TYPE="oxford_pets", DISTILLER__STUDENT="resnet8")
+    write_run(tmp_path / "mine", 0, 50.0, 51.0, "mine", DATASET__TRAIN_IMAGE_PATH="data/mine/train")
+    assert report.main([str(tmp_path / "pets8"), "--paper"]) == 0
+    assert (
+        "--paper: no published numbers match these runs: oxford_pets is published for efficientnet, mobilenetv1, "
+        "resnet18, resnet34, not for resnet8." in capsys.readouterr().out
+    )
+    assert report.main([str(tmp_path), "--paper"]) == 0
+    out = capsys.readouterr().out
+    assert "--paper: no published numbers for mine: its dataset is none of the published ones (stanford_cars, " in out
+    assert "--paper: no published numbers for pets_r8: oxford_pets is published for" in out
+    assert report.main([str(tmp_path / "mine"), "--paper", "--csv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("condition,") and "no published numbers match these runs" in captured.err
+    assert report.main([str(tmp_path / "mine")]) == 0
+    assert "--paper" not in capsys.readouterr().out  # not asked, not said
 
 
 def test_dataset_and_student_matching():

@@ -84,12 +84,15 @@ def test_study_table_is_coco_map_over_seeds(detection_study):
 
 
 def test_study_curves_show_map_and_skip_classification_plots(detection_study):
-    curves = json.loads((detection_study / "plots" / "training_curves.json").read_text())
-    assert set(curves) == {"baseline", "makd"}
-    assert curves["makd"]["test_map"][0][0] == 1  # epoch 1
-    assert curves["makd"]["test_map"][0][1] == pytest.approx(_summaries(detection_study)["makd"][0]["test_map_last"])
-    assert "train_loss" in curves["makd"]
-    assert not list((detection_study / "plots").glob("tsne*")) and not list((detection_study / "plots").glob("aspect*"))
+    plots = detection_study / "plots" / "seed0"  # the first seed's, by default; the seed in every label
+    curves = json.loads((plots / "training_curves.json").read_text())
+    labels = {label.split(" ⚠")[0]: label for label in curves}  # without the training-health marks, if any
+    assert set(labels) == {"baseline (seed 0)", "makd (seed 0)"}
+    makd = curves[labels["makd (seed 0)"]]
+    assert makd["test_map"][0][0] == 1  # epoch 1
+    assert makd["test_map"][0][1] == pytest.approx(_summaries(detection_study)["makd"][0]["test_map_last"])
+    assert "train_loss" in makd
+    assert not list(plots.glob("tsne*")) and not list(plots.glob("aspect*"))
 
 
 def test_report_reads_detection_runs_and_refuses_a_mix_of_tasks(detection_study, tmp_path, capsys):

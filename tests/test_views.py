@@ -66,9 +66,9 @@ def test_small_crops_mask_every_aspect_and_nan_targets_are_never_supervised():
 
 
 def test_bad_declarations_fail_with_one_line():
-    with pytest.raises(ConfigError, match="MaKD.FLIP_SENSITIVE: 6 is not a question position in 0..5"):
+    with pytest.raises(ConfigError, match="MaKD.FLIP_SENSITIVE: 6 is not a target column in 0..5"):
         ViewPolicy(6, flip_sensitive=[6])
-    with pytest.raises(ConfigError, match="question 1 is in more than one mirror pair"):
+    with pytest.raises(ConfigError, match="question q2 is in more than one mirror pair"):
         ViewPolicy(6, flip_mirror=[(0, 1), (1, 2)])
 
 
@@ -96,10 +96,10 @@ def test_masked_bce_is_the_mean_over_supervised_entries():
 
 def test_loader_masks_the_sidecar_and_config_questions_on_flipped_views_only(data_dir):  # noqa: F811
     write_questions(
-        data_dir / "q.txt", ["Is it red?", "Is the head on the left?", "Is it round?"], meta={"flip_sensitive": [1]}
+        data_dir / "q.txt", ["Is it red?", "Is the head on the left?", "Is it round?"], meta={"flip_sensitive": ["q2"]}
     )
-    data = build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(data_dir / "q.txt"), "MaKD.FLIP_SENSITIVE", "[2]"))
-    assert data.recipe["views"]["flip_sensitive"] == [1, 2]
+    data = build_data(cfg_of(data_dir, "DATASET.QUESTIONS", str(data_dir / "q.txt"), "MaKD.FLIP_SENSITIVE", "[q3]"))
+    assert data.recipe["views"]["flip_sensitive"] == ["q2", "q3"]
     assert data.recipe["views"]["flip_sensitive_from"] == ["config", f"{data_dir / 'q.txt'}.meta.json"]
     seen = set()
     for epoch in range(3):
@@ -135,7 +135,7 @@ def test_bound_small_crop_raises_the_crop_floor_for_makd_only(data_dir):  # noqa
 
 
 def test_mixup_keeps_an_aspect_supervised_only_where_both_images_are(data_dir):  # noqa: F811
-    opts = ("DATASET.AUGMENT.MIXUP_ALPHA", "1.0", "MaKD.FLIP_SENSITIVE", "[0]")
+    opts = ("DATASET.AUGMENT.MIXUP_ALPHA", "1.0", "MaKD.FLIP_SENSITIVE", "[q1]")
     data = build_data(cfg_of(data_dir, *opts))
     masks = torch.stack([item["aspect_mask"] for item in items(data.train)])
     batch = next(iter(DataLoader(data.train, batch_size=8, collate_fn=data.train.collate_fn)))
@@ -146,10 +146,11 @@ def test_training_records_the_recipe_in_summary(release_dataset):
     from test_train_e2e import our_train, run_dir
 
     opts = ["DATASET.IMAGE_SIZE", "16", "DATASET.RESIZE_RATIO", "1.0", "SOLVER.EPOCHS", "1"]
-    opts += ["MaKD.FLIP_SENSITIVE", "[1, 3]", "DATASET.AUGMENT.MIXUP_ALPHA", "0.2", "DATASET.AUGMENT.CROP", "crop_pad"]
+    opts += ["MaKD.FLIP_SENSITIVE", "[q2, q4]", "DATASET.AUGMENT.MIXUP_ALPHA", "0.2"]
+    opts += ["DATASET.AUGMENT.CROP", "crop_pad"]
     assert our_train.main([str(release_dataset["config"]), *opts]) == 0
     summary = json.loads((run_dir(release_dataset) / "summary.json").read_text())
     recipe = summary["recipe"]
     assert recipe["augment"] == {"crop": "crop_pad", "pad": 4, "hflip": True, "policy": "none", "erasing": 0.0}
-    assert recipe["views"]["flip_policy"] == "mask" and recipe["views"]["flip_sensitive"] == [1, 3]
+    assert recipe["views"]["flip_policy"] == "mask" and recipe["views"]["flip_sensitive"] == ["q2", "q4"]
     assert recipe["batch_mixing"]["mixup_alpha"] == 0.2

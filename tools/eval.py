@@ -1,4 +1,6 @@
-"""Score a saved student: python tools/eval.py CONFIG CHECKPOINT [--split test|val|train] [KEY VALUE ...]."""
+"""Score a saved student: python tools/eval.py CONFIG CHECKPOINT [--split test|val|train] [--out DIR] [--json]
+[KEY VALUE ...]: top-1 / top-5, per-class accuracy (worst first) and the most frequent mistakes, the confusion
+matrix as CSV and figure, the per-class CSV (in DIR, default <run folder>_eval beside the run folder)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Figures of finished run folders: python tools/plot.py RUN_DIR... [--out DIR] [--what curves,tsne,aspects]
+"""Figures of run folders: python tools/plot.py RUN_DIR... [--out DIR] [--what curves,tsne,aspects]
 
     python tools/plot.py output/demo/baseline/seed0 output/demo/makd/seed0 --out output/demo/plots
     python tools/plot.py output/demo/makd/seed0 --what aspects        # heatmaps + per-question agreement of one run
@@ -12,6 +12,8 @@ curves: loss terms, top-1 (train/val/test) and lr of every run (metrics.jsonl); 
 test split of two runs side by side (student.pth, a forward hook on the classifier); aspects: the questions'
 correlation and per-class mean-answer heatmaps of the run's training aspect file, and per-question teacher-vs-student
 agreement bars (aspect_metrics.json, computed from student.pth when missing). Each PNG has its numbers beside it.
+A run still training (or stopped) gets its curves so far and the teacher's heatmaps; a run without an aspect head
+(the CE baseline) the teacher's heatmaps of the aspect file its config names.
 """
 
 from __future__ import annotations

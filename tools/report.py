@@ -23,7 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from makd.analysis.results_table import format_csv, format_markdown, summarise, write_results  # noqa: E402
+from makd.analysis.results_table import (  # noqa: E402
+    format_csv,
+    format_markdown,
+    paper_notes,
+    summarise,
+    write_results,
+)
 from makd.analysis.run_folders import (  # noqa: E402
     SEED_ONLY_KEYS,
     RunFolderError,
@@ -84,6 +90,9 @@ def _body(argv: Sequence[str] | None) -> int:
     else:
         text = format_markdown(rows, reference, title="Report", notes=notes)
     print(format_csv(rows, reference) if args.csv else text, end="")
+    if args.csv:  # the table says it under itself; CSV has no room for it
+        for note in filter(None, paper_notes(rows)):
+            print(note, file=sys.stderr)
     return 0
 
 

@@ -28,6 +28,7 @@ from makd.analysis.study import (  # noqa: E402
     finished_groups,
     load_study,
     plan,
+    plot_seeds,
     print_commands,
     study_lock,
 )
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-one", nargs=2, metavar=("CONDITION", "SEED"), help="train (or resume) one run only")
     parser.add_argument("--no-run", action="store_true", help="train nothing; table and plots of finished runs")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the study's plots")
+    parser.add_argument(
+        "--plot-seeds",
+        metavar="SEEDS",
+        help="draw the figures of these seeds (first, all, or e.g. 0,2; default: the study file's plots.seeds)",
+    )
     return parser
 
 
@@ -115,7 +121,7 @@ def _run_study(study, args: argparse.Namespace) -> int:
         print(markdown)
         print(f"[study] wrote {study.output / 'results.md'}, results.csv, runs.csv")
     if groups and study.plots and not args.no_plots:
-        _draw(study, groups)
+        _draw(study, groups, args.plot_seeds)
     if failed:
         raise StudyError(
             f"{len(failed)} run(s) failed: {', '.join(run.label for run, _ in failed)}; see their "
@@ -124,16 +130,35 @@ def _run_study(study, args: argparse.Namespace) -> int:
     return 0
 
 
-def _draw(study, groups) -> None:
-    """The study's figures for its first seed: curves of every condition, t-SNE and aspect plots of the chosen ones."""
-    seed = study.seeds[0]
+def _draw(study, groups, seeds_asked: str | None = None) -> None:
+    """The study's figures for each seed of plots.seeds (or --plot-seeds), each seed into plots/seed<N>/ with the
+    seed in every label: curves of every condition, t-SNE and aspect plots of the chosen ones."""
+    asked = study.plots.get("seeds", "first") if seeds_asked is None else _seeds_option(seeds_asked)
+    for seed in plot_seeds(asked, study.seeds, "plots.seeds" if seeds_asked is None else "--plot-seeds"):
+        _draw_seed(study, groups, seed)
+
+
+def _seeds_option(text: str):
+    """--plot-seeds first | all | 0,2."""
+    if text in ("first", "all"):
+        return text
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise StudyError(f"--plot-seeds {text!r}: use first, all or seeds such as 0,2") from None
+
+
+def _draw_seed(study, groups, seed: int) -> None:
     names = [name for name, runs in groups.items() if any(r.seed == seed for r in runs)]
+    if not names:
+        print(f"[study] seed {seed}: no finished run; no plots")
+        return
     run_dirs = [next(r.path for r in groups[name] if r.seed == seed) for name in names]
     what = [w for w in ("curves", "tsne", "aspects") if study.plots.get(w)]
     tsne = [names.index(n) for n in study.plots.get("tsne") or [] if n in names] or None
     if "tsne" in what and tsne is not None and len(tsne) < len(study.plots["tsne"]):
         what.remove("tsne")
-        print("[study] t-SNE skipped: a chosen condition has no finished run")
+        print(f"[study] seed {seed}: t-SNE skipped: a chosen condition has no finished run")
     aspect = study.plots.get("aspects")
     if "aspects" in what and aspect not in names:
         what.remove("aspects")
@@ -142,10 +167,12 @@ def _draw(study, groups) -> None:
         what = [w for w in what if w not in dropped]
         if dropped:
             print(f"[study] {' and '.join(dropped)} plots skipped: they are drawn for classification runs only")
+    out = study.output / "plots" / f"seed{seed}"
+    print(f"[study] plots of seed {seed} in {out}")
     draw_all(
         run_dirs,
-        names,
-        study.output / "plots",
+        [f"{name} (seed {seed})" for name in names],
+        out,
         what,
         tsne,
         names.index(aspect) if isinstance(aspect, str) and aspect in names else None,

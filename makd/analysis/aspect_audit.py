@@ -149,13 +149,13 @@ def audit(table: AspectTable, truth: Truth, min_count: int = MIN_AUC_COUNT) -> d
         known = ~np.isnan(t[:, q])
         n = int(known.sum())
         if n == 0:
-            questions.append({"index": q + 1, "truth": truth.questions[q], "n": 0})
+            questions.append({"number": q + 1, "truth": truth.questions[q], "n": 0})
             continue
         scores, positives = p[known, q], t[known, q] > 0.5
         auc, n_pos, n_neg = counted_auc(scores, positives, min_count)
         questions.append(
             {
-                "index": q + 1,
+                "number": q + 1,
                 "truth": truth.questions[q],
                 "n": n,
                 "truth_positives": n_pos,
@@ -194,11 +194,11 @@ def audit_lines(result: dict[str, Any]) -> list[str]:
     ]
     for q in result["questions"]:
         if not q["n"]:
-            out.append(f"{q['index']:>8}  0  -  -  -  -  -  {q['truth']}")
+            out.append(f"{q['number']:>8}  0  -  -  -  -  -  {q['truth']}")
             continue
         auc = f"{q['auc']:.3f}" if not np.isnan(q["auc"]) else f"- (< {result['auc_min_count']} a side)"
         out.append(
-            f"{q['index']:>8}  {q['n']}  {q['truth_positives']}/{q['truth_negatives']}  {q['truth_rate']:.3f}  "
+            f"{q['number']:>8}  {q['n']}  {q['truth_positives']}/{q['truth_negatives']}  {q['truth_rate']:.3f}  "
             f"{q['teacher_yes_rate']:.3f}  {q['agreement']:.3f}  {auc}  {q['truth']}"
         )
     return out

@@ -46,7 +46,7 @@ def compare_tables(first: AspectTable, second: AspectTable) -> dict:
         "only_in_first": len(first.ids) - len(common),
         "only_in_second": len(second.ids) - len(common),
         "overall": summary(a.ravel(), b.ravel()),
-        "questions": [{"question": q + 1, **summary(a[:, q], b[:, q])} for q in range(first.num_aspects)],
+        "questions": [{"number": q + 1, **summary(a[:, q], b[:, q])} for q in range(first.num_aspects)],
     }
 
 
@@ -64,5 +64,5 @@ def compare_lines(result: dict) -> list[str]:
         "question  max|dP|   mean|dP|  r       same side of 0.5",
         f"all       {cells(result['overall'])}",
     ]
-    lines += [f"{q['question']:<9} {cells(q)}" for q in result["questions"]]
+    lines += [f"{q['number']:<9} {cells(q)}" for q in result["questions"]]
     return lines

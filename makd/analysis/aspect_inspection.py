@@ -81,7 +81,7 @@ class Inspection:
             out.append("question  options  mean_row_sum  mean_entropy_bits  top_option_share")
             for q in blocks:
                 out.append(
-                    f"{q['index']:>8}  {q['options']:>7}  {q['mean_row_sum']:.4f}  {q['mean_entropy_bits']:.4f}  "
+                    f"{q['number']:>8}  {q['options']:>7}  {q['mean_row_sum']:.4f}  {q['mean_entropy_bits']:.4f}  "
                     f"{q['top_option_share']:.4f}"
                 )
             same = sum(q["top_option_share"] == 1.0 for q in blocks)
@@ -91,7 +91,7 @@ class Inspection:
             out.append("question  mean_p  yes_rate  entropy_bits")
             for q in questions:
                 flag = "  (constant answer)" if q["entropy_bits"] < CONSTANT_ENTROPY_BITS else ""
-                out.append(f"{q['index']:>8}  {q['mean_p']:.4f}  {q['yes_rate']:.4f}  {q['entropy_bits']:.4f}{flag}")
+                out.append(f"{q['number']:>8}  {q['mean_p']:.4f}  {q['yes_rate']:.4f}  {q['entropy_bits']:.4f}{flag}")
             constant = sum(q["entropy_bits"] < CONSTANT_ENTROPY_BITS for q in questions)
             out.append(f"{constant} of {len(questions)} questions give (almost) the same answer for every row")
         return out
@@ -201,7 +201,7 @@ def inspect_file(raw: RawAspectFile) -> Inspection:
             yes = matrix > 0.5
             report["questions"] = [
                 {
-                    "index": q + 1,
+                    "number": q + 1,  # counted from 1, as the questions file
                     "mean_p": float(matrix[:, q].mean()),
                     "yes_rate": float(yes[:, q].mean()),
                     "entropy_bits": binary_entropy_bits(float(yes[:, q].mean())),
@@ -229,7 +229,7 @@ def multiple_choice_stats(matrix: np.ndarray, options: list[int]) -> list[dict[s
         top = np.bincount(block.argmax(axis=1), minlength=m)
         out.append(
             {
-                "index": q + 1,
+                "number": q + 1,  # counted from 1, as the questions file
                 "options": m,
                 "mean_row_sum": float(sums.mean()),
                 "mean_entropy_bits": float(entropy.mean()),

@@ -1,5 +1,10 @@
 """Per-question evaluation of the teacher's answers and of the student's aspect head (aspect_metrics.json).
 
+Each entry names its question by number, counted from 1 as the questions file's lines ("number": 3, "label":
+"q3"; "q3B" for an option of a multiple-choice question), and by its text ("question") when the questions file is
+known; a run trained on some questions (DATASET.QUESTIONS_USED) keeps their numbers. Files written before the
+numbering was 1-based carry a 0-based "index" instead; `entry_label` reads both.
+
 For each question q, over the images of one split whose teacher row is finite:
 - teacher_mean: mean teacher P(yes);
 - teacher_within_class_sd: mean over the classes present of the within-class sd (ddof 0) of P(yes): 0 when the
@@ -25,10 +30,26 @@ import numpy as np
 from makd.atomic_files import atomic_write_json
 from makd.engine.metrics import MIN_AUC_COUNT, counted_auc
 from makd.errors import MakdError
+from makd.formats.question_numbers import AspectColumns
 
 THRESHOLD = 0.5  # a teacher answer is "yes" when P(yes) >= THRESHOLD (as the trainer's aspect AUC)
-# Per-question entries that are counts or names, not metrics: no mean and no TensorBoard scalar.
-NOT_METRICS = ("index", "question", "teacher_yes_images", "teacher_no_images")
+# Per-question entries that are counts or names, not metrics: no mean and no TensorBoard scalar ("index": the
+# 0-based number of files written before question numbers were 1-based).
+NOT_METRICS = ("number", "label", "index", "question", "teacher_yes_images", "teacher_no_images")
+
+
+def entry_label(entry: Mapping[str, Any]) -> str:
+    """ "q3" of a per-question entry, from its "label", or from the 0-based "index" of an older file."""
+    if "label" in entry:
+        return str(entry["label"])
+    return f"q{int(entry['index']) + 1}"
+
+
+def entry_tag(entry: Mapping[str, Any]) -> str:
+    """entry_label with a two-digit number ("q03", "q03B"), for names that sort."""
+    text = entry_label(entry)
+    digits = len(text) - len(text[1:].lstrip("0123456789"))
+    return f"q{int(text[1:digits]):02d}{text[digits:]}"
 
 
 class AspectMetricsError(MakdError):
@@ -55,12 +76,14 @@ def aspect_metrics(
     num_classes: int,
     questions: Sequence[str] | None = None,
     min_count: int = MIN_AUC_COUNT,
+    columns: AspectColumns | None = None,
 ) -> dict[str, Any]:
     """Per-question metrics (see the module docstring) and their means over questions.
 
     teacher [N, Q] teacher P(yes) in [0, 1] (rows with a NaN are left out: images without a teacher row);
     student_prob [N, Q] sigmoid of the student's aspect logits, or None; labels [N] class indices; questions: Q
-    texts stored beside the numbers. Returns {"num_images", "num_aspects", "num_classes", "auc_min_count",
+    texts stored beside the numbers; columns: the question (and option) each column answers (default: column q is
+    question q + 1). Returns {"num_images", "num_aspects", "num_classes", "auc_min_count",
     "student_auc_questions" (how many questions have an AUC), "questions": [...], "mean": {...}}; values that do
     not exist (an AUC with fewer than `min_count` answers on a side) are NaN here, None in the JSON file.
     """
@@ -76,6 +99,10 @@ def aspect_metrics(
             raise AspectMetricsError(f"student_prob has shape {student_prob.shape}, teacher {teacher.shape}")
     if questions is not None and len(questions) != teacher.shape[1]:
         raise AspectMetricsError(f"{len(questions)} questions for {teacher.shape[1]} aspects")
+    columns = columns if columns is not None else AspectColumns.yes_no(teacher.shape[1])
+    if len(columns) != teacher.shape[1]:
+        raise AspectMetricsError(f"{len(columns)} numbered columns for {teacher.shape[1]} aspects")
+    numbers, labels_of = columns.numbers(), columns.labels()
     rows = np.isfinite(teacher).all(axis=1)
     teacher, labels = teacher[rows], labels[rows]
     student = student_prob[rows] if student_prob is not None else None
@@ -84,7 +111,8 @@ def aspect_metrics(
     for q in range(teacher.shape[1]):
         answers = teacher[:, q] >= THRESHOLD
         entry: dict[str, Any] = {
-            "index": q,
+            "number": numbers[q],  # 1-based, as the questions file's lines
+            "label": labels_of[q],
             "question": questions[q] if questions is not None else None,
             "teacher_mean": float(teacher[:, q].mean()) if labels.size else math.nan,
             "teacher_within_class_sd": float(np.mean([teacher[labels == c, q].std() for c in classes]))
@@ -137,12 +165,12 @@ def write_aspect_metrics(path: str | os.PathLike, splits: Mapping[str, dict[str,
 
 
 def aspect_scalars(metrics: dict[str, Any], split: str) -> dict[str, float]:
-    """Flat {tag: value} for TensorBoard: '<split>_aspect/<metric>/q<index>' and '<split>_aspect/<metric>/mean'."""
+    """Flat {tag: value} for TensorBoard: '<split>_aspect/<metric>/q03' (question 3), '<split>_aspect/<metric>/mean'."""
     scalars: dict[str, float] = {}
     for entry in metrics["questions"]:
         for key, value in entry.items():
             if key not in NOT_METRICS and value is not None and not math.isnan(value):
-                scalars[f"{split}_aspect/{key}/q{entry['index']:02d}"] = value
+                scalars[f"{split}_aspect/{key}/{entry_tag(entry)}"] = value
     for key, value in metrics["mean"].items():
         if not math.isnan(value):
             scalars[f"{split}_aspect/{key}/mean"] = value

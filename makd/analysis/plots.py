@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from makd.analysis.aspect_metrics import json_safe
+from makd.analysis.aspect_metrics import entry_label, json_safe
 from makd.atomic_files import atomic_write, atomic_write_json, atomic_write_text
 
 LABEL_CHARS = 48  # question texts are cut to this many characters on an axis (the JSON keeps them whole)
@@ -41,8 +41,8 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
 
 
-def _short(text: str | None, index: int) -> str:
-    label = f"q{index:02d}"
+def _short(text: str | None, label: str) -> str:
+    """ "q3 Is it red?" (the text cut to LABEL_CHARS), or the label alone."""
     if not text:
         return label
     text = text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1] + "…"
@@ -93,9 +93,11 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
             if points:
                 series[key] = points
         numbers[label] = series
+        weights = rows[-1].get("loss_weights") or {} if rows else {}  # what each plotted term is multiplied by
         for k, key in enumerate(loss_keys):
             if key in series:
                 name = "total" if key == "train_loss" else key[len("train_loss_") :]
+                name += f" (x{weights[name]:g})" if isinstance(weights.get(name), (int, float)) else ""
                 x, y = zip(*series[key])
                 axes[0].plot(x, y, loss_styles[k % 4], color=colour, label=f"{label}: {name}")
         for key, style, name in metric_series:
@@ -114,7 +116,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]], path: str | os.Path
             x, y = zip(*series["lr"])
             axes[2].plot(x, y, color=colour, label=label)
     for ax, title, ylabel in zip(
-        axes, ("training losses", metric_title, "learning rate (end of epoch)"), ("loss", metric_unit, "lr")
+        axes, ("training losses", metric_title, "learning rate (first step of each epoch)"), ("loss", metric_unit, "lr")
     ):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -205,15 +207,17 @@ def question_heatmaps(
     questions: Sequence[str] | None,
     out_dir: str | os.PathLike,
     title: str = "",
+    question_labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """question_correlation.png and class_mean_answers.png (+ .json each) from aspect rows [N, Q] with labels [N]."""
+    """question_correlation.png and class_mean_answers.png (+ .json each) from aspect rows [N, Q] with labels [N];
+    `question_labels` name the columns ("q1", ...; default: column i is question i + 1)."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     rows = np.isfinite(aspects).all(axis=1)
     aspects, labels = np.asarray(aspects)[rows], np.asarray(labels)[rows]
     q = aspects.shape[1]
-    names = [_short(questions[i] if questions else None, i) for i in range(q)]
-    ticks = [f"q{i:02d}" for i in range(q)]
+    ticks = list(question_labels) if question_labels is not None else [f"q{i + 1}" for i in range(q)]
+    names = [_short(questions[i] if questions else None, ticks[i]) for i in range(q)]
     corr = answer_correlation(aspects)
     side = max(6.0, 0.32 * q + 4)
     fig, ax = plt.subplots(figsize=(side + 3, side))
@@ -230,7 +234,8 @@ def question_heatmaps(
     _save(fig, paths["correlation"])
     atomic_write_json(
         paths["correlation"].with_suffix(".json"),
-        json_safe({"questions": list(questions or []), "num_images": int(len(aspects)), "correlation": corr.tolist()}),
+        json_safe({"labels": ticks, "questions": list(questions or []), "num_images": int(len(aspects)),
+                   "correlation": corr.tolist()}),  # fmt: skip
     )
     means = class_mean_answers(aspects, labels, len(class_names))
     fig, ax = plt.subplots(figsize=(max(7.0, 0.32 * q + 4), max(4.0, 0.28 * len(class_names) + 2.5)))
@@ -246,7 +251,8 @@ def question_heatmaps(
     _save(fig, paths["class_mean"])
     atomic_write_json(
         paths["class_mean"].with_suffix(".json"),
-        json_safe({"questions": list(questions or []), "classes": list(class_names), "class_mean": means.tolist()}),
+        json_safe({"labels": ticks, "questions": list(questions or []), "classes": list(class_names),
+                   "class_mean": means.tolist()}),  # fmt: skip
     )
     return paths
 
@@ -277,7 +283,7 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
     path = Path(path)
     entries = metrics["questions"]
     q = len(entries)
-    names = [_short(e.get("question"), e["index"]) for e in entries]
+    names = [_short(e.get("question"), entry_label(e)) for e in entries]
     panels = [
         ("student_auc", "AUC of the student head\n(teacher answer = P(yes) >= 0.5)", (0.0, 1.0), 0.5),
         ("student_mae", "MAE |student - teacher|", None, None),
@@ -312,6 +318,40 @@ def agreement_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str 
         f"per-question teacher vs student{': ' + title if title else ''} ({metrics['num_images']} images; "
         f"means: {summary})",
         fontsize=10,
+        y=1.02,  # above the panels' two-line titles (the PNG is cropped to what is drawn)
     )
     _save(fig, path)
     atomic_write_json(path.with_suffix(".json"), json_safe(metrics))
+
+
+# ------------------------------------------------------------------------------------------- confusion matrix
+
+ANNOTATED_CLASSES = 25  # up to this many classes each cell shows its count
+
+
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str) -> None:
+    """A [C, C] confusion matrix (row = true class) as a PNG: each row divided by its images (the share of the class
+    predicted as each column's class), the counts written in the cells for up to ANNOTATED_CLASSES classes."""
+    plt = _pyplot()
+    confusion = np.asarray(confusion, dtype=np.float64)
+    c = len(class_names)
+    totals = confusion.sum(axis=1, keepdims=True)
+    shares = np.divide(confusion, totals, out=np.full_like(confusion, np.nan), where=totals > 0)
+    side = max(5.0, 0.32 * c + 3)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(np.ma.masked_invalid(shares), cmap="Blues", vmin=0, vmax=1)
+    names = list(class_names) if c <= 60 else [""] * c
+    ax.set_xticks(range(c), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(c), names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if c <= ANNOTATED_CLASSES:
+        for t in range(c):
+            for p in range(c):
+                if confusion[t, p]:
+                    dark = shares[t, p] > 0.6
+                    ax.text(p, t, f"{int(confusion[t, p])}", ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")  # fmt: skip
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's images")
+    _save(fig, Path(path))

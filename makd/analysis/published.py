@@ -100,3 +100,15 @@ def published_for(
                 )
             )
     return dataset, student, figures
+
+
+def no_match_reason(dataset: str | None, student: str, path: str = str(PUBLISHED_FILE)) -> str:
+    """Why no published figure sits beside a run of `dataset` x `student` (published_for found none): the dataset was
+    not recognised, or the papers have it for other students."""
+    if dataset is None:
+        return (
+            f"its dataset is none of the published ones ({', '.join(DATASET_ALIASES)}), as read from DATASET.TYPE, "
+            "EXPERIMENT.NAME / PROJECT and the image and aspect paths"
+        )
+    students = sorted({s for entry in published_results(path).values() for s in entry["results"].get(dataset, {})})
+    return f"{dataset} is published for {', '.join(students)}, not for {student or '(no DISTILLER.STUDENT)'}"

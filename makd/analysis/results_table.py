@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from makd.analysis.published import PublishedFigure, published_for
+from makd.analysis.published import PublishedFigure, no_match_reason, published_for
 from makd.analysis.run_folders import Metric, RunResult
 from makd.analysis.run_health import runs_column, table_marks
 from makd.analysis.statistics import (
@@ -49,6 +49,7 @@ class ConditionRow:
     published: list[PublishedFigure] = field(default_factory=list)
     teacher: TeacherCost = field(default_factory=lambda: TeacherCost(None, NO_TEACHER))  # what labelling cost
     metric: Metric | None = None  # the runs' test metric (None only for rows built by hand)
+    paper_note: str = ""  # with --paper, why no published figure sits beside the row ("" when some does)
 
     @property
     def seeds(self) -> list[int]:
@@ -88,6 +89,10 @@ def summarise(
         )
         if paper and row.metric.key == "top1":  # the published tables are classification top-1
             row.dataset, row.student, row.published = published_for(runs[0].config)
+            if not row.published:
+                row.paper_note = no_match_reason(row.dataset, row.student)
+        elif paper:
+            row.paper_note = f"the published tables are classification top-1, these are {runs[0].task} runs"
         rows.append(row)
     return rows, reference
 
@@ -161,8 +166,7 @@ def format_markdown(
     published = [row for row in rows if row.published]
     if published:
         lines += _published_markdown(published)
-    elif any(row.dataset is not None or row.student for row in rows):
-        lines += ["", "No published figure matches these rows' dataset x student."]
+    lines += paper_notes(rows)
     if any(d is not None and d.n and not d.has_interval for row in rows for d in (row.diff_last, row.diff_best)):
         lines += [
             "",
@@ -174,6 +178,17 @@ def format_markdown(
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def paper_notes(rows: Sequence[ConditionRow]) -> list[str]:
+    """With --paper, a line for the rows no published figure matches, saying why (once when they share the reason)."""
+    unmatched = [row for row in rows if row.paper_note]
+    if not unmatched:
+        return []
+    reasons = {row.paper_note for row in unmatched}
+    if len(reasons) == 1 and len(unmatched) == len(rows):
+        return ["", f"--paper: no published numbers match these runs: {reasons.pop()}."]
+    return ["", *(f"--paper: no published numbers for {row.name}: {row.paper_note}." for row in unmatched)]
 
 
 def _published_markdown(rows: Sequence[ConditionRow]) -> list[str]:

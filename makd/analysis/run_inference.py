@@ -19,14 +19,16 @@ from makd.data.build import (
     build_data,
     has_training_targets,
     join_targets,
-    open_aspect_file,
+    open_test_source,
     training_source,
 )
 from makd.data.datasets import AspectDataset
 from makd.data.device_batch import prepare_batch
 from makd.engine import run_folder
 from makd.engine.checkpoint import load_checkpoint, student_state_dict
+from makd.formats.question_numbers import AspectColumns
 from makd.formats.questions import read_questions
+from makd.formats.target_sources import TargetSource
 from makd.models import build_student, input_family_of
 from makd.models.heads import classifier_layer
 
@@ -36,19 +38,23 @@ class LoadedRun:
     run_dir: Path
     cfg: object
     data: DataBundle
-    student: torch.nn.Module  # eval mode, CPU
+    student: torch.nn.Module | None  # eval mode, CPU; None for an unfinished run read without it
     num_classes: int
     num_aspects: int  # width of the student's aspect head (0 for the CE baseline)
+    _teacher: TargetSource | None = None  # the training targets' source, opened once (teacher_source)
 
 
-def load_run(run_dir: str | os.PathLike) -> LoadedRun:
-    """The run's resolved config, its data (paths as recorded, relative to the current folder) and its student."""
+def load_run(run_dir: str | os.PathLike, need_student: bool = True) -> LoadedRun:
+    """The run's resolved config, its data (paths as recorded, relative to the current folder) and its student;
+    without `need_student`, an unfinished run (no student.pth) is read with `student` None (its teacher's plots)."""
     run_dir = Path(run_dir)
     weights_path = run_dir / "student.pth"
-    if not weights_path.exists():
+    if not weights_path.exists() and need_student:
         raise RunFolderError(f"{run_dir} holds no student.pth: the run has not finished")
     cfg = load_cfg(str(run_dir / "config.yaml"), ["DATASET.NUM_WORKERS", "0"])
     data = build_data(cfg)
+    if not weights_path.exists():
+        return LoadedRun(run_dir, cfg, data, None, data.num_classes, 0)
     state = load_checkpoint(weights_path, map_location="cpu")
     num_classes, num_aspects = int(state["num_classes"]), int(state.get("num_aspects", 0))
     student = build_student(state["student"], num_classes + num_aspects, input_family=input_family_of(cfg))
@@ -82,6 +88,30 @@ def predict(run: LoadedRun, dataset: AspectDataset, batch_size: int = 256) -> di
     }
 
 
+def teacher_source(run: LoadedRun) -> TargetSource | None:
+    """The run's training target source (DATASET.ASPECT_JSON or ASPECT_SOURCES, with DATASET.QUESTIONS_USED), opened
+    once; None when the config names none. A baseline run that names one has it too: its teacher-only plots."""
+    if run._teacher is None and has_training_targets(run.cfg):
+        run._teacher = training_source(run.cfg, list(run.data.train.index.class_names))
+    return run._teacher
+
+
+def teacher_columns(run: LoadedRun) -> AspectColumns | None:
+    """Which question (by its number in the questions file) each teacher column answers; None without targets."""
+    if run.data.aspect_columns is not None:
+        return run.data.aspect_columns
+    source = teacher_source(run)
+    return source.aspect_columns() if source is not None else None
+
+
+def column_questions(run: LoadedRun, columns: AspectColumns | None) -> list[str] | None:
+    """The text of each column's question (DATASET.QUESTIONS), or None when the run names no questions file."""
+    if columns is None or not run.cfg.DATASET.QUESTIONS:
+        return None
+    texts = read_questions(run.cfg.DATASET.QUESTIONS)
+    return [texts[q] for q in columns.questions] if len(texts) == columns.num_questions else None
+
+
 def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
     """The split's images with the teacher's rows (never the run's training targets, which may be a control such as
     random) and the evaluation transform; None when the split has no teacher rows."""
@@ -89,16 +119,16 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
     if split == "test":
         if run.data.test.targets is not None:
             return run.data.test
-        if not run.cfg.DATASET.TEST_ASPECT_JSON:
+        index = run.data.test.index
+        source = open_test_source(run.cfg, list(index.class_names), teacher_source(run))
+        if source is None:
             return None
-        index, path = run.data.test.index, run.cfg.DATASET.TEST_ASPECT_JSON
-        source = open_aspect_file(run.cfg, path, "DATASET.TEST_ASPECT_JSON", list(index.class_names))
         rows = join_targets(source, index, "nan", "test")[1]
         return AspectDataset(index, eval_transform, rows, preprocess=run.data.test.preprocess)
-    if not has_training_targets(run.cfg):
+    source = teacher_source(run)
+    if source is None:
         return None
     index = run.data.train.index
-    source = training_source(run.cfg, list(index.class_names))
     return AspectDataset(
         index, eval_transform, join_targets(source, index, "nan")[1], preprocess=run.data.test.preprocess
     )
@@ -107,7 +137,8 @@ def teacher_split(run: LoadedRun, split: str) -> AspectDataset | None:
 def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict]:
     """aspect_metrics for the train split and (with test rows) the test split; written to
     <run_dir>/aspect_metrics.json when `write`. Student columns only when the student has an aspect head."""
-    questions = read_questions(run.cfg.DATASET.QUESTIONS) if run.cfg.DATASET.QUESTIONS else None
+    columns = teacher_columns(run)
+    questions = column_questions(run, columns)
     splits = {}
     for split in ("train", "test"):
         dataset = teacher_split(run, split)
@@ -115,7 +146,9 @@ def compute_aspect_metrics(run: LoadedRun, write: bool = True) -> dict[str, dict
             continue
         out = predict(run, dataset)
         student = out["aspect_prob"] if run.num_aspects == out["teacher"].shape[1] else None
-        splits[split] = aspect_metrics(out["teacher"], student, out["labels"], run.num_classes, questions)
+        splits[split] = aspect_metrics(
+            out["teacher"], student, out["labels"], run.num_classes, questions, columns=columns
+        )
     if not splits:
         raise RunFolderError(f"{run.run_dir}: its config names no aspect file (DATASET.ASPECT_JSON); nothing to score")
     if write:

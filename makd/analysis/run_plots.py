@@ -8,10 +8,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from makd.analysis.plots import agreement_bars, question_heatmaps, training_curves, tsne_embedding, tsne_panels
-from makd.analysis.run_folders import RunFolderError
+from makd.analysis.run_folders import RunFolderError, read_config
 from makd.analysis.run_health import folder_findings, label_suffix
-from makd.analysis.run_inference import compute_aspect_metrics, load_run, predict, teacher_split
-from makd.formats.questions import read_questions
+from makd.analysis.run_inference import (
+    column_questions,
+    compute_aspect_metrics,
+    load_run,
+    predict,
+    teacher_columns,
+    teacher_split,
+)
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:
@@ -29,14 +35,40 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def plot_curves(run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path) -> Path:
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished when its folder holds summary.json (and student.pth, written just before it)."""
+    return (run_dir / "summary.json").exists() and (run_dir / "student.pth").exists()
+
+
+def progress_label(run_dir: Path, label: str, epochs_done: int) -> str:
+    """`label`, with "(unfinished: 3 of 10 epochs)" for a run still training or stopped (curves of either)."""
+    if is_finished(run_dir):
+        return label
+    planned = read_config(run_dir / "config.yaml").get("SOLVER.EPOCHS", "?")
+    return f"{label} (unfinished: {epochs_done} of {planned} epochs)"
+
+
+def plot_curves(
+    run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path, log: Callable[[str], None] = print
+) -> Path | None:
+    """Curves of every run with a finished epoch (an unfinished run's so far, marked in its label); None when no run
+    has one yet."""
+    histories = {}
+    for label, run_dir in zip(labels, run_dirs):
+        if not (run_dir / "metrics.jsonl").exists():
+            log(f"[plot] {label}: no epoch finished yet (no metrics.jsonl); no curves")
+            continue
+        rows = read_history(run_dir)
+        histories[progress_label(run_dir, label, len(rows))] = rows
+    if not histories:
+        return None
     path = out_dir / "training_curves.png"
-    training_curves({label: read_history(d) for label, d in zip(labels, run_dirs)}, path)
+    training_curves(histories, path)
     return path
 
 
 def plot_tsne(run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path, seed: int = 0) -> Path:
-    """t-SNE of each run's penultimate features on its test split, side by side."""
+    """t-SNE of each run's penultimate features on its test split, side by side (finished runs: student.pth)."""
     panels, class_names = [], None
     for label, run_dir in zip(labels, run_dirs):
         run = load_run(run_dir)
@@ -49,24 +81,37 @@ def plot_tsne(run_dirs: Sequence[Path], labels: Sequence[str], out_dir: Path, se
     return path
 
 
-def plot_aspects(run_dir: Path, label: str, out_dir: Path) -> list[Path]:
-    """Question heatmaps of the run's training aspect file and agreement bars of its aspect_metrics.json (computed
-    from student.pth, and not saved, when the run folder has none)."""
-    run = load_run(run_dir)
+def plot_aspects(run_dir: Path, label: str, out_dir: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Question heatmaps of the run's training aspect file (the teacher alone: any run whose config names one, a
+    baseline or an unfinished run too) and, for a finished run with an aspect head, the agreement bars of its
+    aspect_metrics.json (computed from student.pth, and not saved, when the run folder has none)."""
+    run = load_run(run_dir, need_student=False)
     train = teacher_split(run, "train")
     if train is None:
-        raise RunFolderError(f"{run_dir}: its config names no aspect file (DATASET.ASPECT_JSON); no aspect plots")
-    questions = read_questions(run.cfg.DATASET.QUESTIONS) if run.cfg.DATASET.QUESTIONS else None
+        raise RunFolderError(
+            f"{run_dir}: its config names no aspect file (DATASET.ASPECT_JSON or DATASET.ASPECT_SOURCES); "
+            "no aspect plots"
+        )
+    columns = teacher_columns(run)
     paths = list(
         question_heatmaps(
             train.targets.numpy(),
             train.labels,
             run.data.class_names,
-            questions,
+            column_questions(run, columns),
             out_dir,
-            title=Path(run.cfg.DATASET.ASPECT_JSON).name or "DATASET.ASPECT_SOURCES",
+            title=f"{label}, {Path(run.cfg.DATASET.ASPECT_JSON).name or 'DATASET.ASPECT_SOURCES'}",
+            question_labels=columns.labels() if columns is not None else None,
         ).values()
     )
+    if run.student is None:
+        log(f"[plot] {label}: not finished (no student.pth): the teacher's plots only (question correlation, "
+            "class means)")  # fmt: skip
+        return paths
+    if not run.num_aspects:
+        log(f"[plot] {label}: no aspect head ({run.cfg.DISTILLER.TYPE}): the teacher's plots only (question "
+            "correlation, class means), no agreement bars")  # fmt: skip
+        return paths
     metrics_path = run_dir / "aspect_metrics.json"
     if metrics_path.exists():
         splits = json.loads(metrics_path.read_text(encoding="utf-8"))["splits"]
@@ -89,31 +134,44 @@ def draw_all(
     aspect_run: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Draw the asked figures into `out_dir`: curves of every run, t-SNE of `tsne_runs` (default the first two),
-    aspect plots of `aspect_run` (default the first run with an aspect head)."""
+    """Draw the asked figures into `out_dir`: curves of every run (an unfinished one's so far), t-SNE of `tsne_runs`
+    (default the first two; finished runs only), aspect plots of `aspect_run` (default the first run with an aspect
+    head, else the first whose config names an aspect file: the teacher's plots alone)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # a run with training-health findings says so in every legend and title it appears in
     labels = [label + label_suffix(folder_findings(run_dir)) for label, run_dir in zip(labels, run_dirs)]
     paths: list[Path] = []
     if "curves" in what:
-        paths.append(plot_curves(run_dirs, labels, out_dir))
+        curves = plot_curves(run_dirs, labels, out_dir, log)
+        paths += [curves] if curves else []
     if "tsne" in what:
         chosen = list(tsne_runs) if tsne_runs is not None else list(range(min(2, len(run_dirs))))
-        paths.append(plot_tsne([run_dirs[i] for i in chosen], [labels[i] for i in chosen], out_dir))
+        unfinished = [labels[i] for i in chosen if not is_finished(run_dirs[i])]
+        chosen = [i for i in chosen if is_finished(run_dirs[i])]
+        if unfinished:
+            log(f"[plot] t-SNE leaves out {', '.join(unfinished)}: not finished (no student.pth)")
+        if chosen:
+            paths.append(plot_tsne([run_dirs[i] for i in chosen], [labels[i] for i in chosen], out_dir))
     if "aspects" in what:
-        index = aspect_run if aspect_run is not None else _first_with_aspect_head(run_dirs)
+        index = aspect_run if aspect_run is not None else _aspect_run(run_dirs)
         if index is None:
-            log("[plot] no run has an aspect head; aspect plots skipped")
+            log("[plot] no run names an aspect file (DATASET.ASPECT_JSON or DATASET.ASPECT_SOURCES); aspect plots "
+                "skipped")  # fmt: skip
         else:
-            paths += plot_aspects(run_dirs[index], labels[index], out_dir)
+            paths += plot_aspects(run_dirs[index], labels[index], out_dir, log)
     for path in paths:
         log(f"[plot] wrote {path} (+ numbers beside it)")
     return paths
 
 
-def _first_with_aspect_head(run_dirs: Sequence[Path]) -> int | None:
+def _aspect_run(run_dirs: Sequence[Path]) -> int | None:
+    """The first finished run with an aspect head, else the first run whose config names an aspect file."""
     for i, run_dir in enumerate(run_dirs):
         summary = run_dir / "summary.json"
         if summary.exists() and json.loads(summary.read_text(encoding="utf-8")).get("num_aspects"):
+            return i
+    for i, run_dir in enumerate(run_dirs):
+        config = read_config(run_dir / "config.yaml")
+        if config.get("DATASET.ASPECT_JSON") or config.get("DATASET.ASPECT_SOURCES"):
             return i
     return None

@@ -16,7 +16,7 @@ Study file (YAML; paths are relative to the folder the command runs in, like eve
       key: MaKD.ALPHA
       values: [1.0, 4.0]
       conditions: [makd]                # default: every condition but the reference
-    plots: {curves: true, tsne: [baseline, makd], aspects: makd}   # optional; drawn for the first seed
+    plots: {curves: true, tsne: [baseline, makd], aspects: makd}   # optional; seeds: first (default), all or a list
 
 A run is finished when its folder holds summary.json; a folder with latest.pth but no summary is resumed
 (--resume); anything else starts fresh. A finished or resumable run whose saved config no longer matches the
@@ -197,6 +197,7 @@ def load_study(path: str | os.PathLike) -> Study:
                 raise StudyError(f"study file {path}: plots.{key} names {name!r}, not a condition")
     if plots.get("aspects") and plots["aspects"] not in conditions:
         raise StudyError(f"study file {path}: plots.aspects names {plots['aspects']!r}, not a condition")
+    plot_seeds(plots.get("seeds", "first"), seeds, f"study file {path}: plots.seeds")  # checked before any run
     return Study(
         str(spec.get("name") or path.stem), base, Path(spec["output"]), seeds, reference, conditions, plots, path
     )
@@ -217,6 +218,19 @@ def _expand_sweep(sweep: Any, conditions: dict[str, list[str]], reference: str, 
         for value in sweep["values"]:
             expanded[f"{name}@{sweep['key']}={_value_text(value)}"] = opts + [str(sweep["key"]), _value_text(value)]
     return expanded
+
+
+def plot_seeds(value: Any, seeds: list[int], where: str) -> list[int]:
+    """The seeds whose figures a study draws (each into plots/seed<N>/): "first" (the default), "all", or a list."""
+    if value == "first":
+        return seeds[:1]
+    if value == "all":
+        return list(seeds)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, list) and value and all(v in seeds for v in value):
+        return list(value)
+    raise StudyError(f"{where} is {value!r}; use first, all, or a list of the study's seeds ({seeds})")
 
 
 # ---------------------------------------------------------------------------------------------- run status

@@ -285,7 +285,10 @@ def check_questions_file(args: argparse.Namespace) -> int:
     check = screen_questions_file(args.check, classes.names, allow_class_names=args.allow_class_names,
                                   allowed_names=allowed, leak_rule=args.class_name_rule)  # fmt: skip
     for problem in check.problems:
-        print(f"{args.check}:{problem['line']}: {problem['reason']}: {problem['question']!r}")
+        # FILE:LINE for an editor; the question's number too where a blank line above makes them differ
+        number = problem.get("number")
+        named = f"question {number}: " if number not in (None, problem["line"]) else ""
+        print(f"{args.check}:{problem['line']}: {named}{problem['reason']}: {problem['question']!r}")
     if not check.questions:
         raise UsageError(f"{args.check}: holds no question (write one yes/no question per line)")
     sidecar = write_screening_record(args.check, check, classes=classes.source, num_classes=len(classes.names),

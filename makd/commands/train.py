@@ -8,10 +8,17 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 
 import makd.tasks  # noqa: F401  (every task joins makd.engine.tasks.TASKS)
+from makd.analysis.aspect_metrics import json_safe
+from makd.analysis.class_accuracy import per_class, table_lines, write_class_accuracy
+from makd.atomic_files import OutputLocationError
 from makd.config import load_cfg
 from makd.engine.distributed import LAUNCHED_PROCESSES, launch
+from makd.engine.run_folder import CONFIG as RUN_CONFIG
 from makd.engine.run_folder import LATEST
 from makd.engine.trainer import evaluate_checkpoint, run_dir_of, train
 from makd.errors import ConfigError, MakdError, run_command
@@ -125,15 +132,66 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return run_command(_train_body, argv, resume_hint)
 
 
+def default_eval_dir(checkpoint: str) -> Path:
+    """<run folder>_eval beside the run folder holding the checkpoint: never inside it, since a run folder holds only
+    what the trainer writes (a foreign file would stop its --resume); a checkpoint elsewhere: its own folder."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.with_name(f"{folder.name}_eval") if (folder / RUN_CONFIG).is_file() else folder
+
+
+def _check_writable(folder: Path) -> None:
+    """Before the images are scored: `folder` can be created and written (nothing is created yet, so a refused
+    config leaves no empty folder behind)."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputLocationError(f"--out {folder} cannot be written ({existing} is not a writable folder)")
+
+
 def _eval_body(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="eval.py", description="Score a saved student on the config's data.")
+    parser = argparse.ArgumentParser(
+        prog="eval.py",
+        description="Score a saved student on the config's data: top-1 / top-5, per-class accuracy, the confusion "
+        "matrix (CSV + figure).",
+    )
     parser.add_argument("config")
     parser.add_argument("checkpoint", help="best.pth / latest.pth / student.pth of a run")
     parser.add_argument("--split", choices=("test", "val", "train"), default="test")
+    parser.add_argument(
+        "--out",
+        help="folder for <checkpoint>_<split>_confusion.csv/.png and _per_class.csv "
+        "(default: <run folder>_eval beside the run folder)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (per class and matrix included)")
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides")
     args = parser.parse_intermixed_args(argv)
+    out = Path(args.out) if args.out else default_eval_dir(args.checkpoint)
+    prefix = f"{Path(args.checkpoint).stem}_{args.split}"
+    _check_writable(out)
     result = evaluate_checkpoint(args.config, args.checkpoint, args.opts, args.split)
-    print(json.dumps(result, indent=2))
+    names, confusion = result["class_names"], np.asarray(result.pop("confusion"))
+    title = (
+        f"{Path(args.checkpoint).resolve().parent.name}/{Path(args.checkpoint).name} on {args.split}: top-1 "
+        f"{result['top1']:.2f} % of {result['num_samples']} images"
+    )
+    paths = write_class_accuracy(out, prefix, confusion, names, title)
+    result["per_class"] = [
+        {"class": r.name, "images": r.images, "correct": r.correct, "top1": r.top1, "most_often_taken_for":
+         r.confused_with or None} for r in per_class(confusion, names)
+    ]  # fmt: skip
+    result["confusion"] = confusion.tolist()  # row = true class, column = predicted, in class_names order
+    result["files"] = [str(p) for p in paths]
+    if args.json:
+        print(json.dumps(json_safe(result), indent=2))
+        return 0
+    print(
+        f"{args.checkpoint} on {args.split}: top-1 {result['top1']:.2f} %, top-5 {result['top5']:.2f} %, "
+        f"loss {result['loss']:.4f} ({result['num_samples']} images, {len(names)} classes)"
+    )
+    if "aspect_mae" in result:
+        print(f"aspect head vs the teacher: MAE {result['aspect_mae']:.4f}, AUC {result['aspect_auc']:.4f} "
+              f"(over {result['aspect_auc_questions']} questions with enough answers)")  # fmt: skip
+    print("\n".join(table_lines(confusion, names)))
+    print(f"wrote {paths[2]}, {paths[0].name}, {paths[1].name}")
     return 0
 
 

@@ -17,6 +17,7 @@ from yacs.config import CfgNode as CN
 
 from makd.errors import ConfigError
 from makd.formats.files import read_utf8_text
+from makd.formats.question_numbers import parse_ranges
 from makd.formats.strict_yaml import load_yaml
 
 
@@ -59,6 +60,11 @@ _C.DATASET.ASPECT_JSON = ""
 # others. One string per file keeps its path and questions together (yacs lists hold no nodes); each file's
 # sidecar says which questions it answers (docs/class_level.md).
 _C.DATASET.ASPECT_SOURCES = []
+# (new) The questions a MaKD run trains on and is scored on: "" = all, "1-20" = the first 20, "1,4,7-9" = a list
+# (1-based numbers of the questions file, as everywhere; a YAML list [1, 4, 7] is read as "1,4,7"). Applied alike
+# to the training targets (ASPECT_JSON, or the questions ASPECT_SOURCES assembles), DATASET.TEST_ASPECT_JSON and
+# DATASET.ASPECT_JSON_FLIP; outputs keep the questions' numbers (makd/formats/target_sources/selection.py).
+_C.DATASET.QUESTIONS_USED = ""
 # (new) Per-class aspect files: pairs of names the class_key rule does not match, a JSON object
 # {dataset class: file class} or lines `dataset class<TAB>file class` (as LaViD.CLASS_MAP).
 _C.DATASET.ASPECT_CLASS_MAP = ""
@@ -177,10 +183,10 @@ _C.MaKD.TEMPERATURE = 1.0  # target p -> sigmoid(logit(p) / T): T > 1 softens, T
 _C.MaKD.TARGETS = "teacher"
 # (new) Target-aware views (makd/data/views.py). The teacher answered the whole, unflipped image; on a
 # mirrored training view the answer to "Is the head on the left?" is wrong. Flip-sensitive questions
-# (0-based positions in the questions file) come from this list, from "flip_sensitive": [...] in the
-# sidecar of DATASET.QUESTIONS, and from the members of every mirror pair.
+# (question numbers "q4", q1 = the first line of the questions file; old 0-based lists: docs/files.md) come from
+# this list, from "flip_sensitive": [...] in the sidecar of DATASET.QUESTIONS, and from every mirror pair.
 _C.MaKD.FLIP_SENSITIVE = []
-_C.MaKD.FLIP_MIRROR = []  # pairs [[i, j], ...] of questions that swap under a flip (left <-> right); also sidecar
+_C.MaKD.FLIP_MIRROR = []  # pairs [["q4", "q5"], ...] of questions that swap under a flip (left <-> right); also sidecar
 # On a mirrored view: "mask" (flip-sensitive targets leave the BCE for that sample), "mirror" (declared pairs
 # swap their targets, other flip-sensitive ones are masked) or "keep" (targets as they are: the official
 # code). With DATASET.ASPECT_JSON_FLIP (and MaKD.TARGETS teacher), mirrored views use those rows instead.
@@ -317,7 +323,29 @@ def _merge(cfg: CN, data: dict, where: str, prefix: str = "") -> None:
         cfg[key] = _coerce(value, current, full, where)
 
 
+# Keys holding question ranges ("1-20", "1,4,7-9"): a YAML list of numbers is written as ranges; a bare number is
+# refused, since "5" reads as both "question 5" and "the first 5".
+QUESTION_RANGE_KEYS = ("DATASET.QUESTIONS_USED",)
+
+
+def _question_ranges(value, key: str, where: str) -> str:
+    if isinstance(value, (list, tuple)) and all(
+        (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str) for v in value
+    ):
+        return ",".join(str(v).strip() for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(
+            f"{where}: {key} {value} could mean question {value} or the first {value} questions; write "
+            f"'1-{value}' for the first {value}, or '{value}' (quoted) for question {value} alone"
+        )
+    if isinstance(value, str) or value is None:
+        return value or ""
+    raise ConfigError(f"{where}: {key} must be question numbers such as '1-20' or '1,4,7-9', got {value!r}")
+
+
 def _coerce(value, default, key: str, where: str):
+    if key in QUESTION_RANGE_KEYS:
+        return _question_ranges(value, key, where)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -515,6 +543,8 @@ def check_cfg(cfg: CN) -> None:
         raise ConfigError("SOLVER.EPOCHS and SOLVER.BATCH_SIZE must be >= 1")
     if cfg.MaKD.ASPECT_NUM < 0:
         raise ConfigError(f"MaKD.ASPECT_NUM must be >= 0 (0 = from the aspect file), got {cfg.MaKD.ASPECT_NUM}")
+    if cfg.DATASET.QUESTIONS_USED:
+        parse_ranges(cfg.DATASET.QUESTIONS_USED, "DATASET.QUESTIONS_USED")  # the form now; the numbers with the data
     if cfg.NUM_THREADS < 0:
         raise ConfigError(f"NUM_THREADS must be >= 0 (0 = auto), got {cfg.NUM_THREADS}")
     check_augment_cfg(cfg)

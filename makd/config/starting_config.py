@@ -148,6 +148,8 @@ def choose_settings(
     add(Setting("DATASET.TEST_ASPECT_JSON", "", "optional: stage 2 on the test images (--images "
                 f"{data}/test --output {data}/aspects_test.json) adds the student's agreement with the teacher on "
                 "test images to aspect_metrics.json"))  # fmt: skip
+    add(Setting("DATASET.QUESTIONS_USED", "", "every question; '1-20' would train on the first 20 (question numbers "
+                "count from 1, as the lines of the questions file), in the training and test files alike"))  # fmt: skip
     add(Setting("DATASET.IMAGE_SIZE", size, size_why))
     add(Setting("DATASET.RESIZE_RATIO", ratio, ratio_why))
     add(Setting("DATASET.MEAN", facts.mean, f"measured on {facts.sampled} training images (a pretrained student "

@@ -31,9 +31,11 @@ from makd.data.transforms import AugmentSpec, border_crop_warning, shorter_side_
 from makd.data.views import view_policy_from_cfg
 from makd.errors import ConfigError
 from makd.formats.conversion import read_class_map
+from makd.formats.question_numbers import AspectColumns, format_ranges
 from makd.formats.target_sources import ANY_KIND, TargetSource, open_source
 from makd.formats.target_sources.mixed import MixedSource
 from makd.formats.target_sources.per_image import MissingRowsError, join_aspects
+from makd.formats.target_sources.selection import SelectedQuestions
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class DataBundle:
     test_aspect_sha256: str = ""
     recipe: dict = field(default_factory=dict)  # augmentation, batch mixing and view policy, for summary.json
     aspect_sources: list[dict] = field(default_factory=list)  # describe() of each training target file, for summary
+    # which question (1-based number in the questions file) each aspect column answers; None without aspects
+    aspect_columns: AspectColumns | None = None
 
 
 def check_num_classes(cfg, train: ImageIndex) -> int:
@@ -112,8 +116,8 @@ def join_targets(
 
 
 def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KIND) -> TargetSource:
-    """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, checked
-    against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
+    """DATASET.ASPECT_JSON (or the files of DATASET.ASPECT_SOURCES, by question) as one target source, restricted to
+    DATASET.QUESTIONS_USED, checked against MaKD.ASPECT_NUM and (when set) DATASET.QUESTIONS."""
     d = cfg.DATASET
     if d.ASPECT_SOURCES:
         if d.ASPECT_JSON:
@@ -130,6 +134,14 @@ def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KI
         source = MixedSource.open_entries(
             entries, lambda path: open_aspect_file(cfg, path, "DATASET.ASPECT_SOURCES", class_names, kinds)
         )
+        if len(source.parts) == 1 and len(source.parts[0].questions) < source.parts[0].source.num_questions:
+            # the old way to train on some questions; it left the test file whole, so its metrics did not fit
+            path = source.parts[0].source.path
+            logger.warning(
+                "DATASET.ASPECT_SOURCES [%r] takes some questions of one file for training only; DATASET.ASPECT_JSON "
+                "%s with DATASET.QUESTIONS_USED %r selects them in the test file (DATASET.TEST_ASPECT_JSON) too",
+                entries[0], path, format_ranges(source.parts[0].questions),
+            )  # fmt: skip
     elif not d.ASPECT_JSON:
         raise ConfigError(
             f"DATASET.ASPECT_JSON is empty; DISTILLER.TYPE {cfg.DISTILLER.TYPE} needs the stage-2 aspect file "
@@ -137,55 +149,76 @@ def training_source(cfg, class_names: list[str], kinds: tuple[str, ...] = ANY_KI
         )
     else:
         source = open_aspect_file(cfg, d.ASPECT_JSON, "DATASET.ASPECT_JSON", class_names, kinds)
+    whole = source
+    source = SelectedQuestions.of(source, d.QUESTIONS_USED)
     if cfg.MaKD.ASPECT_NUM not in (0, source.num_aspects):  # 0 = take Q from the file
+        chosen = f", of which DATASET.QUESTIONS_USED {d.QUESTIONS_USED!r} takes {source.num_aspects}"
+        chosen = chosen if source is not whole else ""
         raise ConfigError(
-            f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {source.path} has {source.num_aspects} aspects per image; "
-            f"set MaKD.ASPECT_NUM {source.num_aspects}"
+            f"MaKD.ASPECT_NUM is {cfg.MaKD.ASPECT_NUM} but {source.path} has {whole.num_aspects} aspects per image"
+            f"{chosen}; set MaKD.ASPECT_NUM {source.num_aspects} (or 0: from the file)"
         )
     if d.QUESTIONS:
         source.check_questions(d.QUESTIONS)
     return source
 
 
-def _test_targets(cfg, test: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, TargetSource | None]:
-    """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
-    if not cfg.DATASET.TEST_ASPECT_JSON:
-        return None, None
-    source = open_aspect_file(cfg, cfg.DATASET.TEST_ASPECT_JSON, "DATASET.TEST_ASPECT_JSON", list(test.class_names))
-    if source.num_aspects != num_aspects:
-        training = "DATASET.ASPECT_SOURCES take" if cfg.DATASET.ASPECT_SOURCES else "DATASET.ASPECT_JSON has"
+def open_test_source(cfg, class_names: list[str], training: TargetSource | None) -> TargetSource | None:
+    """DATASET.TEST_ASPECT_JSON restricted to DATASET.QUESTIONS_USED as the training file is, checked to answer as
+    many questions as the `training` source (None: not checked); None when unset."""
+    path = cfg.DATASET.TEST_ASPECT_JSON
+    if not path:
+        return None
+    whole = open_aspect_file(cfg, path, "DATASET.TEST_ASPECT_JSON", class_names)
+    training_whole = training.source if isinstance(training, SelectedQuestions) else training
+    if training_whole is not None and whole.num_aspects != training_whole.num_aspects:
+        what = "DATASET.ASPECT_SOURCES take" if cfg.DATASET.ASPECT_SOURCES else "DATASET.ASPECT_JSON has"
         raise ConfigError(
-            f"DATASET.TEST_ASPECT_JSON {source.path} has {source.num_aspects} aspects per image but "
-            f"{training} {num_aspects}; use the test file made with the same questions"
+            f"DATASET.TEST_ASPECT_JSON {whole.path} has {whole.num_aspects} aspects per image but {what} "
+            f"{training_whole.num_aspects}; use the test file made with the same questions"
+            + (" (DATASET.QUESTIONS_USED then selects in both)" if cfg.DATASET.QUESTIONS_USED else "")
         )
+    return SelectedQuestions.of(whole, cfg.DATASET.QUESTIONS_USED)
+
+
+def _test_targets(cfg, test: ImageIndex, training: TargetSource) -> tuple[np.ndarray | None, TargetSource | None]:
+    """Test rows only from DATASET.TEST_ASPECT_JSON: release train and test folders reuse ids like cat_0_1."""
+    source = open_test_source(cfg, list(test.class_names), training)
+    if source is None:
+        return None, None
     return join_targets(source, test, "nan", role="test")[1], source
 
 
-def _flipped_rows(cfg, train: ImageIndex, num_aspects: int) -> tuple[np.ndarray | None, str]:
+def _flipped_rows(cfg, train: ImageIndex, training: TargetSource) -> tuple[np.ndarray | None, str]:
     """DATASET.ASPECT_JSON_FLIP rows (the teacher's answers for the mirrored images) in train order."""
     path = cfg.DATASET.ASPECT_JSON_FLIP
     if not path:
         return None, ""
-    source = open_source(path, key="DATASET.ASPECT_JSON_FLIP", kinds=("per_image",))
-    if source.num_aspects != num_aspects:
+    whole = open_source(path, key="DATASET.ASPECT_JSON_FLIP", kinds=("per_image",))
+    training_whole = training.source if isinstance(training, SelectedQuestions) else training
+    if whole.num_aspects != training_whole.num_aspects:  # the same questions file, before any selection
         raise ConfigError(
-            f"DATASET.ASPECT_JSON_FLIP {path} has {source.num_aspects} aspects per image but DATASET.ASPECT_JSON "
-            f"has {num_aspects}; score the mirrored images with the same questions (stage 2 --views flip)"
+            f"DATASET.ASPECT_JSON_FLIP {path} has {whole.num_aspects} aspects per image but DATASET.ASPECT_JSON "
+            f"has {training_whole.num_aspects}; score the mirrored images with the same questions "
+            "(stage 2 --views flip)"
         )
-    view = (source.file.sidecar or {}).get("view")
+    source = SelectedQuestions.of(whole, cfg.DATASET.QUESTIONS_USED)
+    view = (whole.file.sidecar or {}).get("view")
     if view not in (None, "hflip"):
         raise ConfigError(f"DATASET.ASPECT_JSON_FLIP {path}: its sidecar says view {view!r}, not 'hflip'")
     if cfg.MaKD.TARGETS != "teacher":
         logger.warning("DATASET.ASPECT_JSON_FLIP is ignored with MaKD.TARGETS %s (a control)", cfg.MaKD.TARGETS)
         return None, ""
-    return join_aspects(train, source.table, "error", role="training")[1], source.path
+    rows = join_aspects(train, whole.table, "error", role="training")[1]
+    return (rows if source is whole else rows[:, source.columns]), source.path
 
 
 def _described(source: TargetSource | None) -> list[dict]:
     """One entry per training target file: the file itself, or each part of DATASET.ASPECT_SOURCES."""
     if source is None:
         return []
-    return source.describe()["sources"] if isinstance(source, MixedSource) else [source.describe()]
+    described = source.describe()
+    return described["sources"] if "sources" in described else [described]
 
 
 def _warn_if_test_crops_borders(cfg, test: ImageIndex) -> None:
@@ -212,7 +245,7 @@ def build_data(cfg) -> DataBundle:
             raise ConfigError(f"DATASET.VAL_FRACTION {d.VAL_FRACTION} holds out no image of {train.source}; raise it")
         train, val = train.subset(kept), train.subset(held)
 
-    num_aspects, source, test_source = 0, None, None
+    num_aspects, source, test_file = 0, None, None
     train_targets = val_targets = test_targets = flipped = None
     flip_path = ""
     dropped: list[str] = []
@@ -233,10 +266,10 @@ def build_data(cfg) -> DataBundle:
             )
         train = joined
         train_targets = make_targets(cfg.MaKD.TARGETS, teacher, train.labels, cfg.SEED)
-        flipped, flip_path = _flipped_rows(cfg, train, num_aspects)
+        flipped, flip_path = _flipped_rows(cfg, train, source)
         if val is not None:
             val_targets = join_targets(source, val, "nan", role="validation")[1]  # teacher rows, for metrics
-        test_targets, test_source = _test_targets(cfg, test, num_aspects)
+        test_targets, test_file = _test_targets(cfg, test, source)
 
     _warn_if_test_crops_borders(cfg, test)
     if d.CACHE_IMAGES:  # the cache pass decodes every image: it is the image check
@@ -249,7 +282,8 @@ def build_data(cfg) -> DataBundle:
     on_device = DevicePreprocess.from_cfg(cfg)  # uint8 batches -> normalised float, erasing, mixing
     bound = cfg.MaKD.MIN_CROP_AREA if num_aspects and cfg.MaKD.SMALL_CROP == "bound" else 0.0
     spec = AugmentSpec.from_cfg(cfg, min_scale=bound)
-    views = view_policy_from_cfg(cfg, num_aspects) if num_aspects else None
+    columns = source.aspect_columns() if source is not None else None
+    views = view_policy_from_cfg(cfg, num_aspects, columns) if num_aspects else None
     mixer = BatchMixer.from_cfg(cfg, num_classes)
     strong = spec.strong(cfg) if distiller_of(cfg).needs_strong_view else None  # two-view methods (MLKD)
     recipe = {
@@ -280,10 +314,11 @@ def build_data(cfg) -> DataBundle:
         aspect_path=source.path if source else "",
         aspect_sha256=source.sha256 if source else "",
         dropped_ids=dropped,
-        test_aspect_path=test_source.path if test_source else "",
-        test_aspect_sha256=test_source.sha256 if test_source else "",
+        test_aspect_path=test_file.path if test_file else "",
+        test_aspect_sha256=test_file.sha256 if test_file else "",
         recipe=recipe,
         aspect_sources=_described(source),
+        aspect_columns=columns,
     )
 
 

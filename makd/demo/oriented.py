@@ -47,6 +47,7 @@ from makd.demo.classification import (
 from makd.formats.aspect_files import write_aspect_file
 from makd.formats.files import sha256_text
 from makd.formats.image_ids import image_id
+from makd.formats.question_numbers import as_q_items
 from makd.formats.questions import questions_text, write_questions
 
 GLYPHS = ("arrow", "hook", "flag", "ramp", "post")
@@ -86,6 +87,7 @@ QUESTIONS = (
     ("Is the background dark?", "image", "background_dark"),
     ("Is the shape brighter than the background?", "image", "brighter"),
 )
+# 0-based positions in QUESTIONS; the sidecar says them as question numbers ("q1", ...: makd.formats.question_numbers)
 FLIP_MIRROR = ((0, 1), (7, 8), (9, 10))  # answers that swap under a horizontal mirror
 FLIP_SENSITIVE = (0, 1, 7, 8, 9, 10, 11)  # ... and "tilted clockwise", which has no twin question
 
@@ -287,8 +289,8 @@ def generate_oriented_demo(
         write_questions(
             work / "questions.txt",
             questions,
-            meta={**fixed, "kinds": [k for _, k, _ in QUESTIONS], "flip_sensitive": list(FLIP_SENSITIVE),
-                  "flip_mirror": [list(p) for p in FLIP_MIRROR]},
+            meta={**fixed, "kinds": [k for _, k, _ in QUESTIONS], "flip_sensitive": as_q_items(FLIP_SENSITIVE),
+                  "flip_mirror": as_q_items(FLIP_MIRROR)},
         )  # fmt: skip
         for name in ("train", "test"):
             n = len(rows[name]["teacher"])
@@ -313,7 +315,7 @@ def generate_oriented_demo(
                 {"question": q, "kind": k, "flip_sensitive": i in FLIP_SENSITIVE}
                 for i, (q, k, _) in enumerate(QUESTIONS)
             ],
-            "flip_mirror": [list(p) for p in FLIP_MIRROR],
+            "flip_mirror": as_q_items(FLIP_MIRROR),
             "num_classes": len(GLYPHS) * len(FACINGS),
             "num_questions": len(questions),
             "num_train": train_per_class * len(GLYPHS) * len(FACINGS),

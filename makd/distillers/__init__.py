@@ -48,7 +48,19 @@ def build_distiller(
         if train_labels is None:
             raise ValueError(f"DISTILLER.TYPE {method.name} needs the training labels (build_distiller's train_labels)")
         extra["train_labels"] = list(train_labels)
-    return method.from_config(cfg, student, num_classes, num_aspects, teacher, **extra)
+    distiller = method.from_config(cfg, student, num_classes, num_aspects, teacher, **extra)
+    # the weights the epoch line shows beside each term (Distiller.loss_weights)
+    keys = distiller.loss_weight_keys
+    distiller.loss_weight_values = {name: float(config_value(cfg, key)) for name, key in keys.items()}
+    return distiller
+
+
+def config_value(cfg, key: str):
+    """The value of a dotted config key ("MaKD.ALPHA") in a config tree."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 __all__ = ["DISTILLERS", "Distiller", "build_distiller", "distiller_class", "distiller_classes"]

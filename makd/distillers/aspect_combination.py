@@ -50,6 +50,7 @@ def with_aspect_term(base: type[Distiller]) -> type[Distiller]:
     class AspectCombination(base):
         name = f"MaKD_{base.name}"
         needs_aspects = True
+        loss_weight_keys = {**base.loss_weight_keys, "loss_aspect": "MaKD.ALPHA"}
         add_config = base.add_config
         check_config = base.check_config
 

@@ -53,6 +53,7 @@ class Distiller(nn.Module):
         self.num_classes = num_classes
         self.num_aspects = num_aspects if self.needs_aspects else 0
         self.epoch = 0  # 0-based epoch being trained, set by the trainer through set_epoch
+        self.loss_weight_values: dict[str, float] = {}  # loss name -> its weight key's value (build_distiller)
         self.teacher = teacher
         if teacher is not None:
             teacher.requires_grad_(False)
@@ -120,6 +121,17 @@ class Distiller(nn.Module):
     def forward_train(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(class logits [B, C], {loss_name: scalar tensor}); the trainer sums the losses."""
         raise NotImplementedError
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        """{loss name: (weight, its config key)} of the terms forward_train returns, each term being that weight times
+        its own loss (CE, BCE, KL, ...), so the epoch line can show both: the values of `loss_weight_keys` that
+        build_distiller read from the config (a method whose weight changes with the epoch, DKD's warm-up, adjusts
+        them). A term not listed is shown as it is returned."""
+        return {
+            name: (self.loss_weight_values[name], key)
+            for name, key in self.loss_weight_keys.items()
+            if name in self.loss_weight_values
+        }
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.forward_train(batch)

@@ -91,6 +91,17 @@ def dkd_terms(
     return tckd, nckd
 
 
+def warmed_up(weights: dict[str, tuple[float, str]], epoch: int, warmup: int) -> dict[str, tuple[float, str]]:
+    """loss_weights with the two DKD terms times the warm-up factor of the 0-based `epoch` (named in their key)."""
+    factor = dkd_warmup_factor(epoch + 1, warmup)
+    if factor == 1.0:
+        return weights
+    return {
+        name: (weight * factor, f"{key} x warm-up {factor:g}") if name in ("loss_tckd", "loss_nckd") else (weight, key)
+        for name, (weight, key) in weights.items()
+    }
+
+
 def dkd_losses(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -154,3 +165,6 @@ class DecoupledKnowledgeDistiller(Distiller):
             )
         )
         return logits, losses
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        return warmed_up(super().loss_weights(), self.epoch, self.warmup)

@@ -8,7 +8,14 @@ DKD. DKD.CE_WEIGHT is not used: the class cross-entropy is MaKD's.
 from __future__ import annotations
 
 from makd.distillers.base import DISTILLERS
-from makd.distillers.dkd import add_dkd_config, check_dkd_config, dkd_losses, dkd_temperature, dkd_warmup_factor
+from makd.distillers.dkd import (
+    add_dkd_config,
+    check_dkd_config,
+    dkd_losses,
+    dkd_temperature,
+    dkd_warmup_factor,
+    warmed_up,
+)
 from makd.distillers.makd import MultiAspectDistiller
 
 
@@ -44,3 +51,6 @@ class MultiAspectDecoupledDistiller(MultiAspectDistiller):
             )
         )
         return class_logits, losses
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        return warmed_up(super().loss_weights(), self.epoch, self.warmup)

@@ -49,18 +49,25 @@ def make_eval_loader(
 # for a backward pass, so the evaluation batch (DATASET.TEST.BATCH_SIZE) can be several times the training batch.
 @torch.inference_mode()
 def evaluate(
-    student: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device, info: DistInfo | None = None
+    student: torch.nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    info: DistInfo | None = None,
+    confusion: bool = False,
 ) -> dict[str, float]:
     """Top-1/top-5 (%) and CE loss from the first `num_classes` outputs of `student` over the loader's split.
 
     When the split carries aspect targets (not NaN) and the student has aspect outputs, also the aspect
-    head's agreement with the teacher (mean absolute error, AUC). Results are summed over processes.
+    head's agreement with the teacher (mean absolute error, AUC). With `confusion`, also "confusion": int64 numpy
+    [C, C], row = true class, column = top-1 prediction. Results are summed over processes.
     """
     info = info or DistInfo()
     was_training = student.training
     student.eval()
     correct1 = correct5 = loss_sum = count = 0.0
     predicted, teacher = [], []
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device) if confusion else None
     for batch in loader:
         raise_if_stopped()  # Ctrl-C / SIGTERM between batches (makd.errors)
         aspects = batch["aspects"]  # compared on the CPU
@@ -72,6 +79,9 @@ def evaluate(
         correct1, correct5 = correct1 + c1, correct5 + c5
         loss_sum += float(F.cross_entropy(class_logits, labels, reduction="sum"))
         count += labels.numel()
+        if counts is not None:  # cell (true, predicted) of each image, counted in one bincount
+            cells = labels * num_classes + class_logits.argmax(dim=1)
+            counts += torch.bincount(cells, minlength=num_classes * num_classes).to(counts.dtype)
         if outputs.shape[1] > num_classes and aspects.numel() and outputs.shape[1] - num_classes == aspects.shape[1]:
             rows = torch.isfinite(aspects).all(dim=1)
             if rows.any():
@@ -88,6 +98,10 @@ def evaluate(
         "loss": loss_sum / max(count, 1),
         "num_samples": int(count),
     }
+    if counts is not None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # each process counted its own share of the split
+        result["confusion"] = counts.round().long().cpu().numpy().reshape(num_classes, num_classes)
     gathered = all_gather_arrays((predicted, teacher), info)
     all_pred = [a for p, _ in gathered for a in p]
     all_teacher = [a for _, t in gathered for a in t]

@@ -4,6 +4,7 @@ loop and its seeding, logging, DDP and the divergence checks, from one frozen co
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -157,6 +158,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
     model.train()
     sums: dict[str, float] = {}
     correct = seen = 0
+    first_lr = last_lr = optimizer.param_groups[0]["lr"]  # the rates this epoch's first and last steps use
     start = time.perf_counter()
     bar = tqdm(
         loader,
@@ -181,6 +183,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         if ctx.health is not None:  # before the backward pass: the first steps' gradient shares need the graph
             ctx.health.step(state.step, state.epoch, outputs, losses, batch)
         optimizer.zero_grad(set_to_none=True)
+        last_lr = optimizer.param_groups[0]["lr"]  # read before scheduler.step(), which sets the next step's rate
         backward(optimizer, losses, total, scaler)
         if cfg.SOLVER.GRAD_CLIP > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.SOLVER.GRAD_CLIP)
@@ -202,7 +205,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
                 state.step,
                 {
                     "loss": float(total.detach()),
-                    "lr": optimizer.param_groups[0]["lr"],
+                    "lr": last_lr,  # the rate this step used
                     **{k: float(v.detach()) for k, v in losses.items()},
                 },
             )
@@ -213,6 +216,7 @@ def train_one_epoch(state: TrainState, loader: DataLoader, ctx: EpochContext) ->
         stats["train_top1"] = 100.0 * correct / max(seen, 1)
     stats["train_images_per_s"] = seen * ctx.info.world_size / max(elapsed, 1e-9)
     stats["epoch_seconds"] = elapsed
+    stats["lr"], stats["lr_last"] = first_lr, last_lr
     return stats
 
 
@@ -389,7 +393,7 @@ def _train_in_folder(cfg, info: DistInfo, device, run_dir: Path, plan, resume: b
 
 def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_generator, eval_loaders, amp, manifest,
                 resume, stop_after_epoch, threads):  # fmt: skip
-    distiller, optimizer = task.model, state.optimizer
+    distiller = task.model
     threads, rate_watch = threads
     logger = RunLogger(cfg, run_dir, info.is_main, state.history, manifest)
     model = distiller
@@ -405,6 +409,7 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
         if resume:
             print(f"[makd] resumed from epoch {state.epoch} of {cfg.SOLVER.EPOCHS} ({run_folder.LATEST})", flush=True)
         print(f"[makd] threads: {threads.line('NUM_THREADS')}", flush=True)
+        print(f"[makd] {_loss_line(distiller)}", flush=True)
         if threads.warning:
             print(f"[makd] warning: {threads.warning}", file=sys.stderr, flush=True)
 
@@ -422,7 +427,9 @@ def _run_epochs(cfg, info, device, run_dir, task, state, train_loader, loader_ge
             distiller.set_epoch(epoch)
             train_loader.dataset.set_epoch(epoch)  # per-sample augmentation seeds from (SEED, epoch, index)
             stats = train_one_epoch(state, train_loader, ctx)
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **stats}
+            # lr: the rate of the epoch's first step (after it, the scheduler already holds the next epoch's rate);
+            # lr_last: its last step's; loss_weights: what each train_loss_<name> is multiplied by in the sum
+            row = {"epoch": epoch + 1, "lr": stats.pop("lr"), **stats, "loss_weights": _loss_weights(distiller)}
             row["num_threads"] = torch.get_num_threads()
             _check_finite_state(state, row["epoch"])
             is_last = epoch + 1 == cfg.SOLVER.EPOCHS
@@ -509,11 +516,49 @@ def _save_epoch(cfg, run_dir: Path, state: TrainState, task: Task) -> None:
         atomic_copy(latest, run_dir / run_folder.epoch_snapshot(state.epoch))
 
 
+def _loss_weights(distiller) -> dict[str, float]:
+    """{term name (ce, aspect, ...): weight} of the terms the method declares (makd.distillers.base.loss_weights)."""
+    declared = getattr(distiller, "loss_weights", dict)()
+    return {name.removeprefix("loss_"): float(weight) for name, (weight, _) in declared.items()}
+
+
+def _loss_line(distiller) -> str:
+    """The loss as the method sums it, once at start: "loss = MaKD.CE_WEIGHT 1 x ce + MaKD.ALPHA 4 x aspect"."""
+    declared = getattr(distiller, "loss_weights", dict)()
+    if not declared:
+        return "loss = the sum of the terms the method returns (it declares no weights; shown as returned)"
+    terms = " + ".join(f"{source} {weight:g} x {name.removeprefix('loss_')}" for name, (weight, source) in
+                       declared.items())  # fmt: skip
+    return f"loss = {terms} (+ any other term as returned); each epoch line shows every term before its weight"
+
+
+def _loss_part(row: dict) -> str:
+    """ "loss 1.2332 = 1 x ce 0.9000 + 4 x aspect 0.0833": each term's own loss (CE, BCE, ...) and its weight, so the
+    sum can be checked and the aspect BCE compared across MaKD.ALPHA values; an undeclared term as returned."""
+    weights = row.get("loss_weights") or {}
+    terms = []
+    for key, value in row.items():
+        if not key.startswith("train_loss_"):
+            continue
+        name = key.removeprefix("train_loss_")
+        weight = weights.get(name)
+        if weight is None:
+            terms.append(f"{name} {value:.4f}")
+        elif weight == 0:
+            terms.append(f"0 x {name} -")  # weighted by 0: its own value is not recoverable from the sum
+        else:
+            terms.append(f"{weight:g} x {name} {value / weight:.4f}")
+    return f"loss {row['train_loss']:.4f}" + (f" = {' + '.join(terms)}" if terms else "")
+
+
+def _lr_part(row: dict) -> str:
+    """The rate the epoch trained with: one value, or first..last step where it changed within the epoch."""
+    first, last = row["lr"], row.get("lr_last", row["lr"])
+    return f"lr {first:.2e}" if math.isclose(first, last, rel_tol=1e-6) else f"lr {first:.2e}..{last:.2e}"
+
+
 def _epoch_line(cfg, row: dict, history: list[dict], task: Task) -> str:
-    parts = [f"epoch {row['epoch']}/{cfg.SOLVER.EPOCHS}", f"lr {row['lr']:.2e}", f"loss {row['train_loss']:.4f}"]
-    named = [f"{k[11:]} {v:.4f}" for k, v in row.items() if k.startswith("train_loss_")]
-    if named:
-        parts[-1] += f" ({', '.join(named)})"
+    parts = [f"epoch {row['epoch']}/{cfg.SOLVER.EPOCHS}", _lr_part(row), _loss_part(row)]
     parts += task.epoch_parts(row)
     best = best_epochs(history, task.metric, task.finite_keys)
     if "best_epoch" in best:
@@ -523,7 +568,8 @@ def _epoch_line(cfg, row: dict, history: list[dict], task: Task) -> str:
 
 
 def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: str = "test") -> dict[str, Any]:
-    """Score a saved student (training checkpoint or student export) on the configured split.
+    """Score a saved student (training checkpoint or student export) on the configured split: evaluate()'s numbers,
+    the class names and the confusion matrix ("confusion", [C][C] counts, row = true class).
 
     Every split is scored with the evaluation transform (resize + centre crop), the training split too,
     so two calls on one checkpoint give the same numbers.
@@ -564,5 +610,6 @@ def evaluate_checkpoint(config_path: str, checkpoint_path: str, opts=(), split: 
     loader = make_eval_loader(
         dataset, cfg.DATASET.TEST.BATCH_SIZE, cfg.DATASET.NUM_WORKERS, info, device.type == "cuda"
     )
-    result = evaluate(student, loader, data.num_classes, device, info)
-    return {"split": split, "checkpoint": str(checkpoint_path), **result}
+    result = evaluate(student, loader, data.num_classes, device, info, confusion=True)
+    result["confusion"] = result["confusion"].tolist()  # plain lists: the result is JSON-ready and comparable
+    return {"split": split, "checkpoint": str(checkpoint_path), "class_names": list(data.class_names), **result}

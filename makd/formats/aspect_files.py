@@ -60,9 +60,9 @@ def validate_aspect_rows(rows: Mapping[str, Any], source: str, expected_aspects:
             raise ArtifactError(f"{source}: row {image_id!r} has {len(row)} values, the first row has {width}")
         for q, value in enumerate(row):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ArtifactError(f"{source}: row {image_id!r} value {q} is {value!r}, not a finite number")
+                raise ArtifactError(f"{source}: row {image_id!r} question {q + 1} is {value!r}, not a finite number")
             if not 0.0 <= value <= 1.0:
-                raise ArtifactError(f"{source}: row {image_id!r} value {q} is {value}, outside [0, 1]")
+                raise ArtifactError(f"{source}: row {image_id!r} question {q + 1} is {value}, outside [0, 1]")
         out.append(row)
     if expected_aspects is not None and width != expected_aspects:
         raise ArtifactError(

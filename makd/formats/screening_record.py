@@ -31,7 +31,7 @@ def screening_record(
     class_name_rule: str,
     allowed_class_names: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The "screening" entry of a sidecar: `problems` are {"line", "question", "reason"} of the failed lines;
+    """The "screening" entry of a sidecar: `problems` are {"line", "number", "question", "reason"} of failed lines;
     `questions` the lines read (their sha256 ties the record to this text)."""
     return {
         "by": "make_questions.py --check",

@@ -149,17 +149,21 @@ def value_shape(value: Any) -> tuple[int, ...] | str:
 
 
 def value_problems(key: str, value: Any) -> list[str]:
-    """Non-numbers, NaN/inf and values outside [0, 1] in one pair's value (empty when all is well)."""
+    """Non-numbers, NaN/inf and values outside [0, 1] in one pair's value (empty when all is well), each named by
+    its question (and option) counted from 1."""
     shape = value_shape(value)
     if isinstance(shape, str):
         return [f"{key!r}: {shape}"]
-    flat = value if len(shape) == 1 else [x for row in value for x in row]
+    if len(shape) == 1:
+        named = [(f"question {q + 1}", x) for q, x in enumerate(value)]
+    else:
+        named = [(f"question {q + 1} option {o + 1}", x) for q, row in enumerate(value) for o, x in enumerate(row)]
     out = []
-    for position, x in enumerate(flat):
+    for where, x in named:
         if not math.isfinite(x):
-            out.append(f"{key!r}: value {position} is {x}")
+            out.append(f"{key!r}: {where} is {x}")
         elif not 0.0 <= x <= 1.0:
-            out.append(f"{key!r}: value {position} is {x}, outside [0, 1]")
+            out.append(f"{key!r}: {where} is {x}, outside [0, 1]")
     return out
 
 

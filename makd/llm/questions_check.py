@@ -24,7 +24,9 @@ from makd.llm.screening import screen_questions, split_answer_suffix
 
 @dataclass
 class QuestionsCheck:
-    """The non-blank lines of a file (stripped) and a {"line", "question", "reason"} per line that failed."""
+    """The non-blank lines of a file (stripped) and a {"line", "number", "question", "reason"} per line that failed:
+    "line" is the file's line, "number" the question's number (counted from 1 over the non-blank lines, as stage 2
+    and the trainer count them; None for a blank line)."""
 
     questions: list[str] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
@@ -54,19 +56,22 @@ def screen_questions_file(
     for number, raw in enumerate(lines, start=1):
         line = " ".join(raw.split())
         if not line:
-            result.problems.append({"line": number, "question": raw, "reason": "blank line"})
+            result.problems.append({"line": number, "number": None, "question": raw, "reason": "blank line"})
             continue
         result.questions.append(line)
+        question_number = len(result.questions)
         question, suffix = split_answer_suffix(line)
         if suffix:
-            result.problems.append({"line": number, "question": line, "reason": (
+            result.problems.append({"line": number, "number": question_number, "question": line, "reason": (
                 f"ends with an answer instruction ({suffix!r}): remove it from the file and give it to stage 2 as "
                 "--answer-suffix")})  # fmt: skip
             continue
         screening = screen_questions([question], class_names, allow_class_names, kept,
                                      allowed_names=allowed_names, leak_rule=leak_rule)  # fmt: skip
         if screening.rejected:
-            result.problems.append({"line": number, "question": line, "reason": screening.rejected[0][1]})
+            result.problems.append(
+                {"line": number, "number": question_number, "question": line, "reason": screening.rejected[0][1]}
+            )
         else:
             kept.append(question)
     return result

@@ -370,7 +370,7 @@ def _score_step(
             continue
         values = np.asarray(scorer.score([one.prepared[r.view] for one in loaded], prompts), dtype=np.float64)
         for item, row in zip((one.item for one in loaded), values):
-            missing = [q for q, v in enumerate(row) if not math.isfinite(v)]
+            missing = [q + 1 for q, v in enumerate(row) if not math.isfinite(v)]  # question numbers, from 1
             if missing:
                 # Never invented: the image gets no row and is listed; --resume retries it.
                 reason = f"no Yes/No probability for question(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}"

@@ -64,12 +64,17 @@ class DetectorTraining(nn.Module):
 
     loss_weight_keys = {"loss_aspect": "MaKD.ALPHA", "loss_image_aspect": "MaKD.ALPHA"}  # for the health checks
 
-    def __init__(self, detector: nn.Module) -> None:
+    def __init__(self, detector: nn.Module, alpha: float = 1.0) -> None:
         super().__init__()
         self.student = detector
+        self.alpha = alpha  # MaKD.ALPHA, which the detector's aspect terms carry (torchvision's own terms: none)
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing depends on the epoch (the trainer's contract)."""
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        """As a distiller's (makd.distillers.base): only the aspect terms are weighted, by MaKD.ALPHA."""
+        return {name: (self.alpha, key) for name, key in self.loss_weight_keys.items()}
 
     def forward(self, batch: dict) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
         """({"positive_samples": positive proposals the box head trained on}, {loss name: scalar})."""
@@ -168,7 +173,8 @@ class DetectionTask(Task):
                 pretrained_path=cfg.DISTILLER.STUDENT_PRETRAINED,
                 alpha=cfg.MaKD.ALPHA,
                 temperature=cfg.MaKD.TEMPERATURE,
-            )
+            ),
+            alpha=cfg.MaKD.ALPHA,
         ).to(self.device)
         self.instances = {"test": read_instances(cfg.DETECTION.TEST_JSON)}
         if self.val_coco is not None:
@@ -344,5 +350,10 @@ def _training_table(cfg) -> AspectTable:
         raise ConfigError(
             "DATASET.ASPECT_SOURCES is not read with TASK detection; set DATASET.ASPECT_JSON to one file of rows "
             "per box (stage 2 --boxes) or per image"
+        )
+    if cfg.DATASET.QUESTIONS_USED:
+        raise ConfigError(
+            f"DATASET.QUESTIONS_USED {cfg.DATASET.QUESTIONS_USED!r} is not read with TASK detection (its per-box rows "
+            "are used whole); set it to '' or run stage 2 --boxes with the questions you want"
         )
     return training_source(cfg, [], kinds=("per_image",)).table

@@ -26,6 +26,7 @@ from makd.errors import ConfigError
 from makd.formats.aspect_files import AspectTable, parse_aspect_text, read_aspect_text
 from makd.formats.errors import ArtifactError
 from makd.formats.files import read_sidecar, read_text_sha256, sha256_text, sidecar_path
+from makd.formats.question_numbers import AspectColumns
 from makd.formats.questions import parse_questions_text, questions_text, read_questions_text
 from makd.formats.tolerant_reader import RawAspectFile, parse_raw, refuse_pickle
 from makd.registry import Registry
@@ -208,6 +209,17 @@ class TargetSource:
     def columns_of_questions(self, numbers: list[int]) -> list[int]:
         """0-based target columns of 0-based question numbers (one column per yes/no question)."""
         return list(numbers)
+
+    def aspect_columns(self) -> AspectColumns:
+        """Which question (and option) each target column answers, numbered as the questions file this source
+        answers (makd.formats.question_numbers); columns come question by question, in order."""
+        questions: list[int] = []
+        options: list[int | None] = []
+        for q in range(self.num_questions):
+            width = len(self.columns_of_questions([q]))
+            questions += [q] * width
+            options += [None] if width == 1 else list(range(width))
+        return AspectColumns(tuple(questions), tuple(options), self.num_questions)
 
     def describe(self) -> dict[str, Any]:
         """What summary.json records about the source."""

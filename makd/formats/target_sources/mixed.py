@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from makd.errors import ConfigError
+from makd.formats.question_numbers import parse_ranges
 from makd.formats.questions import normalize_text, read_questions
 from makd.formats.target_sources.base import ImageRows, TargetSource
 
@@ -33,7 +34,7 @@ KEY = "DATASET.ASPECT_SOURCES"
 
 
 def parse_entry(entry: str) -> tuple[str, list[int] | None]:
-    """(path, 0-based question numbers or None = all) of an entry "PATH" or "PATH:1-10,12" (numbers 1-based).
+    """(path, 0-based question positions or None = all) of an entry "PATH" or "PATH:1-10,12" (numbers 1-based).
 
     Only a suffix of numbers and ranges is read as questions, so "C:\\\\data\\\\x.json" stays a path.
     """
@@ -41,19 +42,7 @@ def parse_entry(entry: str) -> tuple[str, list[int] | None]:
     match = _WITH_QUESTIONS.fullmatch(entry)
     if not match:
         return entry, None
-    numbers: list[int] = []
-    for part in match["numbers"].split(","):
-        first, _, last = part.partition("-")
-        low, high = int(first), int(last or first)
-        if low < 1 or high < low:
-            raise ConfigError(
-                f"{KEY} entry {entry!r}: {part!r} is not a range of question numbers (1-based, low-high, e.g. 1-10)"
-            )
-        numbers.extend(range(low - 1, high))
-    repeated = sorted({n + 1 for n in numbers if numbers.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"{KEY} entry {entry!r}: question {repeated[0]} is listed twice; list each question once")
-    return match["path"], numbers
+    return match["path"], parse_ranges(match["numbers"], f"{KEY} entry {entry!r}")
 
 
 @dataclass
@@ -138,6 +127,18 @@ class MixedSource(TargetSource):
     @property
     def num_questions(self) -> int:
         return sum(len(p.questions) for p in self.parts)
+
+    def columns_of_questions(self, numbers: list[int]) -> list[int]:
+        """Assembled columns of assembled questions (numbered in entry order, as the run's questions file lists
+        them); a multiple-choice question brings all its option columns."""
+        spans: list[list[int]] = []
+        for part in self.parts:
+            column = part.offset
+            for n in part.questions:
+                width = len(part.source.columns_of_questions([n]))
+                spans.append(list(range(column, column + width)))
+                column += width
+        return [c for q in numbers for c in spans[q]]
 
     def questions(self) -> list[str] | None:
         listed = [p.source.questions() for p in self.parts]
