@@ -96,27 +96,33 @@ def test_teacher_only_for_methods_that_need_one_and_precomputed_rows(tmp_path, n
 
 def test_demo_trains_its_teacher_once_and_distills_from_it(tmp_path, capsys):
     import json
+    import shutil
 
     demo_tool = load_tool("demo")
     data, out = tmp_path / "data", tmp_path / "runs"
-    argv = ["--data", str(data), "--out", str(out), "--train-per-class", "2", "--test-per-class", "1",
+    argv = ["--data", str(data), "--out", str(out), "--train-per-class", "2", "--test-per-class", "1", "--seeds", "0",
             "--epochs", "1", "DATASET.CACHE_IMAGES", "False", "SOLVER.BATCH_SIZE", "16"]  # fmt: skip
     assert demo_tool.main([*argv, "--runs", "kd,makd_kd"]) == 0
     printed = capsys.readouterr().out
-    result = json.loads((out / "results.json").read_text())
-    assert [row["run"] for row in result["rows"]] == ["teacher", "kd", "makd_kd"]
     teacher = json.loads((out / "teacher" / "summary.json").read_text())
     assert teacher["distiller"] == "NONE" and teacher["student"] == "wrn_40_2"
-    for row in result["rows"][1:]:
-        summary = json.loads((out / row["run"] / "summary.json").read_text())
+    for run in ("kd", "makd_kd"):  # each a condition of the demo's study, seed 0 only
+        summary = json.loads((out / run / "seed0" / "summary.json").read_text())
         assert summary["teacher_test_top1"] == teacher["test_top1_last"]
-        assert summary["num_aspects"] == (16 if row["run"] == "makd_kd" else 0)
-        assert next(x for x in printed.splitlines() if x.startswith(f"| {row['run']} |"))
-    assert "| teacher | wrn_40_2 | NONE |" in printed
+        assert summary["num_aspects"] == (16 if run == "makd_kd" else 0)
+        assert next(x for x in printed.splitlines() if x.startswith(f"| {run} | 1 | 0 |"))
+    top1 = teacher["test_top1_last"]
+    line = f"`wrn_40_2` trained with cross-entropy (seed 0, same data and schedule): test top-1 {top1:.2f}"
+    assert line in (out / "table.md").read_text()
     stamp = (out / "teacher" / "student.pth").stat().st_mtime_ns
     # Reused while its config is unchanged; retrained when it changes.
     assert demo_tool.main([*argv, "--runs", "kd"]) == 0
     assert "already trained with this config: reused" in capsys.readouterr().out
     assert (out / "teacher" / "student.pth").stat().st_mtime_ns == stamp
+    # another setting: the study refuses the kd folder of the old one (before any training), then trains both anew
+    assert demo_tool.main([*argv, "--runs", "kd", "SOLVER.LR", "0.01"]) == 2
+    assert "holds a run of another configuration (differs in SOLVER.LR)" in capsys.readouterr().err
+    assert (out / "teacher" / "student.pth").stat().st_mtime_ns == stamp
+    shutil.rmtree(out / "kd")
     assert demo_tool.main([*argv, "--runs", "kd", "SOLVER.LR", "0.01"]) == 0
     assert "trained with another config: training it again" in capsys.readouterr().out
