@@ -1,5 +1,6 @@
 """MLKD: the instance, batch and class terms by hand (loops), the teacher-confidence masks, one full two-view step
-by hand on a tiny pair, and the settings it refuses (mixup of two-view batches, a precomputed teacher)."""
+by hand on a tiny pair in each formulation (the repository's loss, term for term, and the symmetric one), and the
+settings it refuses (mixup of two-view batches, a precomputed teacher, an unknown formulation)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,12 @@ def test_confidence_masks_keep_the_upper_half():
     assert classes.tolist() == [True, True, False]  # masses 1.84, 1.38, 0.78, median 1.38
 
 
-def test_one_two_view_step_by_hand():
+def test_one_symmetric_two_view_step_by_hand():
     student, teacher = tiny_pair()
     student, teacher = student.double(), teacher.double()  # float64 end to end: the comparison is to 1e-6
-    distiller = MultiLevelDistiller(student, 5, teacher, ce_weight=0.1, kd_weight=0.9, temperatures=[2.0, 4.0]).train()
+    distiller = MultiLevelDistiller(
+        student, 5, teacher, ce_weight=0.1, kd_weight=0.9, temperatures=[2.0, 4.0], formulation="symmetric"
+    ).train()
     batch = fixed_batch(batch_size=6)
     batch["image"] = batch["image"].double()
     batch["image_strong"] = torch.flip(batch["image"], dims=[3]) + 0.1 * torch.randn_like(batch["image"])
@@ -88,9 +91,45 @@ def test_one_two_view_step_by_hand():
     assert 3 <= len(keep) <= 6
 
 
+def test_one_repository_step_by_hand():
+    """The repository's loss: the weak view's levels, each scaled by the fraction its at-or-below-median mask keeps,
+    and the strong view's instance level, whose T = 2 and T = 6 terms come from the weak view."""
+    student, teacher = tiny_pair()
+    student, teacher = student.double(), teacher.double()
+    temperatures = [4.0, 3.0, 5.0, 2.0, 6.0]  # the repository's order; its sums do not depend on it
+    distiller = MultiLevelDistiller(student, 5, teacher, ce_weight=0.1, kd_weight=0.9, temperatures=temperatures)
+    assert distiller.formulation == "repository"
+    batch = fixed_batch(batch_size=7)
+    batch["image"] = batch["image"].double()
+    batch["image_strong"] = torch.flip(batch["image"], dims=[2]) + 0.2 * torch.randn_like(batch["image"])
+    _, losses = distiller.train().forward_train(batch)
+    weak, strong = student(batch["image"]).detach(), student(batch["image_strong"]).detach()
+    with torch.no_grad():
+        tw, ts = teacher(batch["image"]), teacher(batch["image_strong"])
+    probabilities = [_softmax(row, 1.0) for row in tw.tolist()]
+    confidence = sorted(max(row) for row in probabilities)
+    mass = sorted(sum(row[k] for row in probabilities) for k in range(5))
+    median_conf, median_mass = confidence[3], mass[2]  # 7 samples, 5 classes: the middle values
+    sample_fraction = sum(max(row) <= median_conf for row in probabilities) / 7
+    class_fraction = sum(sum(row[k] for row in probabilities) <= median_mass for k in range(5)) / 5
+    kd = bc = cc = 0.0
+    for t in temperatures:
+        i_w, b_w, c_w = _by_hand(weak, tw, t)
+        i_s = _by_hand(weak, tw, t)[0] if t in (2.0, 6.0) else _by_hand(strong, ts, t)[0]
+        kd += sample_fraction * sum(i_w) / 7 + sum(i_s) / 7
+        bc += sample_fraction * b_w
+        cc += class_fraction * c_w
+    for name, value in {"kd": kd, "bc": bc, "cc": cc}.items():
+        assert abs(losses[f"loss_{name}"].item() - 0.9 * value) < 1e-6 * max(1.0, value), name
+    assert sample_fraction == 4 / 7 and class_fraction == 3 / 5
+
+
 def test_mlkd_settings():
     cfg = load_cfg(None, ["DISTILLER.TYPE", "MLKD"])
     assert (cfg.MLKD.CE_WEIGHT, cfg.MLKD.KD_WEIGHT, cfg.MLKD.TEMPERATURES) == (0.1, 0.9, [2.0, 3.0, 4.0, 5.0, 6.0])
+    assert cfg.MLKD.FORMULATION == "repository"
+    with pytest.raises(ConfigError, match=r"^MLKD.FORMULATION 'paper' is unknown; use repository or symmetric$"):
+        load_cfg(None, ["DISTILLER.TYPE", "MLKD", "MLKD.FORMULATION", "paper"])
     with pytest.raises(
         ConfigError, match=r"^DISTILLER.TYPE MLKD trains on a weak and a strong view .* DATASET.AUGMENT.MIXUP_ALPHA"
     ):

@@ -3,11 +3,11 @@
 Every shipped classification config with an auxiliary or teacher term (LaViD, MaKD, the KD family and MLKD) is grouped
 by what decides whether its weights train: the method, the input family (CIFAR-style or ImageNet-style), the learning
 rate, the batch size and the momentum. Each group runs once, with the heaviest weights any of its configs ships
-(LaViD's lambda per target: lambda / K), for 3 epochs (6 for the CIFAR-style KD) on a demo-sized set: 16 classes x 16
-images of 32 px; the ImageNet family's ResNet18 and the CIFAR family's resnet8x4 both at 32 px (the test's budget;
-ResNet18's pooled features at 32 px have the scale they have at 224: docs/health.md), the KD family's teacher a
-resnet8x4 trained first on the same images. The class loss must leave ln C, the training top-1 rise above chance,
-and the training-health checks (on the last epoch) find nothing.
+(LaViD's lambda per target: lambda / K), for 3 epochs (6 for the CIFAR-style KD and MLKD) on a demo-sized set:
+16 classes x 16 images of 32 px; the ImageNet family's ResNet18 and the CIFAR family's resnet8x4 both at 32 px (the
+test's budget; ResNet18's pooled features at 32 px have the scale they have at 224: docs/health.md), the KD family's
+and MLKD's teacher a resnet8x4 trained first on the same images. The class loss must leave ln C, the training top-1
+rise above chance, and the training-health checks (on the last epoch) find nothing.
 """
 
 from __future__ import annotations
@@ -69,24 +69,14 @@ def shipped_groups() -> dict[tuple, list[tuple[tuple, Path]]]:
     return dict(groups)
 
 
-# Groups whose shipped weights are known not to train on this set: the test runs them and expects the failure (strict,
-# so a fix shows as an unexpected pass). MLKD at its repository's lr 0.025, CE 0.1 / KD 0.9 over 5 temperatures, two
-# views and three levels: its terms' gradients reach 125-250x the class loss's at the first steps, the loss climbs to
-# 775 in epoch 1 and the student stays at chance for 6 epochs (the health checks say so in the run's output);
-# docs/health.md, "MLKD on the demo-sized set".
-KNOWN_NOT_TRAINING = {("MLKD", "cifar"): "MLKD's shipped weights leave the class loss at chance on 16 x 16 images"}
-
-
-def representatives() -> list:
+def representatives() -> list[tuple[tuple, Path]]:
     """Each group's config with the heaviest weights; every other member's weights are at most its, term by term."""
     chosen = []
     for key, members in shipped_groups().items():
         weights, path = max(members, key=lambda member: member[0])
         for other, other_path in members:
             assert all(a <= b for a, b in zip(other, weights)), f"{other_path} is heavier than {path} in a term"
-        known = KNOWN_NOT_TRAINING.get(key[:2])
-        marks = [pytest.mark.xfail(strict=True, reason=known)] if known else []
-        chosen.append(pytest.param(key, path, marks=marks))
+        chosen.append((key, path))
     return chosen
 
 

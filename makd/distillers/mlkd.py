@@ -1,24 +1,28 @@
 """MLKD, multi-level logit distillation (Jin, Wang & Lin, CVPR 2023): align the student's predictions with the
 teacher's at three levels, over several temperatures and over a weak and a strong view of each image.
 
-For each view v (the recipe's view and the strong view of DATASET.AUGMENT.STRONG, both seen by both networks) and
-each temperature T of MLKD.TEMPERATURES (prediction augmentation), with p = softmax(z / T) [B, C]:
+With p = softmax(z / T) [B, C] at each temperature T of MLKD.TEMPERATURES (prediction augmentation):
   instance level  T^2 x KL(p_t || p_s), summed over classes, averaged over samples;
   batch level     ||p_t p_t^T - p_s p_s^T||_F^2 / B   (the [B, B] similarity of the batch's predictions);
   class level     ||p_t^T p_t - p_s^T p_s||_F^2 / C   (the [C, C] correlation of the classes).
-loss_ce = MLKD.CE_WEIGHT x (CE(weak) + CE(strong)); loss_kd, loss_bc, loss_cc = MLKD.KD_WEIGHT x the instance,
-batch and class terms summed over views and temperatures. With MLKD.CONFIDENCE_MASK the weak view's terms leave out
-what the teacher is least sure of: samples whose teacher confidence (max probability on the weak view, T = 1) is
-below the batch's median (instance and batch levels: the kept samples' rows only, averaged over them), and classes
-whose summed teacher probability is below the median (class level: the kept classes' block, / their number).
+loss_ce = MLKD.CE_WEIGHT x (CE(weak) + CE(strong)); loss_kd, loss_bc, loss_cc = MLKD.KD_WEIGHT x sums of the
+instance, batch and class terms. Which terms the sums hold is MLKD.FORMULATION:
+
+- "repository" (default): the loss of the MLKD repository's code, term for term, which produced the published numbers:
+  loss_kd = the weak view's instance terms x the fraction of samples at or below the median teacher confidence (its
+  mask multiplies an already averaged loss, so it only scales), plus the strong view's instance terms, where the
+  code takes T = 2 and T = 6 from the weak view; loss_bc and loss_cc = the weak view's batch and class terms, scaled
+  by the fraction of samples / classes at or below the median (the class mask from each class's summed probability).
+- "symmetric": every level on both views; with MLKD.CONFIDENCE_MASK the weak view's terms leave out the samples
+  below the batch median of the teacher's confidence (instance and batch levels: the kept rows only, averaged over
+  them) and the classes below the median summed probability (class level: the kept block, / their number). Its
+  batch and class terms weigh about 4x the repository's, and at the repository's lr 0.025 it did not train on a
+  demo-sized set where the repository's loss did (docs/health.md).
+
 Defaults follow the MLKD repository's configs (CE 0.1, KD 0.9: mdistiller's KD defaults, which they inherit;
 temperatures 2-6; RandAugment(2, 10) strong view) and its res32x4 -> res8x4 learning rate 0.025 is in
-configs/cifar100/resnet32x4_resnet8x4_mlkd.yaml.
-Differs from the MLKD repository's code (the paper's multi-level alignment is followed): its loss uses the strong
-view's instance term only (T = 2 and 6 computed on the weak view by a slip) and no strong-view batch or class term;
-its confidence mask keeps the samples at or below the median and multiplies an already averaged loss, so it only
-scales each weak term by the kept fraction (about 1/2). The strong view is torchvision's RandAugment on uint8 images
-(the repository's own RandAugment also pastes a random cutout).
+configs/cifar100/resnet32x4_resnet8x4_mlkd.yaml. The strong view is torchvision's RandAugment on uint8 images (the
+repository's own RandAugment also pastes a random cutout).
 """
 
 from __future__ import annotations
@@ -40,9 +44,17 @@ def add_mlkd_config(cfg: CN) -> None:
     cfg.MLKD.CE_WEIGHT = 0.1  # weight of the cross-entropy of each view (the MLKD configs inherit KD's 0.1)
     cfg.MLKD.KD_WEIGHT = 0.9  # weight of each alignment term, every level, view and temperature (KD's 0.9)
     cfg.MLKD.TEMPERATURES = [2.0, 3.0, 4.0, 5.0, 6.0]  # prediction augmentation: the temperatures of every level
+    # "repository": the MLKD repository's loss as its code computes it (the published numbers); "symmetric": every
+    # level on both views, with the masks below (docs/methods.md)
+    cfg.MLKD.FORMULATION = "repository"
     cfg.MLKD.CONFIDENCE_MASK = (
-        True  # leave the teacher's below-median-confidence samples / classes out of the weak view
+        True  # symmetric only: leave the teacher's below-median-confidence samples / classes out of the weak view
     )
+
+
+FORMULATIONS = ("repository", "symmetric")
+# the temperatures whose "strong" instance term the repository's code computes on the weak view
+REPOSITORY_WEAK_VIEW_TEMPERATURES = (2.0, 6.0)
 
 
 def check_mlkd_config(cfg: CN) -> None:
@@ -50,6 +62,8 @@ def check_mlkd_config(cfg: CN) -> None:
     for key in ("CE_WEIGHT", "KD_WEIGHT"):
         if m[key] < 0:
             raise ConfigError(f"MLKD.{key} must be >= 0, got {m[key]}")
+    if m.FORMULATION not in FORMULATIONS:
+        raise ConfigError(f"MLKD.FORMULATION {m.FORMULATION!r} is unknown; use {' or '.join(FORMULATIONS)}")
     if not m.TEMPERATURES or any(not isinstance(t, (int, float)) or t <= 0 for t in m.TEMPERATURES):
         raise ConfigError(f"MLKD.TEMPERATURES must be a non-empty list of numbers > 0, got {list(m.TEMPERATURES)}")
     check_online_teacher(cfg)
@@ -79,6 +93,29 @@ def class_term(
     if classes is not None:
         gap = gap[classes][:, classes]
     return (gap**2).sum() / gap.shape[0]
+
+
+def repository_terms(
+    weak: torch.Tensor, strong: torch.Tensor, teacher_weak: torch.Tensor, teacher_strong: torch.Tensor, temperatures
+) -> dict[str, torch.Tensor]:
+    """The MLKD repository's kd, bc and cc sums (before MLKD.KD_WEIGHT), as its code computes them."""
+    probabilities = F.softmax(wide_float(teacher_weak), dim=1)
+    confidence, mass = probabilities.max(dim=1).values, probabilities.sum(dim=0)
+    # its masks keep what is at or below the median, then multiply a loss already averaged: a scale, the kept fraction
+    sample_fraction = (confidence <= torch.quantile(confidence, 0.5)).to(confidence.dtype).mean()
+    class_fraction = (mass <= torch.quantile(mass, 0.5)).to(mass.dtype).mean()
+    weak_instance = sum(instance_term(weak, teacher_weak, t).mean() for t in temperatures)
+    strong_instance = sum(
+        instance_term(weak, teacher_weak, t).mean()
+        if float(t) in REPOSITORY_WEAK_VIEW_TEMPERATURES
+        else instance_term(strong, teacher_strong, t).mean()
+        for t in temperatures
+    )
+    return {
+        "kd": sample_fraction * weak_instance + strong_instance,
+        "bc": sample_fraction * sum(batch_term(weak, teacher_weak, t) for t in temperatures),
+        "cc": class_fraction * sum(class_term(weak, teacher_weak, t) for t in temperatures),
+    }
 
 
 def confident(teacher_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +152,10 @@ class MultiLevelDistiller(Distiller):
     combines_with_aspects = True
     add_config = staticmethod(add_mlkd_config)
     check_config = staticmethod(check_mlkd_config)
+    loss_weight_keys = {"loss_ce": "MLKD.CE_WEIGHT", "loss_kd": "MLKD.KD_WEIGHT", "loss_bc": "MLKD.KD_WEIGHT",
+                        "loss_cc": "MLKD.KD_WEIGHT"}  # fmt: skip
+    # the instance level is KD's term at several temperatures: a class target, as KD's is (Distiller.class_terms)
+    class_terms = ("loss_ce", "loss_kd")
 
     def __init__(
         self,
@@ -125,15 +166,20 @@ class MultiLevelDistiller(Distiller):
         kd_weight: float = 0.9,
         temperatures=(2.0, 3.0, 4.0, 5.0, 6.0),
         confidence_mask: bool = True,
+        formulation: str = "repository",
     ) -> None:
         super().__init__(student, num_classes, 0, teacher)
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"MLKD formulation {formulation!r} is unknown; use {' or '.join(FORMULATIONS)}")
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
         self.temperatures, self.confidence_mask = [float(t) for t in temperatures], confidence_mask
+        self.formulation = formulation
 
     @classmethod
     def from_config(cls, cfg, student, num_classes, num_aspects, teacher=None):
         m = cfg.MLKD
-        return cls(student, num_classes, teacher, m.CE_WEIGHT, m.KD_WEIGHT, list(m.TEMPERATURES), m.CONFIDENCE_MASK)
+        return cls(student, num_classes, teacher, m.CE_WEIGHT, m.KD_WEIGHT, list(m.TEMPERATURES), m.CONFIDENCE_MASK,
+                   m.FORMULATION)  # fmt: skip
 
     @torch.no_grad()
     def _teacher(self, images: torch.Tensor) -> torch.Tensor:
@@ -145,13 +191,17 @@ class MultiLevelDistiller(Distiller):
         weak = self.student(batch["image"])  # [B, C]; first, so a wrapper sees the recipe view first
         strong = self.student(batch["image_strong"])
         teacher_weak, teacher_strong = self._teacher(batch["image"]), self._teacher(batch["image_strong"])
-        samples = classes = None
-        if self.confidence_mask:
-            samples, classes = confident(teacher_weak)
-        weak_terms = mlkd_terms(weak, teacher_weak, self.temperatures, samples, classes)
-        strong_terms = mlkd_terms(strong, teacher_strong, self.temperatures)
+        if self.formulation == "repository":
+            terms = repository_terms(weak, strong, teacher_weak, teacher_strong, self.temperatures)
+        else:
+            samples = classes = None
+            if self.confidence_mask:
+                samples, classes = confident(teacher_weak)
+            weak_terms = mlkd_terms(weak, teacher_weak, self.temperatures, samples, classes)
+            strong_terms = mlkd_terms(strong, teacher_strong, self.temperatures)
+            terms = {name: weak_terms[name] + strong_terms[name] for name in ("kd", "bc", "cc")}
         labels = batch["label"]
         return weak, {
             "loss_ce": self.ce_weight * (class_cross_entropy(weak, labels) + class_cross_entropy(strong, labels)),
-            **{f"loss_{name}": self.kd_weight * (weak_terms[name] + strong_terms[name]) for name in ("kd", "bc", "cc")},
+            **{f"loss_{name}": self.kd_weight * terms[name] for name in ("kd", "bc", "cc")},
         }
