@@ -4,10 +4,13 @@ exactly where an unbroken run ends (student and adaptors, bit for bit)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from tool_modules import load_tool
 
+from makd.config import load_cfg
 from makd.distillers import distiller_classes
 from makd.distillers.feature_methods import FeatureDistiller
 from makd.models import build_student
@@ -79,3 +82,15 @@ def test_adaptors_are_trained_checkpointed_and_resumed_exactly(release_dataset, 
     assert trained or method in WITHOUT_ADAPTORS, "no adaptor tensor changed during epoch 2"
     export = torch.load(root / "unbroken" / "student.pth", weights_only=False)["model"]
     assert set(export) == set(unbroken["model"])  # student.pth: the student alone
+    # every term the method returns has its declared weight (the epoch line shows each before it), equal to the config's
+    rows = [json.loads(line) for line in (root / "unbroken" / "metrics.jsonl").read_text().splitlines()]
+    group = load_cfg(str(release_dataset["config"]), common[1:])[method]
+    for row in rows:
+        returned = {key.removeprefix("train_loss_") for key in row if key.startswith("train_loss_")}
+        assert set(row["loss_weights"]) == returned
+        if method == "REVIEWKD":  # its warm-up, 1-based epoch
+            weight = group.REVIEWKD_WEIGHT * min(row["epoch"] / group.WARMUP_EPOCHS, 1.0)
+        else:
+            weight = group.KD_WEIGHT if method == "MLKD" else group.LOSS.FEAT_WEIGHT
+        term = next(name for name in row["loss_weights"] if name not in ("ce", "bc", "cc"))
+        assert row["loss_weights"][term] == pytest.approx(weight)

@@ -94,6 +94,16 @@ class FeatureDistiller(Distiller):
     student_preact = False
     teacher_preact = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # mdistiller's two keys of every feature method, for its loss_ce and loss_<name> (a method with other keys,
+        # ReviewKD, or a combination, MaKD_<name>, declares its own)
+        if cls.name and "loss_weight_keys" not in cls.__dict__:
+            cls.loss_weight_keys = {
+                "loss_ce": f"{cls.name}.LOSS.CE_WEIGHT",
+                f"loss_{cls.name.lower()}": f"{cls.name}.LOSS.FEAT_WEIGHT",
+            }
+
     def __init__(self, student: nn.Module, num_classes: int, teacher: nn.Module, image_size: int, ce_weight: float):
         super().__init__(student, num_classes, 0, teacher)
         self.ce_weight = ce_weight

@@ -104,6 +104,7 @@ class ReviewDistiller(FeatureDistiller):
     teacher_preact = True
     add_config = staticmethod(add_reviewkd_config)
     check_config = staticmethod(check_reviewkd_config)
+    loss_weight_keys = {"loss_ce": "REVIEWKD.CE_WEIGHT", "loss_reviewkd": "REVIEWKD.REVIEWKD_WEIGHT"}
 
     def __init__(
         self,
@@ -165,6 +166,14 @@ class ReviewDistiller(FeatureDistiller):
             r.STU_PREACT,
             declared,
         )
+
+    def loss_weights(self) -> dict[str, tuple[float, str]]:
+        """The review term's weight times this epoch's warm-up factor, named in its key (as DKD's)."""
+        factor = self.warmup_factor()
+        return {
+            name: (weight * factor, f"{key} x warm-up {factor:g}") if name == "loss_reviewkd" else (weight, key)
+            for name, (weight, key) in super().loss_weights().items()
+        }
 
     def warmup_factor(self) -> float:
         return 1.0 if self.warmup_epochs <= 0 else min((self.epoch + 1) / self.warmup_epochs, 1.0)
