@@ -18,6 +18,24 @@ from makd.registry import Registry
 DISTILLERS: Registry = Registry("distiller")
 
 
+def linear_warmup(epoch_number: int, warmup: int) -> float:
+    """min(epoch_number / warmup, 1) for the 1-based epoch; warmup 0 = full weight from the start (mdistiller's
+    warm-up of DKD's and ReviewKD's distillation terms)."""
+    return 1.0 if warmup <= 0 else min(epoch_number / warmup, 1.0)
+
+
+def warmed_up_weights(
+    weights: dict[str, tuple[float, str]], terms: tuple[str, ...], factor: float
+) -> dict[str, tuple[float, str]]:
+    """Distiller.loss_weights with `terms` times a warm-up `factor`, named in their key; unchanged at full weight."""
+    if factor == 1.0:
+        return weights
+    return {
+        name: (weight * factor, f"{key} x warm-up {factor:g}") if name in terms else (weight, key)
+        for name, (weight, key) in weights.items()
+    }
+
+
 class Distiller(nn.Module):
     """Wraps the student (and an optional frozen teacher). Subclasses implement `forward_train(batch)`.
 

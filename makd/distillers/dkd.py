@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from makd.distillers.base import DISTILLERS, Distiller
+from makd.distillers.base import DISTILLERS, Distiller, linear_warmup, warmed_up_weights
 from makd.distillers.logit_standardization import standardize_logits
 from makd.distillers.losses import class_cross_entropy
 from makd.errors import ConfigError
@@ -50,9 +50,7 @@ def dkd_temperature(cfg: CN) -> float:
     return cfg.DKD.BASE_TEMPERATURE if cfg.DKD.LOGIT_STAND else cfg.DKD.T
 
 
-def dkd_warmup_factor(epoch_number: int, warmup: int) -> float:
-    """min(epoch_number / warmup, 1) for the 1-based epoch; warmup 0 = full weight from the start."""
-    return 1.0 if warmup <= 0 else min(epoch_number / warmup, 1.0)
+dkd_warmup_factor = linear_warmup  # DKD's warm-up of its two terms, mdistiller's
 
 
 def _target_split(log_probs_all: torch.Tensor, scaled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,13 +91,7 @@ def dkd_terms(
 
 def warmed_up(weights: dict[str, tuple[float, str]], epoch: int, warmup: int) -> dict[str, tuple[float, str]]:
     """loss_weights with the two DKD terms times the warm-up factor of the 0-based `epoch` (named in their key)."""
-    factor = dkd_warmup_factor(epoch + 1, warmup)
-    if factor == 1.0:
-        return weights
-    return {
-        name: (weight * factor, f"{key} x warm-up {factor:g}") if name in ("loss_tckd", "loss_nckd") else (weight, key)
-        for name, (weight, key) in weights.items()
-    }
+    return warmed_up_weights(weights, ("loss_tckd", "loss_nckd"), dkd_warmup_factor(epoch + 1, warmup))
 
 
 def dkd_losses(

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from makd.distillers.base import DISTILLERS
+from makd.distillers.base import DISTILLERS, linear_warmup, warmed_up_weights
 from makd.distillers.feature_methods import FeatureDistiller, check_online_teacher, paired_stages
 from makd.errors import ConfigError
 
@@ -169,14 +169,10 @@ class ReviewDistiller(FeatureDistiller):
 
     def loss_weights(self) -> dict[str, tuple[float, str]]:
         """The review term's weight times this epoch's warm-up factor, named in its key (as DKD's)."""
-        factor = self.warmup_factor()
-        return {
-            name: (weight * factor, f"{key} x warm-up {factor:g}") if name == "loss_reviewkd" else (weight, key)
-            for name, (weight, key) in super().loss_weights().items()
-        }
+        return warmed_up_weights(super().loss_weights(), ("loss_reviewkd",), self.warmup_factor())
 
     def warmup_factor(self) -> float:
-        return 1.0 if self.warmup_epochs <= 0 else min((self.epoch + 1) / self.warmup_epochs, 1.0)
+        return linear_warmup(self.epoch + 1, self.warmup_epochs)
 
     def forward_train(self, batch):
         student, teacher = self.features(batch)
