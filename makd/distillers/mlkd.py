@@ -95,12 +95,18 @@ def class_term(
     return (gap**2).sum() / gap.shape[0]
 
 
+def teacher_confidence(teacher_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each sample's confidence [B], each class's summed probability [C]) of the teacher's weak-view predictions at
+    T = 1: what both formulations' masks compare with their batch median."""
+    probabilities = F.softmax(wide_float(teacher_weak), dim=1)
+    return probabilities.max(dim=1).values, probabilities.sum(dim=0)
+
+
 def repository_terms(
     weak: torch.Tensor, strong: torch.Tensor, teacher_weak: torch.Tensor, teacher_strong: torch.Tensor, temperatures
 ) -> dict[str, torch.Tensor]:
     """The MLKD repository's kd, bc and cc sums (before MLKD.KD_WEIGHT), as its code computes them."""
-    probabilities = F.softmax(wide_float(teacher_weak), dim=1)
-    confidence, mass = probabilities.max(dim=1).values, probabilities.sum(dim=0)
+    confidence, mass = teacher_confidence(teacher_weak)
     # its masks keep what is at or below the median, then multiply a loss already averaged: a scale, the kept fraction
     sample_fraction = (confidence <= torch.quantile(confidence, 0.5)).to(confidence.dtype).mean()
     class_fraction = (mass <= torch.quantile(mass, 0.5)).to(mass.dtype).mean()
@@ -121,9 +127,7 @@ def repository_terms(
 def confident(teacher_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept samples [B] bool, kept classes [C] bool): at or above the batch median of the teacher's confidence
     (max probability, T = 1) and of each class's summed probability."""
-    probabilities = F.softmax(wide_float(teacher_weak), dim=1)
-    confidence = probabilities.max(dim=1).values
-    mass = probabilities.sum(dim=0)
+    confidence, mass = teacher_confidence(teacher_weak)
     return confidence >= torch.quantile(confidence, 0.5), mass >= torch.quantile(mass, 0.5)
 
 
