@@ -12,18 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from makd.demo.tiny_internvl import TinySpec, build_tiny_checkpoint
+from makd.demo.tiny_internvl import SAMPLE_QUESTIONS, TinySpec, build_tiny_checkpoint
 from makd.llm.questions_check import screen_questions_file, write_screening_record
 
-QUESTIONS = [
-    "Is the object red?",
-    "Does it have wings?",
-    "Is there water in the background?",
-    "Can you see a wheel?",
-    "Is it outdoors?",
-    "Are the leaves green?",
-    "Is the animal furry?",
-]
+QUESTIONS = SAMPLE_QUESTIONS
 # (width, height) -> tiles with max_tiles 12: 13 (4x3 + thumbnail), 1, 4 (1x3 + thumbnail), 3 (2x1 + thumbnail)
 IMAGE_SIZES = [(500, 375), (448, 448), (300, 900), (896, 448)]
 

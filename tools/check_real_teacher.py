@@ -32,17 +32,8 @@ from makd.demo.internvl_remote_code import (  # noqa: E402
     flatten_remote_code,
     reference_model,
 )
+from makd.demo.tiny_internvl import SAMPLE_QUESTIONS as QUESTIONS  # noqa: E402
 from makd.errors import MakdError, run_command  # noqa: E402
-
-QUESTIONS = [
-    "Is the object red?",
-    "Does it have wings?",
-    "Is there water in the background?",
-    "Can you see a wheel?",
-    "Is it outdoors?",
-    "Are the leaves green?",
-    "Is the animal furry?",
-]
 
 
 def test_image():

@@ -19,7 +19,18 @@ import torch
 from makd.demo import tiny_remote_code
 from makd.mllm.tiny_teacher import TinySpec, save_tiny_internvl, text_config, train_tiny_tokenizer, vision_config
 
-__all__ = ["TinySpec", "build_tiny_checkpoint", "synthetic_questions", "train_tiny_tokenizer"]
+__all__ = ["SAMPLE_QUESTIONS", "TinySpec", "build_tiny_checkpoint", "synthetic_questions", "train_tiny_tokenizer"]
+
+# Seven short yes/no questions of the kind stage 1 writes, the ones the tiny models' checks score.
+SAMPLE_QUESTIONS = [
+    "Is the object red?",
+    "Does it have wings?",
+    "Is there water in the background?",
+    "Can you see a wheel?",
+    "Is it outdoors?",
+    "Are the leaves green?",
+    "Is the animal furry?",
+]
 
 
 def build_tiny_checkpoint(path: str | Path, kind: str = "hf", spec: TinySpec | None = None) -> Path:
