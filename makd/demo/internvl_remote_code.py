@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from makd.errors import MakdError
 from makd.mllm.remote_code_compat import load_remote_config
+from makd.mllm.tiny_teacher import TinySpec, text_config
 
 CODE_ROOT = "internvl_chat/internvl"
 # Flat file name in a hub folder -> its path in the repository.
@@ -155,19 +156,8 @@ def flatten_remote_code(git_dir: str | Path, commit: str, out: str | Path) -> li
     return sorted(REMOTE_CODE_FILES)
 
 
-@dataclass(frozen=True)
-class TinyGeometry:
-    """Widths of a tiny model with the real tile geometry (448-px tiles, patch 14, 256 tokens per tile)."""
-
-    vision_width: int = 32
-    vision_layers: int = 1
-    vision_heads: int = 2
-    text_width: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    init_range: float = 0.2  # larger than usual so random P(yes) spread over (0, 1), which makes checks bite
-    seed: int = 0
+# The real tile geometry: 448-px tiles, patch 14, 256 image tokens per tile (TinySpec's other widths stay tiny).
+REAL_TILE_GEOMETRY = TinySpec(tokens_per_tile=256)
 
 
 @dataclass(frozen=True)
@@ -181,7 +171,7 @@ class RemoteCheckpointSpec:
     llm_attn_implementation: str | None = "eager"
     fast_tokenizer: bool = False
     system_message: str | None = None  # written to config.json when set (the model then uses it over the template's)
-    geometry: TinyGeometry = field(default_factory=TinyGeometry)
+    geometry: TinySpec = REAL_TILE_GEOMETRY
 
 
 # Special tokens of the chat format and the image tokens InternVL adds to every language model's vocabulary.
@@ -268,18 +258,10 @@ def write_qwen2_tokenizer(out: Path) -> int:
 
 
 def _llm_config(spec: RemoteCheckpointSpec, vocab_size: int) -> dict:
-    g = spec.geometry
     common = {
-        "vocab_size": vocab_size,
-        "hidden_size": g.text_width,
-        "intermediate_size": 2 * g.text_width,
-        "num_hidden_layers": g.text_layers,
-        "num_attention_heads": g.text_heads,
-        "num_key_value_heads": g.text_kv_heads,
+        **text_config(spec.geometry, vocab_size),
         "max_position_embeddings": 32768,
         "rope_theta": 1000000.0,
-        "initializer_range": g.init_range,
-        "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
     }
     if spec.language_model == "internlm2":  # InternLM2.5-7B-chat's shape: dynamic NTK RoPE, no biases
@@ -343,7 +325,7 @@ def checkpoint_config(spec: RemoteCheckpointSpec, vocab_size: int) -> dict:
             "architectures": ["InternVisionModel"],
             "model_type": "intern_vit_6b",
             "image_size": 448,
-            "patch_size": 14,
+            "patch_size": g.patch_size,
             "hidden_size": g.vision_width,
             "intermediate_size": 4 * g.vision_width,
             "num_attention_heads": g.vision_heads,

@@ -69,6 +69,7 @@ class TinySpec:
     tokens_per_tile: int = 16
     vision_width: int = 32
     vision_layers: int = 1
+    vision_heads: int = 2
     text_width: int = 64
     text_layers: int = 2
     text_heads: int = 4
@@ -112,7 +113,7 @@ def vision_config(spec: TinySpec) -> dict:
     return {
         "hidden_size": spec.vision_width,
         "num_hidden_layers": spec.vision_layers,
-        "num_attention_heads": 2,
+        "num_attention_heads": spec.vision_heads,
         "intermediate_size": 2 * spec.vision_width,
         "image_size": 448,
         "patch_size": spec.patch_size,
